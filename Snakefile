@@ -1,0 +1,38 @@
+# boltzbench: reference data -> training -> sampling -> evaluation -> report.
+# This file only wires the stages together; the logic lives in src/boltzbench.
+
+from snakemake.utils import min_version
+
+min_version("8.20")
+
+
+# config.yaml is the default; a --configfile on the command line replaces it
+# (Snakemake would otherwise merge the two, leaking default method params).
+if not workflow.overwrite_configfiles:
+
+    configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+
+
+wildcard_constraints:
+    target=NAME_RE,
+    method=NAME_RE,
+    seed=r"\d+",
+    split=r"train|eval|floor",
+
+
+include: "workflow/rules/reference.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/sample.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        rules.aggregate.output,
+        expand(rules.sample_figure.output, target=TARGETS),
+        rules.training_figure.output,

@@ -1,0 +1,11 @@
+"""Run every benchmark in this folder (``make bench``); results go to ``out/``."""
+
+import importlib
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+for name in ("bench_zarr", "bench_mala", "bench_flow"):
+    print(f"== {name}")
+    importlib.import_module(f"benchmarks.{name}").main()

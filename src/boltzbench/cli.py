@@ -1,0 +1,86 @@
+"""The ``boltzbench`` command line.
+
+``boltzbench list``              the registered targets, methods and metrics
+``boltzbench validate CONFIG``   validate a config file (as the workflow does)
+``boltzbench schema [--write]``  print (or write) the config JSON schema
+``boltzbench run [ARGS...]``     run the pipeline: ``snakemake --cores all ARGS``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+__all__ = ["main", "SCHEMA_PATH"]
+
+SCHEMA_PATH = Path("workflow/schemas/config.schema.json")
+
+
+def _list(_: argparse.Namespace) -> int:
+    from boltzbench.methods import METHODS
+    from boltzbench.metrics import METRICS
+    from boltzbench.targets import TARGETS
+
+    for registry in (TARGETS, METHODS, METRICS):
+        print(f"{registry.kind}s: {', '.join(registry.names())}")
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from boltzbench.config import ConfigError, validate_config
+
+    try:
+        cfg = validate_config(yaml.safe_load(Path(args.config).read_text()))
+    except ConfigError as err:
+        print(err, file=sys.stderr)
+        return 1
+    print(f"{args.config}: valid ({len(cfg.targets)} targets, {len(cfg.methods)} methods, "
+          f"{len(cfg.seeds)} seeds)")
+    return 0
+
+
+def schema_text() -> str:
+    from boltzbench.config import config_schema
+
+    return json.dumps(config_schema(), indent=2, sort_keys=True) + "\n"
+
+
+def _schema(args: argparse.Namespace) -> int:
+    if args.write:
+        SCHEMA_PATH.write_text(schema_text())
+        print(f"wrote {SCHEMA_PATH}")
+    else:
+        print(schema_text(), end="")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    return subprocess.call(["snakemake", "--cores", "all", *args.snakemake_args])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="boltzbench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="list registered targets, methods and metrics").set_defaults(
+        func=_list)
+    p = sub.add_parser("validate", help="validate a config file")
+    p.add_argument("config")
+    p.set_defaults(func=_validate)
+    p = sub.add_parser("schema", help="print or write the config JSON schema")
+    p.add_argument("--write", action="store_true", help=f"write {SCHEMA_PATH}")
+    p.set_defaults(func=_schema)
+    p = sub.add_parser("run", help="run the pipeline with snakemake --cores all")
+    p.add_argument("snakemake_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_run)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,215 @@
+"""The typed configuration: one model per section, the schema generated from it.
+
+:func:`validate_config` checks a config dict at workflow start, before any job
+runs. Every error names the offending key and, where there is a fixed set, the
+valid choices. ``workflow/schemas/config.schema.json`` is generated from
+:class:`Config` by ``boltzbench schema`` and a test fails if the two drift.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
+
+from boltzbench.registry import RegistryError, check_kwargs
+
+__all__ = ["Config", "ConfigError", "validate_config", "config_schema"]
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
+
+
+class ConfigError(ValueError):
+    """A config problem, with the key it concerns in the message."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TargetSpec(_Section):
+    """A target: a registered ``kind`` or a user ``callable``, with ``params``."""
+
+    kind: str | None = Field(None, description="Name of a registered target (boltzbench list).")
+    callable: str | None = Field(
+        None, description="'module:function' returning a boltzbench Target (a user target)."
+    )
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="Keyword arguments of the target's constructor."
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TargetSpec:
+        if (self.kind is None) == (self.callable is None):
+            raise ValueError("give exactly one of 'kind' or 'callable'")
+        return self
+
+
+class MethodSpec(_Section):
+    """A method: a registered ``kind`` with its hyperparameters."""
+
+    kind: str = Field(..., description="Name of a registered method (boltzbench list).")
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="Keyword arguments of the method's constructor."
+    )
+    targets: list[str] | None = Field(
+        None, description="Run only on these targets (default: every target)."
+    )
+    overrides: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Per-target parameter overrides: {target name: {param: value}}.",
+    )
+
+    def params_for(self, target: str) -> dict[str, Any]:
+        """The effective parameters on ``target``: ``params`` updated by its override."""
+        return {**self.params, **self.overrides.get(target, {})}
+
+
+class ReferenceSpec(_Section):
+    """Sizes of the reference sets generated for every target."""
+
+    n_train: PositiveInt = Field(
+        10_000, description="Samples in the 'train' split (data for data-based training)."
+    )
+    n_eval: PositiveInt = Field(
+        5_000, description="Samples in each of the two independent sets 'eval' and 'floor'."
+    )
+
+
+class SamplingSpec(_Section):
+    n_samples: PositiveInt = Field(5_000, description="Samples each method draws per run.")
+
+
+class EvaluationSpec(_Section):
+    n_eval: PositiveInt = Field(
+        2_000, description="N_eval: samples and reference samples compared by sample metrics."
+    )
+
+
+class Config(_Section):
+    """The whole boltzbench configuration."""
+
+    results_dir: str = Field("results", description="Where every artifact is written.")
+    seeds: list[int] = Field([0], min_length=1, description="Seeds; each runs every method.")
+    reference: ReferenceSpec = Field(default_factory=ReferenceSpec)
+    sampling: SamplingSpec = Field(default_factory=SamplingSpec)
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    targets: dict[str, TargetSpec] = Field(..., min_length=1, description="Targets by name.")
+    methods: dict[str, MethodSpec] = Field(..., min_length=1, description="Methods by name.")
+
+
+def config_schema() -> dict[str, Any]:
+    """The JSON schema of :class:`Config`."""
+    return Config.model_json_schema()
+
+
+def _format_error(err: dict[str, Any], model: type[BaseModel]) -> str:
+    key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        parent = _model_at(model, err["loc"][:-1])
+        valid = ", ".join(parent.model_fields) if parent else "?"
+        return f"config key '{key}': unknown key; valid keys here: {valid}"
+    if err["type"] == "literal_error":
+        return f"config key '{key}': {err['msg']}"
+    return f"config key '{key}': {err['msg']} (got {err.get('input')!r})"
+
+
+def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    """The pydantic model that the path ``loc`` points into, if any."""
+    current: Any = model
+    for part in loc:
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            field = current.model_fields.get(str(part))
+            if field is None:
+                return None
+            current = field.annotation
+        elif getattr(current, "__origin__", None) is dict:
+            current = current.__args__[1]
+        else:
+            return None
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _check_positive_seeds(cfg: Config) -> None:
+    for i, s in enumerate(cfg.seeds):
+        if s < 0:
+            raise ConfigError(f"config key 'seeds.{i}': seeds must be >= 0 (got {s})")
+    if len(set(cfg.seeds)) != len(cfg.seeds):
+        raise ConfigError(f"config key 'seeds': seeds must be distinct (got {cfg.seeds})")
+
+
+def _check_names(section: str, names: list[str]) -> None:
+    for name in names:
+        if not re.match(NAME_PATTERN, name):
+            raise ConfigError(
+                f"config key '{section}.{name}': names may hold only letters, digits, '_' and "
+                "'-' (they become wildcards in file paths)"
+            )
+
+
+def _check_targets(cfg: Config) -> dict[str, Any]:
+    """Build every target once, so a bad kind, callable or parameter fails now."""
+    from boltzbench.targets import build_target
+
+    built = {}
+    for name, spec in cfg.targets.items():
+        try:
+            built[name] = build_target(spec.model_dump())
+        except RegistryError as err:
+            raise ConfigError(f"config key 'targets.{name}': {err}") from None
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"config key 'targets.{name}.params': {err}") from None
+    return built
+
+
+def _check_methods(cfg: Config, targets: dict[str, Any]) -> None:
+    from boltzbench.methods import METHODS
+
+    for name, spec in cfg.methods.items():
+        key = f"methods.{name}"
+        try:
+            factory = METHODS.get(spec.kind)
+        except RegistryError as err:
+            raise ConfigError(f"config key '{key}': {err}") from None
+        _build_method(factory, spec.kind, spec.params, f"{key}.params")
+        for field in ("targets", "overrides"):
+            for t in getattr(spec, field) or []:
+                if t not in cfg.targets:
+                    raise ConfigError(
+                        f"config key '{key}.{field}': unknown target {t!r}; "
+                        f"valid choices: {', '.join(cfg.targets)}"
+                    )
+        for t in spec.targets or list(cfg.targets):
+            sub = f"{key}.overrides.{t}" if t in spec.overrides else f"{key}.params"
+            method = _build_method(factory, spec.kind, spec.params_for(t), sub)
+            if getattr(method, "needs_data", False) and not targets[t].exact_sampling:
+                raise ConfigError(
+                    f"config key '{key}': method {spec.kind!r} trains on reference data, "
+                    f"but target {t!r} has no exact sampler to generate it"
+                )
+
+
+def _build_method(factory, kind: str, params: dict[str, Any], key: str):
+    try:
+        check_kwargs(factory, params, f"method {kind!r}")
+        return factory(**params)
+    except RegistryError as err:
+        raise ConfigError(f"config key '{key}': {err}") from None
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"config key '{key}': {err}") from None
+
+
+def validate_config(raw: dict[str, Any]) -> Config:
+    """Validate ``raw`` and return the typed config, or raise :class:`ConfigError`."""
+    try:
+        cfg = Config.model_validate(raw)
+    except ValidationError as err:
+        lines = [_format_error(e, Config) for e in err.errors()]
+        raise ConfigError("invalid config:\n  " + "\n  ".join(lines)) from None
+    _check_positive_seeds(cfg)
+    _check_names("targets", list(cfg.targets))
+    _check_names("methods", list(cfg.methods))
+    targets = _check_targets(cfg)
+    _check_methods(cfg, targets)
+    return cfg

@@ -1,0 +1,172 @@
+"""Reading and writing artifacts: Zarr stores (via xarray) and JSON files.
+
+Every write goes to a temporary path beside its destination and is renamed into
+place at the end, so a killed job never leaves an artifact that looks complete.
+Provenance attributes come from :func:`boltzbench.provenance.provenance_attrs`;
+this module only attaches them.
+
+Stores:
+
+* **reference / sample sets** (:func:`samples_to_dataset`): dims ``(sample, dim)``;
+  variables ``x``, ``energy`` and, when present, ``log_weight`` and ``log_q``;
+  diagnostics as extra variables; scalar attrs.
+* **models** (:func:`save_model`): each model-state tensor as a variable
+  ``state__<name>``, each training curve as ``history__<name>`` over ``step``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import xarray as xr
+
+from boltzbench.methods.base import SampleSet
+
+__all__ = [
+    "write_store",
+    "read_store",
+    "write_json",
+    "read_json",
+    "samples_to_dataset",
+    "dataset_to_samples",
+    "save_model",
+    "load_model",
+]
+
+
+def _tmp_path(path: Path) -> Path:
+    """A fresh temporary path beside ``path``; leftovers of killed writers are removed."""
+    for stale in path.parent.glob(f".{path.name}.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink()
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def _replace(tmp: Path, path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+    os.replace(tmp, path)
+
+
+def write_store(ds: xr.Dataset, path: str | Path, attrs: dict[str, Any]) -> Path:
+    """Write ``ds`` with ``attrs`` to the Zarr store ``path``, atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_path(path)
+    ds = ds.copy()
+    ds.attrs = {**ds.attrs, **attrs}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=UserWarning)  # zarr v3 consolidated-metadata note
+        ds.to_zarr(tmp, mode="w", consolidated=False)
+    _replace(tmp, path)
+    return path
+
+
+def read_store(path: str | Path) -> xr.Dataset:
+    """Load the Zarr store ``path`` fully into memory."""
+    with xr.open_zarr(path, consolidated=False) as ds:
+        return ds.load()
+
+
+def write_json(obj: dict[str, Any], path: str | Path, attrs: dict[str, Any]) -> Path:
+    """Write ``{"attrs": attrs, **obj}`` as JSON to ``path``, atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_path(path)
+    tmp.write_text(json.dumps({**obj, "attrs": attrs}, indent=2, sort_keys=True, default=_jsonable))
+    _replace(tmp, path)
+    return path
+
+
+def read_json(path: str | Path) -> dict[str, Any]:
+    return json.loads(Path(path).read_text())
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic | torch.Tensor):
+        return value.item()
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy()
+
+
+def _scalar_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for k, v in attrs.items():
+        if isinstance(v, torch.Tensor | np.generic):
+            v = v.item()
+        out[k] = v if isinstance(v, str | int | float | bool) else json.dumps(v, default=str)
+    return out
+
+
+def samples_to_dataset(s: SampleSet) -> xr.Dataset:
+    """A :class:`SampleSet` as an xarray Dataset (see the module docstring)."""
+    data = {"x": (("sample", "dim"), _np(s.x)), "energy": ("sample", _np(s.energy))}
+    for name in ("log_weight", "log_q"):
+        if getattr(s, name) is not None:
+            data[name] = ("sample", _np(getattr(s, name)))
+    for name, value in s.diagnostics.items():
+        arr = _np(torch.as_tensor(value))
+        data[f"diag__{name}"] = (tuple(f"{name}_{i}" for i in range(arr.ndim)), arr)
+    return xr.Dataset(data, attrs=_scalar_attrs(s.attrs))
+
+
+def dataset_to_samples(ds: xr.Dataset) -> SampleSet:
+    """The inverse of :func:`samples_to_dataset` (float64 tensors)."""
+
+    def t(name: str) -> torch.Tensor | None:
+        return torch.from_numpy(ds[name].values.astype(np.float64)) if name in ds else None
+
+    diagnostics = {
+        k.removeprefix("diag__"): torch.from_numpy(np.asarray(ds[k].values))
+        for k in ds.data_vars
+        if k.startswith("diag__")
+    }
+    return SampleSet(
+        x=t("x"),
+        energy=t("energy"),
+        log_weight=t("log_weight"),
+        log_q=t("log_q"),
+        diagnostics=diagnostics,
+        attrs=dict(ds.attrs),
+    )
+
+
+def save_model(
+    path: str | Path,
+    state: dict[str, torch.Tensor],
+    history: dict[str, list[float]],
+    attrs: dict[str, Any],
+) -> Path:
+    """Write a model artifact: state tensors and training curves, no pickles."""
+    data = {}
+    for name, tensor in state.items():
+        arr = _np(tensor)
+        data[f"state__{name}"] = (tuple(f"{name}_{i}" for i in range(arr.ndim)), arr)
+    for name, curve in history.items():
+        data[f"history__{name}"] = (f"step_{name}", np.asarray(curve, dtype=np.float64))
+    return write_store(xr.Dataset(data), path, attrs)
+
+
+def load_model(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, np.ndarray], dict]:
+    """Read a model artifact: (state tensors, training curves, attrs)."""
+    ds = read_store(path)
+    state = {
+        k.removeprefix("state__"): torch.from_numpy(np.array(ds[k].values))
+        for k in ds.data_vars
+        if k.startswith("state__")
+    }
+    history = {
+        k.removeprefix("history__"): ds[k].values for k in ds.data_vars if k.startswith("history__")
+    }
+    return state, history, dict(ds.attrs)

@@ -1,0 +1,29 @@
+"""MCMC kernels batched over chains in torch, in the shape of blackjax.
+
+Each algorithm module (:mod:`~boltzbench.mcmc.mala`, :mod:`~boltzbench.mcmc.hmc`)
+has the same surface: a ``State`` (a NamedTuple caching position, energy and
+gradient), an ``Info``, ``init(position, potential)`` and
+``build_kernel(...) -> step(generator, state, potential, *numeric) -> (state, info)``.
+Structural choices go to ``build_kernel``, numeric parameters (step size,
+number of leapfrog steps) to ``step``. Shared parts live in
+:mod:`~boltzbench.mcmc.proposal` (state, potentials, Metropolis accept/reject)
+and :mod:`~boltzbench.mcmc.integrators` (leapfrog). Step-size adaptation is in
+:mod:`~boltzbench.mcmc.adaptation`, ESS and R̂ in :mod:`~boltzbench.mcmc.diagnostics`.
+
+Shapes: positions ``(chains, dim)``, per-chain quantities ``(chains,)``.
+Energies are reduced (k_BT): p(x) ∝ exp(−E(x)).
+"""
+
+from boltzbench.mcmc import adaptation, diagnostics, hmc, integrators, mala, proposal
+from boltzbench.mcmc.proposal import State, potential_from
+
+__all__ = [
+    "adaptation",
+    "diagnostics",
+    "hmc",
+    "integrators",
+    "mala",
+    "proposal",
+    "State",
+    "potential_from",
+]

@@ -1,0 +1,100 @@
+"""The method interface shared by every sampler family.
+
+A method is configured by keyword arguments only (its constructor), fitted by
+:meth:`Method.fit` (which may do nothing), and then draws a :class:`SampleSet`
+with :meth:`Method.sample`. Fitted state ends in ``_`` and is set only by
+``fit`` or :meth:`Method.load_model_state`.
+
+The model artifact is a flat ``dict[str, torch.Tensor]`` (:meth:`model_state`),
+written to Zarr by the pipeline; nothing is ever pickled.
+
+Capability tags (class attributes):
+
+``needs_data``
+    ``fit`` trains on reference samples (``data`` must be given).
+``trainable``
+    ``fit`` does real work and yields a training history.
+``weighted``
+    Samples come with importance weights (``log_weight``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from boltzbench.targets.base import Target
+
+__all__ = ["Method", "SampleSet"]
+
+
+@dataclass
+class SampleSet:
+    """What a method returns.
+
+    Attributes
+    ----------
+    x
+        Samples, shape ``(n, dim)``.
+    energy
+        Reduced energies E(x) in k_BT, shape ``(n,)``.
+    log_weight
+        Log importance weights, shape ``(n,)`` (unnormalized), or None when the
+        samples are meant to be unweighted draws from p.
+    log_q
+        Log density of the proposal at ``x``, shape ``(n,)``, or None.
+    diagnostics
+        Named arrays (e.g. ``ess_per_dim`` of shape ``(dim,)``), stored as variables.
+    attrs
+        Named scalars (e.g. ``acceptance``, ``log_Z_hat``), stored as attributes.
+    """
+
+    x: torch.Tensor
+    energy: torch.Tensor
+    log_weight: torch.Tensor | None = None
+    log_q: torch.Tensor | None = None
+    diagnostics: dict[str, torch.Tensor] = field(default_factory=dict)
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = self.x.shape[0]
+        for name in ("energy", "log_weight", "log_q"):
+            v = getattr(self, name)
+            if v is not None and v.shape != (n,):
+                raise ValueError(f"SampleSet.{name} has shape {tuple(v.shape)}, expected ({n},)")
+
+
+class Method:
+    """Base class of every sampler family. Subclasses register in ``METHODS``."""
+
+    needs_data: bool = False
+    trainable: bool = False
+    weighted: bool = False
+
+    def get_params(self) -> dict[str, Any]:
+        """The constructor keywords, so ``type(m)(**m.get_params())`` round-trips."""
+        import inspect
+
+        names = inspect.signature(type(self).__init__).parameters
+        return {k: getattr(self, k) for k in names if k != "self"}
+
+    def fit(
+        self, target: Target, data: torch.Tensor | None, generator: torch.Generator
+    ) -> Method:
+        """Fit on ``target`` (and reference ``data`` when ``needs_data``); returns self."""
+        self.history_: dict[str, list[float]] = {}
+        return self
+
+    def sample(self, target: Target, n: int, generator: torch.Generator) -> SampleSet:
+        """Draw ``n`` samples from the fitted method."""
+        raise NotImplementedError
+
+    def model_state(self) -> dict[str, torch.Tensor]:
+        """Tensors that make up the fitted model (empty for untrained methods)."""
+        return {}
+
+    def load_model_state(self, target: Target, state: dict[str, torch.Tensor]) -> Method:
+        """Restore a fitted model from :meth:`model_state`; returns self."""
+        return self

@@ -1,0 +1,438 @@
+"""A normalizing-flow Boltzmann generator (Noé et al. 2019) built from zuko coupling flows.
+
+The proposal q is a coupling flow (:func:`~boltzbench.methods.flows_util.coupling_flow`).
+It is trained in one of two modes:
+
+``"reverse_kl"`` (energy only, no data)
+    minimise KL(q‖p) + const = E_{x∼q}[log q(x) + E(x)], estimated with
+    reparameterized samples x = g(z), z ∼ N(0, I), so ∇E flows through the
+    target (and is counted by a :class:`~boltzbench.targets.CountingTarget`).
+    Reverse KL is *mode-seeking*: on multimodal targets (GMM-40, ManyWell) it
+    typically covers only some modes. That is a real property of the method,
+    reported by the mode metrics, not a bug. A wide initial proposal
+    (``init_scale``) helps it see more modes at the start.
+``"mle"`` (needs reference samples)
+    minimise the forward KL, i.e. the negative log-likelihood −mean log q(x_ref)
+    over minibatches of ``data``. The data are first standardized by their mean
+    and standard deviation (a fixed affine layer kept in the model state).
+
+Sampling draws x ∼ q and returns importance weights log w = −E(x) − log q(x), so
+log Z ≈ log mean exp(log w) and self-normalized estimates are unbiased in the limit.
+
+References
+----------
+Noé, Olsson, Köhler & Wu 2019, "Boltzmann generators", Science 365, eaaw1147.
+Durkan et al. 2019, "Neural Spline Flows", arXiv:1906.04032.
+Midgley et al. 2023, "Flow Annealed Importance Sampling Bootstrap", arXiv:2208.01893
+(reverse-KL mode collapse on GMM-40 and ManyWell).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+from zuko.lazy import Flow
+
+from boltzbench.methods import METHODS
+from boltzbench.methods.base import Method, SampleSet
+from boltzbench.methods.flows_util import ACTIVATIONS, COUPLINGS, coupling_flow
+from boltzbench.targets.base import Target
+
+__all__ = ["FlowMethod"]
+
+MODES = ("reverse_kl", "mle")
+LR_SCHEDULES = ("cosine", "constant")
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+#: the most reference rows held out for MLE validation
+MAX_VAL_ROWS = 4096
+
+#: a loss function of one training step: () -> (scalar loss, extra history entries)
+StepLoss = Callable[[], tuple[torch.Tensor, dict[str, float]]]
+
+
+def _choice(name: str, value: Any, valid) -> None:
+    if value not in valid:
+        raise ValueError(f"flow: unknown {name} {value!r}; valid choices: {', '.join(valid)}")
+
+
+@contextmanager
+def _forked_seed(generator: torch.Generator) -> Iterator[None]:
+    """Seed the global RNG from ``generator`` inside a fork, leaving it untouched outside."""
+    seed = int(torch.randint(2**62, (), generator=generator))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def _log_mean_exp(a: torch.Tensor) -> float:
+    return float(torch.logsumexp(a, 0) - math.log(a.numel()))
+
+
+def _kish_ess(log_w: torch.Tensor) -> float:
+    """Normalized Kish ESS (Σw)² / (N Σw²) in [0, 1]; 0 when no weight is finite."""
+    if not torch.isfinite(log_w).any():
+        return 0.0
+    return float(torch.exp(2 * torch.logsumexp(log_w, 0) - torch.logsumexp(2 * log_w, 0))) / (
+        log_w.numel()
+    )
+
+
+def _minibatches(data: torch.Tensor, size: int, generator: torch.Generator):
+    """Endless minibatches of ``data``, reshuffled by ``generator`` every epoch."""
+    size = min(size, data.shape[0])
+    while True:
+        perm = torch.randperm(data.shape[0], generator=generator)
+        for i in range(0, data.shape[0] - size + 1, size):
+            yield data[perm[i : i + size]]
+
+
+@METHODS.register("flow")
+class FlowMethod(Method):
+    """Normalizing-flow Boltzmann generator (coupling flow, zuko), weighted samples.
+
+    Parameters
+    ----------
+    mode
+        ``"reverse_kl"`` (train on the energy) or ``"mle"`` (train on reference
+        samples; then ``needs_data`` is True).
+    transforms
+        Number of coupling layers.
+    hidden_features
+        Hidden widths of each coupling layer's MLP.
+    coupling
+        ``"spline"`` (rational-quadratic, Durkan et al. 2019) or ``"affine"`` (RealNVP).
+    bins, bound
+        Spline bins, and the half-width of the spline domain in standardized units
+        (the spline is the identity outside [-bound, bound]).
+    activation
+        MLP activation: relu, silu, elu, gelu or tanh.
+    n_iter
+        Optimizer steps.
+    batch_size
+        Samples per step: flow samples (reverse KL) or data rows (MLE).
+    lr, weight_decay
+        AdamW learning rate and decoupled weight decay.
+    grad_clip
+        Maximum global gradient norm, or None for no clipping.
+    lr_schedule
+        ``"cosine"`` (anneal lr to 0 over ``n_iter``) or ``"constant"``.
+    init_scale
+        Reverse KL only: the initial proposal is N(0, init_scale² I) (in the
+        target's units); a wide one lets reverse KL find distant modes.
+    standardize
+        MLE only: standardize with the data's per-coordinate mean and std
+        (else the identity).
+    val_fraction
+        MLE only: the fraction of ``data`` (at most 4096 rows) held out. Its
+        negative log-likelihood is tracked 40 times during training
+        (``history_["val_loss"]``) and the parameters with the lowest one are
+        kept (early stopping by restoring); 0 trains on all rows to the end.
+    sample_batch_size
+        Rows per batch when sampling.
+    dtype
+        ``"float32"`` or ``"float64"`` for the flow; energies and the returned
+        samples, log q and log weights are float64.
+
+    Notes
+    -----
+    ``needs_data`` is a property here (True for ``mode="mle"``), so read it on
+    an instance, not on the class.
+    """
+
+    trainable = True
+    weighted = True
+    #: a tiny configuration for conformance tests (seconds to fit)
+    fast_params: dict[str, Any] = {
+        "transforms": 2,
+        "hidden_features": [16, 16],
+        "bins": 4,
+        "n_iter": 20,
+        "batch_size": 64,
+    }
+
+    def __init__(
+        self,
+        *,
+        mode: str = "reverse_kl",
+        transforms: int = 6,
+        hidden_features: tuple[int, ...] | list[int] = (128, 128),
+        coupling: str = "spline",
+        bins: int = 8,
+        bound: float = 5.0,
+        activation: str = "relu",
+        n_iter: int = 2000,
+        batch_size: int = 256,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        grad_clip: float | None = 10.0,
+        lr_schedule: str = "cosine",
+        init_scale: float = 1.0,
+        standardize: bool = True,
+        val_fraction: float = 0.1,
+        sample_batch_size: int = 4096,
+        dtype: str = "float32",
+    ):
+        _choice("mode", mode, MODES)
+        _choice("coupling", coupling, COUPLINGS)
+        _choice("activation", activation, ACTIVATIONS)
+        _choice("lr_schedule", lr_schedule, LR_SCHEDULES)
+        _choice("dtype", dtype, DTYPES)
+        if min(transforms, n_iter, batch_size, sample_batch_size, bins) < 1 or init_scale <= 0:
+            raise ValueError(
+                "flow: transforms, n_iter, batch sizes, bins and init_scale must be > 0"
+            )
+        if not 0 <= val_fraction < 1:
+            raise ValueError(f"flow: val_fraction must be in [0, 1), got {val_fraction}")
+        self.mode, self.transforms, self.coupling = mode, transforms, coupling
+        self.hidden_features = [int(h) for h in hidden_features]
+        self.bins, self.bound, self.activation = bins, bound, activation
+        self.n_iter, self.batch_size, self.lr = n_iter, batch_size, lr
+        self.weight_decay, self.grad_clip, self.lr_schedule = weight_decay, grad_clip, lr_schedule
+        self.init_scale, self.standardize = init_scale, standardize
+        self.val_fraction = val_fraction
+        self.sample_batch_size, self.dtype = sample_batch_size, dtype
+
+    @property
+    def needs_data(self) -> bool:  # type: ignore[override]
+        """True when ``mode == "mle"``: ``fit`` then trains on reference samples."""
+        return self.mode == "mle"
+
+    # ---------------------------------------------------------------- building
+
+    @property
+    def _dtype(self) -> torch.dtype:
+        return DTYPES[self.dtype]
+
+    def _build(self, dim: int, shift: torch.Tensor, scale: torch.Tensor) -> Flow:
+        flow = coupling_flow(
+            dim,
+            shift,
+            scale,
+            transforms=self.transforms,
+            hidden_features=self.hidden_features,
+            coupling=self.coupling,
+            bins=self.bins,
+            bound=self.bound,
+            activation=self.activation,
+        )
+        return flow.to(self._dtype)
+
+    def _standardization(
+        self, dim: int, data: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(shift, scale) of the fixed first layer, shape ``(dim,)`` each, float64."""
+        zeros = torch.zeros(dim, dtype=torch.float64)
+        if self.mode == "reverse_kl":
+            return zeros, torch.full_like(zeros, self.init_scale)
+        if not self.standardize:
+            return zeros, torch.ones_like(zeros)
+        data = data.to(torch.float64)
+        return data.mean(0), data.std(0).clamp_min(1e-6)
+
+    def _check_data(self, target: Target, data: torch.Tensor | None) -> None:
+        if not self.needs_data:
+            return
+        if data is None:
+            raise ValueError("flow with mode='mle' needs reference data of shape (N, dim)")
+        if data.ndim != 2 or data.shape[1] != target.dim or data.shape[0] < 2:
+            raise ValueError(
+                f"flow: data must have shape (N >= 2, {target.dim}), got {tuple(data.shape)}"
+            )
+
+    # ---------------------------------------------------------------- flow maths
+
+    def _push(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x = g(z) and log q(x) = log N(z) − log |det ∂g/∂z|, shapes ``(n, dim)``, ``(n,)``."""
+        q = self.flow_()
+        x, ladj = q.transform.inv.call_and_ladj(z)
+        return x, q.base.log_prob(z) - ladj
+
+    def _base_noise(self, n: int, dim: int, generator: torch.Generator) -> torch.Tensor:
+        return torch.randn(n, dim, generator=generator, dtype=self._dtype)
+
+    # ---------------------------------------------------------------- training
+
+    def _reverse_kl_loss(self, target: Target, generator: torch.Generator) -> StepLoss:
+        """loss = mean over a batch of log q(x) + E(x), x = g(z) reparameterized."""
+
+        def step() -> tuple[torch.Tensor, dict[str, float]]:
+            x, log_q = self._push(self._base_noise(self.batch_size, target.dim, generator))
+            energy = target.energy(x.to(torch.float64))
+            log_q = log_q.to(torch.float64)
+            ess = _kish_ess(-(energy + log_q).detach())
+            return (log_q + energy).mean(), {"ess": ess}
+
+        return step
+
+    def _split(
+        self, data: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(training rows, held-out rows or None), shuffled by ``generator``."""
+        data = data.to(self._dtype)
+        n_val = min(int(self.val_fraction * data.shape[0]), MAX_VAL_ROWS)
+        if n_val < 1:
+            return data, None
+        perm = torch.randperm(data.shape[0], generator=generator)
+        return data[perm[n_val:]], data[perm[:n_val]]
+
+    def _mle_loss(self, data: torch.Tensor, generator: torch.Generator) -> StepLoss:
+        """loss = −mean log q(x_ref) over a minibatch of ``data``."""
+        batches = _minibatches(data, self.batch_size, generator)
+
+        def step() -> tuple[torch.Tensor, dict[str, float]]:
+            return -self.flow_().log_prob(next(batches)).mean(), {}
+
+        return step
+
+    def _nll(self, data: torch.Tensor) -> Callable[[], float]:
+        """Validation loss: −mean log q over held-out ``data`` (no gradient)."""
+
+        @torch.no_grad()
+        def validate() -> float:
+            return float(-self.flow_().log_prob(data).mean())
+
+        return validate
+
+    def _optimizer(self):
+        params = [p for p in self.flow_.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+        if self.lr_schedule == "cosine":
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.n_iter)
+        else:
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+        return params, opt, sched
+
+    def _diverged(self, step: int, what: str, last: float) -> RuntimeError:
+        return RuntimeError(
+            f"flow ({self.mode}) diverged at step {step} of {self.n_iter}: {what}; "
+            f"last finite loss {last:.6g}. Try a smaller lr, a grad_clip, or a "
+            "different init_scale."
+        )
+
+    def _step(self, loss_fn: StepLoss, params, opt, sched, step: int, last: float):
+        """One AdamW step with clipping; raises when the loss or gradient is not finite."""
+        loss, extra = loss_fn()
+        value = loss.item()
+        if not math.isfinite(value):
+            raise self._diverged(step, f"loss is {value}", last)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        clip = math.inf if self.grad_clip is None else self.grad_clip
+        norm = torch.nn.utils.clip_grad_norm_(params, clip)
+        if not torch.isfinite(norm):
+            raise self._diverged(step, f"gradient norm is {float(norm)}", value)
+        opt.step()
+        sched.step()
+        return value, extra
+
+    def _train(
+        self, loss_fn: StepLoss, validate: Callable[[], float] | None = None
+    ) -> dict[str, list[float]]:
+        """Run ``n_iter`` AdamW steps on ``loss_fn``; returns the history.
+
+        With ``validate``, the validation loss is computed every ``n_iter // 40``
+        steps and at the end, and the parameters with the lowest one are kept.
+        """
+        params, opt, sched = self._optimizer()
+        history: dict[str, list[float]] = {"loss": [], "lr": []}
+        every, best, best_state, last = max(1, self.n_iter // 40), math.inf, None, math.nan
+        bar = tqdm(range(self.n_iter), desc=f"flow[{self.mode}]", disable=None, leave=False)
+        for step in bar:
+            history["lr"].append(sched.get_last_lr()[0])
+            last, extra = self._step(loss_fn, params, opt, sched, step, last)
+            history["loss"].append(last)
+            for k, v in extra.items():
+                history.setdefault(k, []).append(v)
+            if validate is not None and ((step + 1) % every == 0 or step + 1 == self.n_iter):
+                val = validate()
+                history.setdefault("val_step", []).append(step + 1)
+                history.setdefault("val_loss", []).append(val)
+                if val < best:
+                    best, best_state = val, copy.deepcopy(self.flow_.state_dict())
+                extra = {**extra, "val": val}
+            if step % 50 == 0:
+                bar.set_postfix(loss=f"{last:.4g}", **{k: f"{v:.3g}" for k, v in extra.items()})
+        if not all(torch.isfinite(p).all() for p in params):
+            raise self._diverged(self.n_iter, "parameters are not finite", last)
+        if best_state is not None:
+            self.flow_.load_state_dict(best_state)
+        return history
+
+    def fit(
+        self, target: Target, data: torch.Tensor | None, generator: torch.Generator
+    ) -> FlowMethod:
+        """Build a fresh flow (seeded from ``generator``) and train it; returns self.
+
+        Reverse KL makes exactly ``n_iter × batch_size`` energy and gradient
+        evaluations; MLE makes none.
+        """
+        self._check_data(target, data)
+        shift, scale = self._standardization(target.dim, data)
+        with _forked_seed(generator):
+            self.flow_ = self._build(target.dim, shift, scale)
+        if self.mode == "reverse_kl":
+            self.history_ = self._train(self._reverse_kl_loss(target, generator))
+            return self
+        train, val = self._split(data, generator)
+        validate = None if val is None else self._nll(val)
+        self.history_ = self._train(self._mle_loss(train, generator), validate)
+        return self
+
+    # ---------------------------------------------------------------- sampling
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "flow_"):
+            raise RuntimeError("flow: call fit or load_model_state before sample")
+
+    @torch.no_grad()
+    def _sample_batch(
+        self, target: Target, n: int, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x (float64, ``(n, dim)``), log q (``(n,)``) and E(x) (``(n,)``) for one batch."""
+        x, log_q = self._push(self._base_noise(n, target.dim, generator))
+        x, log_q = x.to(torch.float64), log_q.to(torch.float64)
+        return x, log_q, target.energy(x)
+
+    def sample(self, target: Target, n: int, generator: torch.Generator) -> SampleSet:
+        """Draw ``n`` samples x ∼ q with log w = −E(x) − log q(x) (−inf where non-finite)."""
+        self._check_fitted()
+        sizes = [self.sample_batch_size] * (n // self.sample_batch_size)
+        sizes += [n % self.sample_batch_size] if n % self.sample_batch_size else []
+        parts = [self._sample_batch(target, m, generator) for m in sizes]
+        x, log_q, energy = (torch.cat(p) for p in zip(*parts, strict=True))
+        ok = torch.isfinite(energy) & torch.isfinite(log_q) & torch.isfinite(x).all(-1)
+        log_w = torch.where(ok, -energy - log_q, torch.full_like(energy, -math.inf))
+        attrs = {
+            "mode": self.mode,
+            "n_nonfinite": int((~ok).sum()),
+            "log_Z_hat": _log_mean_exp(log_w),
+            "ess_kish": _kish_ess(log_w),
+        }
+        return SampleSet(x=x, energy=energy, log_weight=log_w, log_q=log_q, attrs=attrs)
+
+    # ---------------------------------------------------------------- state
+
+    def model_state(self) -> dict[str, torch.Tensor]:
+        """The flow's tensors (standardization buffers, masks, weights), keys ``flow.*``."""
+        self._check_fitted()
+        return {f"flow.{k}": v.detach().clone() for k, v in self.flow_.state_dict().items()}
+
+    def load_model_state(self, target: Target, state: dict[str, torch.Tensor]) -> FlowMethod:
+        """Rebuild the flow from this config and ``target.dim``, then load ``state``."""
+        dim = target.dim
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)  # the initial values are overwritten below
+            flow = self._build(dim, torch.zeros(dim), torch.ones(dim))
+        own = {k.removeprefix("flow."): v for k, v in state.items() if k.startswith("flow.")}
+        try:
+            flow.load_state_dict(own, strict=True)
+        except RuntimeError as err:
+            raise ValueError(f"flow: model state does not match this config: {err}") from None
+        self.flow_ = flow
+        return self

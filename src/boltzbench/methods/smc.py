@@ -1,0 +1,320 @@
+"""Sequential Monte Carlo / annealed importance sampling with MCMC moves.
+
+Geometric annealing (Neal 2001, "Annealed importance sampling"; Del Moral,
+Doucet & Jasra 2006, "Sequential Monte Carlo samplers") from a normalized
+Gaussian base q₀ = N(0, σ₀² I) to the target p̃ = exp(−E):
+
+    π_β(x) ∝ q₀(x)^(1−β) p̃(x)^β,   E_β = (1 − β) E₀ + β E,
+    E₀(x) = |x|² / (2σ₀²) + (d/2) log(2π σ₀²)   (so Z₀ = 1),
+
+over 0 = β₀ < β₁ < … < β_T = 1 (T = ``n_temps``). Schedules (:func:`beta_schedule`):
+``"linear"``, β_t = t / T; ``"geometric"``, β_t = β_min^((T − t)/(T − 1)) for
+t ≥ 1, i.e. log-spaced from β₁ = ``beta_min`` to 1.
+
+Each temperature t = 1…T does, for n particles:
+
+1. reweight: log w_t = −(β_t − β_{t−1}) (E(x) − E₀(x)) at the current particles
+   (the target energy E is cached, so this costs nothing); a non-finite E gives
+   log w = −inf (weight zero);
+2. accumulate log Ẑ += log Σ_i W_{t−1,i} w_{t,i}, with W_{t−1} the normalized
+   weights before the step (uniform after a resampling);
+3. resample (systematic; Kitagawa 1996) when the normalized ESS
+   (Σ w)² / (n Σ w²) drops below ``ess_threshold``, and reset the weights;
+4. move: ``n_moves`` MALA or HMC steps that leave π_{β_t} invariant, with one
+   step size shared by all particles, adapted after each move by Robbins–Monro
+   on log ε towards ``target_accept`` (carried over to the next temperature).
+
+Since Z₀ = 1, Ẑ estimates Z = ∫ exp(−E) (unbiased for Z, not for log Z). The
+returned ``log_weight`` is log W_i + log Ẑ + log n with W the final normalized
+weights, so that logmeanexp(log_weight) = log Ẑ and the normalized weights
+are right; ``attrs["log_Z_hat"]`` holds log Ẑ. Cost: each particle takes one
+energy-and-gradient evaluation at the start and one per MALA step
+(``n_leapfrog`` per HMC step), all through the target passed.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from boltzbench.mcmc import adaptation, hmc, mala, proposal
+from boltzbench.methods.base import Method, SampleSet
+from boltzbench.methods.mala import resolve_dtype
+from boltzbench.targets.base import Target
+
+__all__ = [
+    "SMC",
+    "TemperedState",
+    "beta_schedule",
+    "base_energy_and_grad",
+    "temper",
+    "retemper",
+    "tempered_potential",
+    "incremental_log_weight",
+    "log_z_increment",
+    "normalize_log_weights",
+    "ess_fraction",
+    "systematic_resample",
+]
+
+#: default acceptance aimed at, per kernel (Roberts & Rosenthal 1998; Beskos et al. 2013)
+TARGET_ACCEPT = {"mala": 0.574, "hmc": 0.651}
+
+
+class TemperedState(NamedTuple):
+    """A particle state at inverse temperature β, with the target's parts cached.
+
+    ``energy`` (E_β, float64) and ``grad`` (∇E_β) drive the MCMC kernel;
+    ``target_energy`` (E, float64) and ``target_grad`` (∇E) let the state be
+    re-tempered to a new β, and the weights computed, with no new evaluation.
+    Shapes: positions and gradients ``(n, dim)``, energies ``(n,)``.
+    """
+
+    position: Tensor
+    energy: Tensor
+    grad: Tensor
+    target_energy: Tensor
+    target_grad: Tensor
+
+
+def beta_schedule(n_temps: int, schedule: str = "geometric", beta_min: float = 1e-3) -> Tensor:
+    """β₀ = 0 < β₁ < … < β_T = 1, shape ``(n_temps + 1,)``, float64 (see the module docstring)."""
+    if n_temps < 1:
+        raise ValueError(f"n_temps must be >= 1, got {n_temps}")
+    if schedule == "linear":
+        return torch.linspace(0.0, 1.0, n_temps + 1, dtype=torch.float64)
+    if schedule == "geometric":
+        if not 0 < beta_min < 1:
+            raise ValueError(f"beta_min must be in (0, 1), got {beta_min}")
+        exponents = torch.linspace(1.0, 0.0, n_temps, dtype=torch.float64) if n_temps > 1 else None
+        rest = beta_min**exponents if exponents is not None else torch.ones(1, dtype=torch.float64)
+        return torch.cat([torch.zeros(1, dtype=torch.float64), rest])
+    raise ValueError(f"schedule must be 'linear' or 'geometric', got {schedule!r}")
+
+
+def base_energy_and_grad(x: Tensor, scale: float) -> tuple[Tensor, Tensor]:
+    """E₀(x) = |x|²/(2σ₀²) + (d/2) log(2πσ₀²) (float64, shape ``(n,)``) and ∇E₀ = x/σ₀²."""
+    d = x.shape[-1]
+    e0 = 0.5 * (x.to(torch.float64) ** 2).sum(-1) / scale**2 + 0.5 * d * math.log(
+        2 * math.pi * scale**2
+    )
+    return e0, x / scale**2
+
+
+def temper(
+    x: Tensor, energy: Tensor, grad: Tensor, beta: float, base_scale: float
+) -> TemperedState:
+    """The state at inverse temperature β from the target's E(x) and ∇E(x) (no evaluation)."""
+    e0, g0 = base_energy_and_grad(x, base_scale)
+    energy = energy.to(torch.float64)
+    e_beta = (1 - beta) * e0 + beta * energy if beta > 0 else e0
+    return TemperedState(x, e_beta, (1 - beta) * g0 + beta * grad, energy, grad)
+
+
+def retemper(state: TemperedState, beta: float, base_scale: float) -> TemperedState:
+    """``state`` moved to inverse temperature β from its cached target parts."""
+    return temper(state.position, state.target_energy, state.target_grad, beta, base_scale)
+
+
+def tempered_potential(target: Target, beta: float, base_scale: float) -> proposal.Potential:
+    """Positions → :class:`TemperedState` at β: one target evaluation per particle."""
+
+    def evaluate(x: Tensor) -> TemperedState:
+        return temper(x, *target.energy_and_grad(x), beta, base_scale)
+
+    return evaluate
+
+
+def incremental_log_weight(state: TemperedState, dbeta: float, base_scale: float) -> Tensor:
+    """log w = −Δβ (E(x) − E₀(x)), float64 shape ``(n,)``; −inf where E is not finite."""
+    delta = state.target_energy - base_energy_and_grad(state.position, base_scale)[0]
+    return torch.where(torch.isfinite(delta), -dbeta * delta, -torch.inf)
+
+
+def log_z_increment(log_w: Tensor, inc: Tensor) -> Tensor:
+    """log Σ_i W_i w_i: W the normalized weights ``log_w``, w the increments ``inc``."""
+    return torch.logsumexp(normalize_log_weights(log_w) + inc, 0)
+
+
+def normalize_log_weights(log_w: Tensor) -> Tensor:
+    """log W_i = log w_i − log Σ_j w_j; all −inf when every weight is zero."""
+    total = torch.logsumexp(log_w, 0)
+    return log_w - total if torch.isfinite(total) else torch.full_like(log_w, -torch.inf)
+
+
+def ess_fraction(log_w: Tensor) -> float:
+    """Normalized (Kish) ESS (Σ w)² / (n Σ w²) ∈ [1/n, 1]; 0 when every weight is zero."""
+    log_w = normalize_log_weights(log_w)
+    if not torch.isfinite(log_w).any():
+        return 0.0
+    return min(1.0, float(torch.exp(-torch.logsumexp(2 * log_w, 0)) / log_w.shape[0]))
+
+
+def systematic_resample(log_w: Tensor, generator: torch.Generator) -> Tensor:
+    """Systematic resampling (Kitagawa 1996): n indices, shape ``(n,)``.
+
+    With one u ~ U(0, 1), index i is the j with C_{j−1} ≤ (i + u)/n < C_j, C the
+    cumulative normalized weights; particle j is copied ⌊n W_j⌋ or ⌈n W_j⌉ times.
+    """
+    n = log_w.shape[0]
+    cdf = torch.cumsum(torch.exp(normalize_log_weights(log_w)), 0)
+    u = torch.rand(1, generator=generator, dtype=torch.float64).to(cdf.device)
+    points = (torch.arange(n, dtype=torch.float64, device=cdf.device) + u) / n
+    return torch.searchsorted(cdf, points * cdf[-1], right=True).clamp(max=n - 1)
+
+
+class SMC(Method):
+    """Annealed SMC sampler from a Gaussian base (Del Moral, Doucet & Jasra 2006).
+
+    The number of particles is the ``n`` asked of :meth:`sample`.
+
+    Parameters
+    ----------
+    n_temps
+        Number of annealing steps T (temperatures after β₀ = 0).
+    schedule
+        "geometric" (log-spaced from ``beta_min``) or "linear".
+    beta_min
+        β₁ of the geometric schedule.
+    kernel
+        "mala" or "hmc": the move at each temperature.
+    n_moves
+        Kernel steps per temperature.
+    n_leapfrog
+        Leapfrog steps per HMC move (ignored by MALA).
+    step_size
+        Initial step size ε (units of x), shared by all particles.
+    target_accept
+        Acceptance aimed at by the step-size adaptation; None: 0.574 for MALA,
+        0.651 for HMC.
+    adapt_gain
+        Robbins–Monro gain g in log ε ← log ε + g (α − δ), after every move.
+    ess_threshold
+        Resample when the normalized ESS falls below this (0: never, 1: always).
+    base_scale
+        σ₀ of the base N(0, σ₀² I).
+    dtype
+        "float32" or "float64": the dtype of positions (weights are float64).
+    """
+
+    weighted = True
+    #: small settings for the conformance suite
+    fast_params = {"n_temps": 8, "n_moves": 2}
+
+    def __init__(
+        self,
+        n_temps: int = 100,
+        schedule: str = "geometric",
+        beta_min: float = 1e-3,
+        kernel: str = "mala",
+        n_moves: int = 5,
+        n_leapfrog: int = 5,
+        step_size: float = 0.1,
+        target_accept: float | None = None,
+        adapt_gain: float = 1.0,
+        ess_threshold: float = 0.5,
+        base_scale: float = 1.0,
+        dtype: str = "float32",
+    ):
+        if kernel not in TARGET_ACCEPT:
+            raise ValueError(f"kernel must be one of {', '.join(TARGET_ACCEPT)}, got {kernel!r}")
+        beta_schedule(n_temps, schedule, beta_min)  # validates
+        resolve_dtype(dtype)
+        if n_moves < 0 or n_leapfrog < 1 or step_size <= 0 or base_scale <= 0:
+            raise ValueError("need n_moves >= 0, n_leapfrog >= 1, step_size > 0, base_scale > 0")
+        self.n_temps, self.schedule, self.beta_min = n_temps, schedule, beta_min
+        self.kernel, self.n_moves, self.n_leapfrog = kernel, n_moves, n_leapfrog
+        self.step_size, self.target_accept, self.adapt_gain = step_size, target_accept, adapt_gain
+        self.ess_threshold, self.base_scale, self.dtype = ess_threshold, base_scale, dtype
+
+    def evaluations_per_particle(self) -> int:
+        """Energy-and-gradient evaluations per particle in one :meth:`sample` call."""
+        per_move = 1 if self.kernel == "mala" else self.n_leapfrog
+        return 1 + self.n_temps * self.n_moves * per_move
+
+    def sample(self, target: Target, n: int, generator: torch.Generator) -> SampleSet:
+        """Anneal ``n`` particles from the base to ``target``; weighted samples and log Ẑ."""
+        betas = beta_schedule(self.n_temps, self.schedule, self.beta_min).tolist()
+        x = self.base_scale * torch.randn(
+            n, target.dim, generator=generator, dtype=resolve_dtype(self.dtype)
+        )
+        state = temper(x, *target.energy_and_grad(x), 0.0, self.base_scale)
+        log_w = torch.zeros(n, dtype=torch.float64)
+        log_z = torch.zeros((), dtype=torch.float64)
+        log_eps = torch.tensor(math.log(self.step_size), dtype=torch.float64)
+        trace: dict[str, list[float]] = {
+            k: [] for k in ("ess_fraction", "resampled", "acceptance", "step_size", "log_Z")
+        }
+        for t in tqdm(range(1, len(betas)), desc="smc", disable=None, leave=False):
+            inc = incremental_log_weight(state, betas[t] - betas[t - 1], self.base_scale)
+            log_w, log_z = log_w + inc, log_z + log_z_increment(log_w, inc)
+            ess = ess_fraction(log_w)
+            resample = 0 < ess < self.ess_threshold
+            if resample:
+                state = proposal.take(state, systematic_resample(log_w, generator))
+                log_w = torch.zeros_like(log_w)
+            state = retemper(state, betas[t], self.base_scale)
+            state, acceptance, log_eps = self._move(target, betas[t], state, log_eps, generator)
+            for k, v in zip(trace, (ess, resample, acceptance, log_eps.exp(), log_z), strict=True):
+                trace[k].append(float(v))
+        return self._sample_set(state, log_w, log_z, betas, trace)
+
+    def _kernel(self):
+        """The move ``step(generator, state, potential, step_size) -> (state, info)``."""
+        if self.kernel == "mala":
+            return mala.build_kernel()
+        return partial(hmc.build_kernel(), n_leapfrog=self.n_leapfrog)
+
+    def _move(
+        self,
+        target: Target,
+        beta: float,
+        state: TemperedState,
+        log_eps: Tensor,
+        generator: torch.Generator,
+    ) -> tuple[TemperedState, float, Tensor]:
+        """``n_moves`` kernel steps at β, adapting log ε; returns the mean acceptance too."""
+        step, potential = self._kernel(), tempered_potential(target, beta, self.base_scale)
+        delta = self.target_accept if self.target_accept is not None else TARGET_ACCEPT[self.kernel]
+        rates = []
+        for _ in range(self.n_moves):
+            state, info = step(generator, state, potential, torch.exp(log_eps))
+            rates.append(float(info.acceptance_rate.mean()))
+            log_eps = adaptation.robbins_monro_update(
+                log_eps, torch.tensor(rates[-1]), delta, self.adapt_gain
+            )
+        return state, (sum(rates) / len(rates) if rates else math.nan), log_eps
+
+    def _sample_set(
+        self, state: TemperedState, log_w: Tensor, log_z: Tensor, betas: list[float], trace: dict
+    ) -> SampleSet:
+        """The final particles, their weights (logmeanexp = log Ẑ) and the traces."""
+        n = log_w.shape[0]
+        log_weight = normalize_log_weights(log_w) + log_z + math.log(n)
+        attrs = {
+            "log_Z_hat": float(log_z),
+            "n_resample": int(sum(trace["resampled"])),
+            "ess": ess_fraction(log_w) * n,
+            "ess_fraction": ess_fraction(log_w),
+            "acceptance": float(torch.tensor(trace["acceptance"]).nanmean()),
+            "step_size": trace["step_size"][-1],
+            "n_temps": self.n_temps,
+            "n_particles": n,
+            "n_samples": n,
+            "n_evals_per_particle": self.evaluations_per_particle(),
+        }
+        diagnostics = {"beta": torch.tensor(betas, dtype=torch.float64)}
+        for k, v in trace.items():
+            diagnostics[f"{k}_per_temp"] = torch.tensor(v, dtype=torch.float64)
+        return SampleSet(
+            x=state.position,
+            energy=state.target_energy.to(state.position.dtype),
+            log_weight=log_weight,
+            diagnostics=diagnostics,
+            attrs=attrs,
+        )

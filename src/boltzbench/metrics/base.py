@@ -1,0 +1,45 @@
+"""The metric interface.
+
+A :class:`Metric` is a named function with one of three kinds:
+
+``"sample"``
+    Compares samples with reference samples: ``fn(x, energy, ref_x, ref_energy,
+    target, generator) -> float``. It is computed on ``N_eval`` samples against
+    ``N_eval`` reference samples, and its **noise floor** is the same metric
+    between the two independent reference sets. On a weighted sample set it is
+    reported twice: ``raw`` (the samples as drawn, uniform subsample) and
+    ``reweighted`` (a multinomial resample of ``N_eval`` by normalized weight).
+``"weights"``
+    Uses importance weights or a log Z estimate: ``fn(samples, target) -> float``
+    or None when the sample set has neither (e.g. MCMC without weights).
+``"sampleset"``
+    A property of the whole sample set: ``fn(samples, target) -> float``.
+
+``applies(target)`` says whether a metric is defined for a target (mode
+coverage only for targets with ``assign_modes``). ``lower_is_better`` orders
+leaderboards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from boltzbench.targets.base import Target
+
+__all__ = ["Metric"]
+
+
+def _always(target: Target) -> bool:
+    return True
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    kind: Literal["sample", "weights", "sampleset"]
+    fn: Callable[..., float | None]
+    doc: str
+    lower_is_better: bool = True
+    applies: Callable[[Target], bool] = _always

@@ -1,0 +1,83 @@
+"""Importance-weight metrics: the log Z estimate, its error and the Kish ESS.
+
+All three read a :class:`~boltzbench.methods.base.SampleSet` as a whole (every
+row, no subsampling). Log weights are the unnormalized
+log w_i = -E(x_i) - log q(x_i), so that (1/N) Σ w_i is an unbiased estimate of
+Z. A non-finite log weight (NaN, ±inf) counts as zero weight, log w_i = -inf;
+N still counts that row, so failed draws lower Ẑ and the ESS as they should.
+Everything is computed in float64.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import torch
+
+from boltzbench.targets.base import Target
+
+if TYPE_CHECKING:  # only for annotations: metrics never import the sampler families
+    from boltzbench.methods.base import SampleSet
+
+__all__ = ["clean_log_weights", "log_mean_exp", "log_z_hat", "log_z_error", "kish_ess"]
+
+
+def clean_log_weights(log_weight: torch.Tensor) -> torch.Tensor:
+    """Float64 copy of ``log_weight`` (shape ``(n,)``) with non-finite entries set to -inf."""
+    lw = log_weight.detach().to(torch.float64)
+    return torch.where(torch.isfinite(lw), lw, torch.full_like(lw, -math.inf))
+
+
+def log_mean_exp(log_w: torch.Tensor) -> float:
+    """log((1/N) Σ_i exp(log_w_i)) = logsumexp(log_w) - log N, shape ``(N,)`` → float.
+
+    Returns -inf when every entry is -inf (all weights zero).
+    """
+    return float(torch.logsumexp(log_w, dim=0)) - math.log(log_w.shape[0])
+
+
+def log_z_hat(samples: SampleSet, target: Target) -> float | None:
+    """Estimate of log Z carried by a sample set.
+
+    log Ẑ = ``samples.attrs["log_Z_hat"]`` when the method reports its own
+    estimate (SMC: the product of the incremental normalizers), else
+    log Ẑ = log((1/N) Σ_i w_i) over all N rows when ``log_weight`` is present,
+    else None. -inf when every weight is zero.
+    """
+    if samples.attrs.get("log_Z_hat") is not None:
+        return float(samples.attrs["log_Z_hat"])
+    if samples.log_weight is None or samples.log_weight.shape[0] == 0:
+        return None
+    return log_mean_exp(clean_log_weights(samples.log_weight))
+
+
+def log_z_error(samples: SampleSet, target: Target) -> float | None:
+    """Absolute error Δlog Z = |log Ẑ - log Z| (see :func:`log_z_hat`).
+
+    None when the target's exact ``log_Z`` is unknown or the sample set carries
+    no estimate; +inf when Ẑ = 0.
+    """
+    est = log_z_hat(samples, target)
+    if est is None or target.log_Z is None:
+        return None
+    return abs(est - float(target.log_Z))
+
+
+def kish_ess(samples: SampleSet, target: Target) -> float | None:
+    """Normalized Kish effective sample size over all N rows (Kish 1965).
+
+    ESS/N = (Σ_i w_i)² / (N Σ_i w_i²) ∈ [1/N, 1] when some weight is positive.
+    It is computed on the max-shifted weights w̃_i = exp(log w_i - max_j log w_j)
+    ∈ [0, 1] (the ratio is scale-invariant), so nothing overflows and the
+    largest term of Σ w̃² is 1. Exactly 1 for uniform weights and exactly 1/N
+    for a single non-zero weight; 0.0 when every weight is zero; None without
+    ``log_weight``.
+    """
+    if samples.log_weight is None or samples.log_weight.shape[0] == 0:
+        return None
+    lw = clean_log_weights(samples.log_weight)
+    if not torch.isfinite(lw).any():
+        return 0.0
+    w = torch.exp(lw - lw.max())
+    return float(w.sum() ** 2 / (lw.shape[0] * (w**2).sum()))

@@ -1,0 +1,106 @@
+"""Provenance attributes: written by :func:`provenance_attrs` and nothing else.
+
+Every Zarr store and metrics file boltzbench writes carries these attributes
+(values are strings or numbers; nested values are canonical JSON strings):
+
+``boltzbench_step``, ``boltzbench_version``
+    The step that wrote the artifact and the package version.
+``config``, ``config_sha256``
+    The resolved config slice for that job and its sha256.
+``source_sha256``, ``git_commit``, ``git_dirty``
+    Hash of the boltzbench source, the git commit of the checkout and whether
+    it had uncommitted changes ("unknown" outside a git checkout).
+``packages``
+    Versions of python and the key packages.
+``seed``, ``inputs``
+    The job's seed and ``{path: sha256}`` of every input artifact.
+``host``, ``started_at``, ``finished_at``, ``slurm_job_id``
+    Where and when; the SLURM job id when ``SLURM_JOB_ID`` is set.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.metadata
+import os
+import platform
+import socket
+import subprocess
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from boltzbench import __version__
+from boltzbench.hashing import PACKAGE_ROOT, canonical_json, hash_json, hash_path, source_hash
+
+__all__ = ["provenance_attrs", "now", "package_versions", "git_state"]
+
+PACKAGES = ("torch", "zuko", "pot", "numpy", "scipy", "xarray", "zarr", "snakemake", "pydantic")
+
+
+def now() -> str:
+    """The current UTC time, ISO 8601."""
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+@lru_cache(maxsize=1)
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+@lru_cache(maxsize=1)
+def git_state() -> tuple[str, str]:
+    """(commit, dirty) of the checkout holding the boltzbench source, or "unknown"."""
+
+    def git(*args: str) -> str:
+        out = subprocess.run(
+            ["git", *args], cwd=PACKAGE_ROOT, capture_output=True, text=True, timeout=10
+        )
+        if out.returncode:
+            raise RuntimeError(out.stderr)
+        return out.stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = "true" if git("status", "--porcelain", "--untracked-files=no") else "false"
+        return commit, dirty
+    except (RuntimeError, OSError, subprocess.SubprocessError):
+        return "unknown", "unknown"
+
+
+def provenance_attrs(
+    step: str,
+    config: dict[str, Any],
+    seed: int | None,
+    inputs: dict[str, str | Path] | None = None,
+    started_at: str | None = None,
+) -> dict[str, Any]:
+    """The provenance attributes of one artifact (see the module docstring).
+
+    ``inputs`` maps an input's role (e.g. ``"reference"``) to its path; its
+    content hash is computed here.
+    """
+    commit, dirty = git_state()
+    hashed = {role: {"path": str(p), "sha256": hash_path(p)} for role, p in (inputs or {}).items()}
+    return {
+        "boltzbench_step": step,
+        "boltzbench_version": __version__,
+        "config": canonical_json(config),
+        "config_sha256": hash_json(config),
+        "source_sha256": source_hash(),
+        "git_commit": commit,
+        "git_dirty": dirty,
+        "packages": canonical_json(package_versions()),
+        "seed": -1 if seed is None else int(seed),
+        "inputs": canonical_json(hashed),
+        "host": socket.gethostname(),
+        "started_at": started_at or now(),
+        "finished_at": now(),
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID", ""),
+    }

@@ -1,0 +1,140 @@
+"""Aggregate step: the leaderboard (CSV, Markdown, HTML) over all metrics files.
+
+Each row is one (target, method), with every metric as mean ± std over seeds,
+the noise floor of each sample metric (the same metric between the two
+independent reference sets), and the cost in energy and gradient evaluations
+and wall seconds (fit + sample, mean over seeds).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from boltzbench.io import read_json, write_json
+from boltzbench.metrics import metric_docs
+from boltzbench.provenance import now, provenance_attrs
+
+__all__ = ["run", "leaderboard_frame", "COST_COLUMNS"]
+
+COST_COLUMNS = ("total_n_energy", "total_n_grad", "total_seconds")
+
+
+def _as_float(v: Any) -> float:
+    return float("nan") if v is None else float(v)
+
+
+def _long_records(metric_files: list[str]) -> pd.DataFrame:
+    rows = []
+    for path in metric_files:
+        m = read_json(path)
+        base = {"target": m["target"], "method": m["method"], "seed": m["seed"],
+                "n_samples": m["n_samples"]}
+        values = {**m["metrics"], **{k: m["cost"].get(k) for k in COST_COLUMNS}}
+        rows += [{**base, "metric": k, "value": _as_float(v)} for k, v in values.items()]
+    return pd.DataFrame(rows)
+
+
+def _floors(floor_files: list[str]) -> dict[tuple[str, str], float]:
+    out = {}
+    for path in floor_files:
+        f = read_json(path)
+        out.update({(f["target"], k): _as_float(v) for k, v in f["noise_floor"].items()})
+    return out
+
+
+def leaderboard_frame(metric_files: list[str], floor_files: list[str]) -> pd.DataFrame:
+    """Wide numeric leaderboard: ``<metric>_mean``, ``<metric>_std``, ``<metric>_floor``."""
+    long = _long_records(metric_files)
+    stats = long.groupby(["target", "method", "metric"])["value"].agg(
+        mean="mean", std=lambda v: v.std(ddof=1) if v.notna().sum() > 1 else 0.0
+    )
+    wide = stats.unstack("metric")
+    wide.columns = [f"{metric}_{stat}" for stat, metric in wide.columns]
+    meta = long.groupby(["target", "method"]).agg(n_seeds=("seed", "nunique"),
+                                                  n_samples=("n_samples", "first"))
+    wide = meta.join(wide)
+    floors = _floors(floor_files)
+    for metric in sorted({c.rsplit("_", 1)[0] for c in wide.columns if c.endswith("_mean")}):
+        base = metric.removesuffix("_reweighted")
+        col = [floors.get((t, base), math.nan) for t, _ in wide.index]
+        if any(not math.isnan(v) for v in col):
+            wide[f"{metric}_floor"] = col
+    return wide.reset_index()
+
+
+#: metrics shown in the Markdown/HTML leaderboard, in this order (the CSV has all)
+SHOWN = (
+    "log_z_error", "ess", "w2", "w2_reweighted", "energy_w1", "energy_w1_reweighted",
+    "mmd", "mmd_reweighted", "mode_coverage", "mode_coverage_reweighted",
+    "nonfinite_fraction", *COST_COLUMNS,
+)
+
+
+def _fmt(mean: float, std: float, n_seeds: int) -> str | None:
+    if pd.isna(mean):
+        return None
+    return f"{mean:.3g}" if n_seeds < 2 else f"{mean:.3g} ± {std:.2g}"
+
+
+def _target_table(frame: pd.DataFrame, target: str) -> pd.DataFrame:
+    """One target's rows: the noise-floor row first, then one row per method."""
+    sub = frame[frame.target == target]
+    floor_row: dict[str, object] = {"method": "reference (noise floor)", "seeds": "", "samples": ""}
+    rows = []
+    for _, r in sub.iterrows():
+        row: dict[str, object] = {"method": r.method, "seeds": int(r.n_seeds),
+                                  "samples": int(r.n_samples)}
+        for name in SHOWN:
+            if f"{name}_mean" in r:
+                row[name] = _fmt(r[f"{name}_mean"], r[f"{name}_std"], int(r.n_seeds))
+            if f"{name}_floor" in r and not pd.isna(r[f"{name}_floor"]):
+                floor_row[name] = f"{r[f'{name}_floor']:.3g}"
+        rows.append(row)
+    table = pd.DataFrame([floor_row, *rows])
+    table = table.dropna(axis=1, how="all").astype(object)
+    return table.where(table.notna(), "")
+
+
+def _markdown(frame: pd.DataFrame, n_eval: int) -> str:
+    lines = [
+        "# boltzbench leaderboard",
+        "",
+        f"Sample metrics use N_eval = {n_eval} samples against {n_eval} reference samples. "
+        "Each cell is mean ± std over seeds. The first row of each table is the noise "
+        "floor: the same metric between two independent exact reference sets. "
+        "`_reweighted` columns resample a weighted sample set by its normalized "
+        "importance weights before computing the metric. Costs are energy (and gradient) "
+        "evaluations and wall seconds, fit + sample.",
+        "",
+    ]
+    for target in sorted(frame.target.unique()):
+        lines += [f"## {target}", "", _target_table(frame, target).to_markdown(index=False), ""]
+    docs = metric_docs()
+    lines += ["## Metric definitions", ""]
+    lines += [f"- **{name}**: {doc}" for name, doc in sorted(docs.items())]
+    return "\n".join(lines) + "\n"
+
+
+def _html(frame: pd.DataFrame, markdown: str) -> str:
+    parts = ["<h1>boltzbench leaderboard</h1>"]
+    for target in sorted(frame.target.unique()):
+        parts += [f"<h2>{target}</h2>", _target_table(frame, target).to_html(index=False)]
+    parts.append("<pre>" + markdown.split("## Metric definitions", 1)[-1] + "</pre>")
+    return "\n".join(parts)
+
+
+def run(*, inputs: dict, outputs: dict, n_eval: int, source: str = "") -> None:
+    started = now()
+    metric_files, floor_files = list(inputs["metrics"]), list(inputs["floors"])
+    frame = leaderboard_frame(metric_files, floor_files)
+    frame.to_csv(outputs["csv"], index=False, float_format="%.6g")
+    markdown = _markdown(frame, n_eval)
+    Path(outputs["markdown"]).write_text(markdown)
+    Path(outputs["html"]).write_text(_html(frame, markdown))
+    attrs = provenance_attrs("aggregate", {"n_eval": n_eval}, None,
+                             {f"metrics_{i}": p for i, p in enumerate(metric_files)}, started)
+    write_json({"rows": len(frame)}, outputs["provenance"], attrs)

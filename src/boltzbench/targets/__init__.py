@@ -1,0 +1,52 @@
+"""Targets: densities p(x) ∝ exp(-E(x)) in reduced units, one registry.
+
+Build a target from its config entry with :func:`build_target`. A config entry
+either names a registered ``kind`` or a user ``callable`` (``"module:function"``)
+that returns a :class:`Target`; both take ``params`` as keyword arguments.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from boltzbench.registry import Registry, RegistryError, check_kwargs, import_callable
+from boltzbench.targets.analytic import GMM, Funnel, ManyWell
+from boltzbench.targets.base import Target
+from boltzbench.targets.gaussian import Gaussian
+from boltzbench.targets.counting import BudgetExceeded, CountingTarget, EvalCounts
+
+__all__ = [
+    "TARGETS",
+    "Target",
+    "CountingTarget",
+    "EvalCounts",
+    "BudgetExceeded",
+    "build_target",
+    "target_factory",
+]
+
+TARGETS: Registry[Target] = Registry("target")
+TARGETS.register("gmm40")(GMM)
+TARGETS.register("funnel")(Funnel)
+TARGETS.register("manywell")(ManyWell)
+TARGETS.register("gaussian")(Gaussian)
+
+
+def target_factory(spec: dict[str, Any]):
+    """The factory a target config entry names (``kind`` or ``callable``)."""
+    if spec.get("callable"):
+        return import_callable(spec["callable"])
+    return TARGETS.get(spec["kind"])
+
+
+def build_target(spec: dict[str, Any]) -> Target:
+    """Build the target of a config entry ``{kind|callable, params}``."""
+    factory = target_factory(spec)
+    params = dict(spec.get("params") or {})
+    check_kwargs(factory, params, f"target {spec.get('kind') or spec.get('callable')!r}")
+    target = factory(**params)
+    if not isinstance(target, Target):
+        raise RegistryError(
+            f"{spec.get('callable')!r} returned {type(target).__name__}, not a boltzbench Target"
+        )
+    return target

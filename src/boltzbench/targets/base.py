@@ -1,0 +1,66 @@
+"""The target interface: a density p(x) = exp(-E(x)) / Z known up to Z.
+
+Energies are reduced, in units of k_BT. ``energy`` is a batched torch function
+of ``x`` with shape ``(n, dim)`` returning shape ``(n,)``, so gradients come from
+autograd.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = ["Target"]
+
+
+class Target(torch.nn.Module):
+    """Base class for every target.
+
+    Subclasses set :attr:`dim`, implement :meth:`energy` and, where they can,
+    :meth:`sample` (exact i.i.d. samples) and :attr:`log_Z`.
+
+    Capability tags (class attributes, not ``isinstance`` checks):
+
+    ``exact_sampling``
+        :meth:`sample` draws exact i.i.d. samples.
+    ``log_Z``
+        The exact log normalizing constant, or None when it is unknown.
+    """
+
+    dim: int
+    exact_sampling: bool = False
+    log_Z: float | None = None
+    #: a short human description, shown in reports
+    description: str = ""
+
+    def energy(self, x: torch.Tensor) -> torch.Tensor:
+        """Reduced energy E(x) in k_BT, shape ``(n,)`` for ``x`` of shape ``(n, dim)``."""
+        raise NotImplementedError
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """-E(x) - log Z when log Z is known, else the unnormalized -E(x)."""
+        e = self.energy(x)
+        return -e - self.log_Z if self.log_Z is not None else -e
+
+    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """Exact samples, shape ``(n, dim)``; only when ``exact_sampling``."""
+        raise NotImplementedError(f"{type(self).__name__} has no exact sampler")
+
+    def energy_and_grad(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Energy and its gradient with respect to ``x`` (both detached)."""
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            e = self.energy(x)
+            (g,) = torch.autograd.grad(e.sum(), x)
+        return e.detach(), g.detach()
+
+    def extra_repr(self) -> str:
+        z = "unknown" if self.log_Z is None else f"{self.log_Z:.6g}"
+        return f"dim={self.dim}, log_Z={z}"
+
+    @staticmethod
+    def _normal_log_prob(x: torch.Tensor, log_std: torch.Tensor | float) -> torch.Tensor:
+        """Elementwise log N(x; 0, exp(log_std)^2)."""
+        log_std = torch.as_tensor(log_std, dtype=x.dtype, device=x.device)
+        return -0.5 * (x * torch.exp(-log_std)) ** 2 - log_std - 0.5 * math.log(2 * math.pi)

@@ -1,0 +1,106 @@
+"""Counting every evaluation of a target's energy and gradient.
+
+:class:`CountingTarget` wraps any :class:`~boltzbench.targets.base.Target`. Each
+row passed to ``energy`` adds one energy evaluation; each row whose gradient is
+taken (through ``energy_and_grad`` or through autograd's backward pass) adds one
+gradient evaluation. Non-finite energies are counted too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+
+from boltzbench.targets.base import Target
+
+__all__ = ["CountingTarget", "EvalCounts", "BudgetExceeded"]
+
+
+class BudgetExceeded(RuntimeError):
+    """Raised when a call would take the counted evaluations past the budget."""
+
+
+@dataclass
+class EvalCounts:
+    """Evaluation counts: rows of energy, rows of gradient, non-finite energies."""
+
+    energy: int = 0
+    grad: int = 0
+    nonfinite: int = 0
+
+    def as_dict(self, prefix: str = "") -> dict[str, int]:
+        return {f"{prefix}{k}": v for k, v in asdict(self).items()}
+
+
+class _CountBackward(torch.autograd.Function):
+    """Identity in the forward pass; counts rows when the gradient flows back."""
+
+    @staticmethod
+    def forward(ctx, e: torch.Tensor, counts: EvalCounts) -> torch.Tensor:  # type: ignore[override]
+        ctx.counts = counts
+        return e.view_as(e)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        ctx.counts.grad += grad.shape[0]
+        return grad, None
+
+
+class CountingTarget(Target):
+    """A target that counts its own use. It forwards every attribute to ``target``.
+
+    Parameters
+    ----------
+    target
+        The wrapped target.
+    budget
+        The most energy evaluations allowed, or None for no cap. A call that
+        would exceed it raises :class:`BudgetExceeded` before it evaluates.
+    """
+
+    def __init__(self, target: Target, budget: int | None = None):
+        super().__init__()
+        self.target = target
+        self.dim = target.dim
+        self.exact_sampling = target.exact_sampling
+        self.log_Z = target.log_Z
+        self.description = target.description
+        self.budget = budget
+        self.counts = EvalCounts()
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self._modules["target"], name)
+
+    def reset(self) -> EvalCounts:
+        """Return the counts so far and start again from zero."""
+        old, self.counts = self.counts, EvalCounts()
+        return old
+
+    def remaining(self) -> int | None:
+        return None if self.budget is None else self.budget - self.counts.energy
+
+    def _charge(self, n: int) -> None:
+        if self.budget is not None and self.counts.energy + n > self.budget:
+            raise BudgetExceeded(
+                f"{n} more energy evaluations would exceed the budget of {self.budget} "
+                f"({self.counts.energy} used)"
+            )
+        self.counts.energy += n
+
+    def energy(self, x: torch.Tensor) -> torch.Tensor:
+        self._charge(x.shape[0])
+        e = self.target.energy(x)
+        self.counts.nonfinite += int((~torch.isfinite(e.detach())).sum())
+        if e.requires_grad:
+            e = _CountBackward.apply(e, self.counts)
+        return e
+
+    def energy_and_grad(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return super().energy_and_grad(x)
+
+    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        return self.target.sample(n, generator)

@@ -1,0 +1,114 @@
+"""Config validation: every bad input names its key before any job runs."""
+
+import copy
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from boltzbench.cli import schema_text
+from boltzbench.config import ConfigError, validate_config
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = yaml.safe_load((REPO / "tests/configs/tiny.yaml").read_text())
+
+
+def edited(**changes):
+    cfg = copy.deepcopy(TINY)
+    for path, value in changes.items():
+        *parents, leaf = path.split("__")
+        node = cfg
+        for p in parents:
+            node = node[p]
+        if value is DELETE:
+            del node[leaf]
+        else:
+            node[leaf] = value
+    return cfg
+
+
+DELETE = object()
+
+
+def test_shipped_configs_are_valid():
+    for path in [REPO / "config.yaml", REPO / "tests/configs/tiny.yaml"]:
+        validate_config(yaml.safe_load(path.read_text()))
+
+
+@pytest.mark.parametrize(
+    "changes, must_mention",
+    [
+        ({"n_samplez": 3}, ["'n_samplez'", "valid keys here", "sampling"]),
+        ({"sampling__n_samplez": 3}, ["'sampling.n_samplez'", "n_samples"]),
+        ({"sampling__n_samples": 0}, ["'sampling.n_samples'", "greater than 0"]),
+        ({"reference__n_eval": -5}, ["'reference.n_eval'", "greater than 0"]),
+        ({"evaluation__n_eval": "many"}, ["'evaluation.n_eval'", "integer"]),
+        ({"seeds": [0, -1]}, ["'seeds.1'"]),
+        ({"seeds": "zero"}, ["'seeds'", "list"]),
+        ({"methods__smc__params": {"kernel": "gibbs"}}, ["'methods.smc", "kernel", "mala", "hmc"]),
+        ({"targets__gmm40__kind": "gmm41"}, ["'targets.gmm40'", "gmm41", "gmm40", "manywell"]),
+        ({"targets__gmm40__params": {"n_modez": 3}}, ["'targets.gmm40'", "n_modez", "n_modes"]),
+        ({"methods__mala__kind": "hmcc"}, ["'methods.mala'", "hmcc", "mala", "smc", "flow"]),
+        ({"methods__mala__params": {"stepsize": 0.1}}, ["'methods.mala.params'", "stepsize", "step_size"]),
+        ({"methods__mala__overrides": {"gmm40": {"n_chains": 0}}}, ["'methods.mala.overrides.gmm40'", "n_chains"]),
+        ({"methods__mala__overrides": {"nope": {}}}, ["'methods.mala.overrides'", "nope"]),
+        ({"methods__mala__targets": ["nope"]}, ["'methods.mala.targets'", "nope", "gmm40"]),
+        ({"targets__user__callable": "custom_target"}, ["'targets.user'", "module:callable"]),
+        ({"targets__user__callable": "no_such_module:f"}, ["'targets.user'", "no_such_module"]),
+        ({"targets__user__callable": "custom_target:nope"}, ["'targets.user'", "nope"]),
+        ({"targets__user": {"callable": "custom_target:not_a_target"}}, ["'targets.user'", "not a boltzbench Target"]),
+        ({"targets__gmm40__callable": "custom_target:make_shifted_gaussian"}, ["'targets.gmm40'", "exactly one"]),
+        ({"targets": {}}, ["'targets'"]),
+    ],
+)
+def test_bad_config_names_the_key(changes, must_mention):
+    with pytest.raises(ConfigError) as err:
+        validate_config(edited(**changes))
+    for text in must_mention:
+        assert text in str(err.value), str(err.value)
+
+
+def test_bad_name_characters():
+    cfg = edited()
+    cfg["targets"]["bad/name"] = cfg["targets"].pop("gmm40")
+    with pytest.raises(ConfigError, match="'targets.bad/name'"):
+        validate_config(cfg)
+
+
+def test_schema_file_matches_models():
+    on_disk = (REPO / "workflow/schemas/config.schema.json").read_text()
+    assert on_disk == schema_text(), "run `boltzbench schema --write` to regenerate"
+    assert "n_samples" in json.loads(on_disk)["$defs"]["SamplingSpec"]["properties"]
+
+
+def test_snakemake_refuses_bad_config_before_any_job(tmp_path):
+    bad = edited(methods__mala__kind="hmcc")
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
+    out = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-n",
+         "--configfile", str(tmp_path / "bad.yaml"), "--directory", str(tmp_path)],
+        capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(REPO / "tests")},
+    )
+    assert out.returncode != 0
+    assert "methods.mala" in out.stdout + out.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_configfile_on_the_command_line_replaces_the_default(tmp_path):
+    """Snakemake merges --configfile into the Snakefile's configfile; we must not."""
+    default = edited()
+    default["methods"]["leaky"] = {"kind": "mala", "params": {"n_chains": 3}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(default))
+    out = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-n",
+         "--configfile", str(REPO / "tests/configs/tiny.yaml"), "--directory", str(tmp_path)],
+        capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(REPO / "tests")},
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "method=mala" in out.stdout and "leaky" not in out.stdout

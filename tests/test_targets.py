@@ -1,0 +1,149 @@
+"""Targets: energies at known points, exact-sampler moments, log Z, gradients."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import integrate, stats
+
+from boltzbench.targets import TARGETS, CountingTarget, build_target
+from boltzbench.targets.analytic import GMM, Funnel, ManyWell, double_well_log_z
+from boltzbench.targets.gaussian import Gaussian
+
+# log Z of ManyWell-32 as reported in the literature (the FAB ManyWell benchmark,
+# Midgley et al. 2023; the same value is used by later diffusion-sampler papers).
+MANYWELL32_LOG_Z_LITERATURE = 164.69568
+
+
+def test_gmm40_parameters_match_fab():
+    t = GMM()
+    assert t.dim == 2 and t.n_modes == 40
+    assert torch.allclose(t.std, torch.full((2,), math.log1p(math.e)))  # softplus(1)
+    assert abs(float(t.std[0]) - 1.3133) < 1e-4
+    assert t.means.abs().max() <= 40
+    # means are (torch.rand(40, 2) - 0.5) * 80 after seeding with 0, as in FAB
+    torch.manual_seed(0)
+    expected = (torch.rand(40, 2) - 0.5) * 2 * 40
+    assert torch.allclose(t.means, expected.double())
+
+
+def test_gmm40_energy_matches_scipy():
+    t = GMM()
+    x = torch.tensor([[0.0, 0.0], [3.0, -7.0], [float(t.means[5, 0]), float(t.means[5, 1])]])
+    comps = [stats.multivariate_normal(m.numpy(), np.diag(t.std.numpy() ** 2)) for m in t.means]
+    expected = -np.logaddexp.reduce([c.logpdf(x.numpy()) for c in comps], axis=0) + math.log(40)
+    assert np.allclose(t.energy(x).numpy(), expected, rtol=1e-10, atol=1e-10)
+
+
+def test_gmm40_normalized_by_quadrature():
+    t = GMM()
+    g = torch.linspace(-50, 50, 1001)
+    xx, yy = torch.meshgrid(g, g, indexing="ij")
+    p = torch.exp(-t.energy(torch.stack([xx.ravel(), yy.ravel()], 1)))
+    z = float(p.sum()) * float(g[1] - g[0]) ** 2
+    assert abs(z - 1) < 1e-6  # log Z = 0
+
+
+def test_funnel_energy_at_known_points():
+    t = Funnel()
+    x = torch.zeros(1, 10)
+    expected = math.log(3 * math.sqrt(2 * math.pi)) + 9 * 0.5 * math.log(2 * math.pi)
+    assert abs(float(t.energy(x)) - expected) < 1e-12
+    x = torch.tensor([[2.0] + [1.0] * 9])
+    lp = stats.norm(0, 3).logpdf(2.0) + 9 * stats.norm(0, math.exp(1.0)).logpdf(1.0)
+    assert abs(float(t.energy(x)) + lp) < 1e-12
+
+
+def test_funnel_exact_moments(gen):
+    x = Funnel().sample(200_000, gen)
+    assert abs(float(x[:, 0].mean())) < 4 * 3 / math.sqrt(2e5)
+    assert abs(float(x[:, 0].var()) - 9) < 0.15  # sd of the sample variance ≈ 9·√(2/n) = 0.03
+    z = x[:, 1:] / torch.exp(0.5 * x[:, :1])  # standardized conditionals
+    assert abs(float(z.var()) - 1) < 0.01
+
+
+def test_funnel_normalized_by_quadrature():
+    t = Funnel(dim=2)
+
+    def p(x1, x0):
+        return math.exp(-float(t.energy(torch.tensor([[x0, x1]]))))
+
+    z, _ = integrate.dblquad(p, -25, 25, lambda x0: -60 * math.exp(x0 / 2), lambda x0: 60 * math.exp(x0 / 2))
+    assert abs(z - 1) < 1e-6
+
+
+def test_manywell_energy_at_known_points():
+    t = ManyWell()
+    assert float(t.energy(torch.zeros(1, 32))) == 0.0
+    x = torch.zeros(1, 32)
+    x[0, 0], x[0, 1] = 1.0, 2.0  # -(−1 + 6 + 0.5 − 0.5·4) = −3.5
+    assert abs(float(t.energy(x)) - (-3.5)) < 1e-12
+
+
+def test_manywell_log_z_by_quadrature_matches_literature():
+    t = ManyWell()
+    assert abs(t.log_Z - 16 * double_well_log_z()) < 1e-12
+    assert abs(t.log_Z - MANYWELL32_LOG_Z_LITERATURE) < 1e-4
+
+
+def test_manywell_exact_moments(gen):
+    t = ManyWell(dim=4)
+    x = t.sample(200_000, gen)
+    f = lambda v: math.exp(-(-0.5 * v - 6 * v**2 + v**4))  # noqa: E731
+    z = integrate.quad(f, -6, 6)[0]
+    mean = integrate.quad(lambda v: v * f(v), -6, 6)[0] / z
+    second = integrate.quad(lambda v: v * v * f(v), -6, 6)[0] / z
+    x1 = x[:, 0::2].ravel()
+    sd = math.sqrt(second - mean**2)
+    assert abs(float(x1.mean()) - mean) < 4 * sd / math.sqrt(len(x1))
+    assert abs(float((x1**2).mean()) - second) < 0.01
+    assert abs(float(x[:, 1::2].var()) - 1) < 0.01
+    # the right well holds P(x1 > 0), also by quadrature
+    p_right = integrate.quad(f, 0, 6)[0] / z
+    assert abs(float((x1 > 0).double().mean()) - p_right) < 0.005
+
+
+def test_gaussian_log_z_closed_form():
+    t = Gaussian(dim=3, scale=2.0, rho=0.5)
+    cov = t.cov.numpy()
+    assert abs(t.log_Z - 0.5 * math.log(np.linalg.det(2 * math.pi * cov))) < 1e-12
+
+
+@pytest.mark.parametrize("name", TARGETS.names())
+def test_gradient_matches_finite_differences(name, gen):
+    t = TARGETS.build(name)
+    x = t.sample(4, gen) if t.exact_sampling else torch.randn(4, t.dim, generator=gen)
+    _, grad = t.energy_and_grad(x)
+    h = 1e-6
+    for d in range(min(t.dim, 6)):
+        e = torch.zeros(t.dim)
+        e[d] = h
+        fd = (t.energy(x + e) - t.energy(x - e)) / (2 * h)
+        assert torch.allclose(grad[:, d], fd, rtol=1e-5, atol=1e-5)
+
+
+def test_counting_wrapper_counts_energy_and_gradients(gen):
+    c = CountingTarget(Gaussian(dim=2))
+    x = torch.randn(7, 2, generator=gen)
+    c.energy(x)
+    assert (c.counts.energy, c.counts.grad) == (7, 0)
+    c.energy_and_grad(x)
+    assert (c.counts.energy, c.counts.grad) == (14, 7)
+    xr = x.clone().requires_grad_(True)
+    c.energy(xr).sum().backward()
+    assert (c.counts.energy, c.counts.grad) == (21, 14)
+
+
+def test_counting_wrapper_counts_nonfinite_and_enforces_budget():
+    c = CountingTarget(Gaussian(dim=2), budget=5)
+    c.energy(torch.tensor([[float("nan"), 0.0], [0.0, 0.0]]))
+    assert c.counts.nonfinite == 1
+    with pytest.raises(RuntimeError, match="budget of 5"):
+        c.energy(torch.zeros(4, 2))
+    assert c.counts.energy == 2
+
+
+def test_user_target_from_callable():
+    t = build_target({"callable": "custom_target:make_shifted_gaussian", "params": {"dim": 2}})
+    assert t.dim == 2 and t.exact_sampling

@@ -1,0 +1,27 @@
+# Sampling: draw from each fitted method; the store records every evaluation.
+
+
+rule sample:
+    input:
+        model=rules.train.output.model,
+    output:
+        samples=directory(f"{RESULTS}/{{target}}/{{method}}/seed{{seed}}/samples.zarr"),
+    log:
+        f"{LOGS}/sample/{{target}}_{{method}}_seed{{seed}}.log",
+    benchmark:
+        f"{LOGS}/benchmarks/sample/{{target}}_{{method}}_seed{{seed}}.tsv"
+    conda:
+        "../../envs/boltzbench.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+    params:
+        target_name="{target}",
+        target=target_spec,
+        method_name="{method}",
+        method=method_spec,
+        seed=lambda w: int(w.seed),
+        n_samples=CFG.sampling.n_samples,
+        source=SOURCE["train"],
+    script:
+        "../scripts/sample.py"

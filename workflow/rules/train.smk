@@ -1,0 +1,26 @@
+# Training: fit each method on each target (a no-op fit for MCMC and SMC).
+
+
+rule train:
+    input:
+        unpack(train_inputs),
+    output:
+        model=directory(f"{RESULTS}/{{target}}/{{method}}/seed{{seed}}/model.zarr"),
+    log:
+        f"{LOGS}/train/{{target}}_{{method}}_seed{{seed}}.log",
+    benchmark:
+        f"{LOGS}/benchmarks/train/{{target}}_{{method}}_seed{{seed}}.tsv"
+    conda:
+        "../../envs/boltzbench.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+    params:
+        target_name="{target}",
+        target=target_spec,
+        method_name="{method}",
+        method=method_spec,
+        seed=lambda w: int(w.seed),
+        source=SOURCE["train"],
+    script:
+        "../scripts/train.py"
