@@ -8,7 +8,10 @@ interleaved, ``REPEATS`` times. The reported ratio is the median over repeats of
 ``mle``
     −log q(x_ref) on exact samples. The bare loop is the textbook one: shuffle,
     ``-flow().log_prob(x).mean()``, backward, step. Ours adds gradient
-    clipping, a cosine schedule, divergence checks, history and tqdm.
+    clipping, a cosine schedule, divergence checks, history and tqdm. Validation
+    is switched off (``val_fraction=0``) as the bare loop has none; with the
+    default 0.1 it costs 40 evaluations of ≤ 4096 rows per fit, a few percent
+    of a 2000-step fit (but most of a 60-step one).
 ``reverse_kl``
     log q(x) + E(x) on reparameterized flow samples. The bare loop uses zuko's
     stock coupling inverse (``rsample_and_log_prob``), which runs each coupling
@@ -78,7 +81,7 @@ def _bare_reverse_kl(target: ManyWell, generator: torch.Generator) -> None:
 
 
 def _ours(mode: str, target: ManyWell, data, generator: torch.Generator) -> None:
-    FlowMethod(mode=mode, n_iter=STEPS, **CONFIG).fit(target, data, generator)
+    FlowMethod(mode=mode, n_iter=STEPS, val_fraction=0.0, **CONFIG).fit(target, data, generator)
 
 
 def _its(fn, *args) -> float:

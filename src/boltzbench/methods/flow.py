@@ -14,10 +14,18 @@ It is trained in one of two modes:
 ``"mle"`` (needs reference samples)
     minimise the forward KL, i.e. the negative log-likelihood −mean log q(x_ref)
     over minibatches of ``data``. The data are first standardized by their mean
-    and standard deviation (a fixed affine layer kept in the model state).
+    and standard deviation (a fixed affine layer kept in the model state). A
+    held-out part of ``data`` picks the best parameters (early stopping), which
+    matters when the data are few: ManyWell-32 with 20 000 rows overfits.
 
-Sampling draws x ∼ q and returns importance weights log w = −E(x) − log q(x), so
-log Z ≈ log mean exp(log w) and self-normalized estimates are unbiased in the limit.
+Both modes use AdamW with gradient clipping and a cosine learning-rate schedule.
+A non-finite loss or gradient raises a RuntimeError naming the step and the last
+finite loss. All randomness comes from the ``generator`` passed in; the global
+torch RNG is left as it was.
+
+Sampling draws x ∼ q and returns importance weights log w = −E(x) − log q(x):
+mean exp(log w) is an unbiased estimate of Z, and self-normalized estimates are
+consistent. Non-finite energies get log w = −∞.
 
 References
 ----------
@@ -90,6 +98,32 @@ def _minibatches(data: torch.Tensor, size: int, generator: torch.Generator):
         perm = torch.randperm(data.shape[0], generator=generator)
         for i in range(0, data.shape[0] - size + 1, size):
             yield data[perm[i : i + size]]
+
+
+class _KeepBest:
+    """Early stopping by restoring: track a validation loss, keep the best parameters.
+
+    The loss is computed after every ``n_iter // 40``-th step and after the last
+    one; :meth:`check` returns ``{"val_step": ..., "val_loss": ...}`` on those
+    steps (for the history) and ``{}`` otherwise.
+    """
+
+    def __init__(self, validate: Callable[[], float], n_iter: int):
+        self.validate, self.n_iter = validate, n_iter
+        self.every = max(1, n_iter // 40)
+        self.best, self.state = math.inf, None
+
+    def check(self, done: int, flow: Flow) -> dict[str, float]:
+        if done % self.every and done != self.n_iter:
+            return {}
+        val = self.validate()
+        if val < self.best:
+            self.best, self.state = val, copy.deepcopy(flow.state_dict())
+        return {"val_step": done, "val_loss": val}
+
+    def restore(self, flow: Flow) -> None:
+        if self.state is not None:
+            flow.load_state_dict(self.state)
 
 
 @METHODS.register("flow")
@@ -336,32 +370,28 @@ class FlowMethod(Method):
     ) -> dict[str, list[float]]:
         """Run ``n_iter`` AdamW steps on ``loss_fn``; returns the history.
 
-        With ``validate``, the validation loss is computed every ``n_iter // 40``
-        steps and at the end, and the parameters with the lowest one are kept.
+        With ``validate``, the parameters with the lowest validation loss are kept
+        (see :class:`_KeepBest`).
         """
         params, opt, sched = self._optimizer()
         history: dict[str, list[float]] = {"loss": [], "lr": []}
-        every, best, best_state, last = max(1, self.n_iter // 40), math.inf, None, math.nan
+        keeper = _KeepBest(validate, self.n_iter) if validate is not None else None
+        last = math.nan
         bar = tqdm(range(self.n_iter), desc=f"flow[{self.mode}]", disable=None, leave=False)
         for step in bar:
             history["lr"].append(sched.get_last_lr()[0])
             last, extra = self._step(loss_fn, params, opt, sched, step, last)
             history["loss"].append(last)
+            if keeper is not None:
+                extra |= keeper.check(step + 1, self.flow_)
             for k, v in extra.items():
                 history.setdefault(k, []).append(v)
-            if validate is not None and ((step + 1) % every == 0 or step + 1 == self.n_iter):
-                val = validate()
-                history.setdefault("val_step", []).append(step + 1)
-                history.setdefault("val_loss", []).append(val)
-                if val < best:
-                    best, best_state = val, copy.deepcopy(self.flow_.state_dict())
-                extra = {**extra, "val": val}
             if step % 50 == 0:
                 bar.set_postfix(loss=f"{last:.4g}", **{k: f"{v:.3g}" for k, v in extra.items()})
         if not all(torch.isfinite(p).all() for p in params):
             raise self._diverged(self.n_iter, "parameters are not finite", last)
-        if best_state is not None:
-            self.flow_.load_state_dict(best_state)
+        if keeper is not None:
+            keeper.restore(self.flow_)
         return history
 
     def fit(
@@ -402,6 +432,8 @@ class FlowMethod(Method):
     def sample(self, target: Target, n: int, generator: torch.Generator) -> SampleSet:
         """Draw ``n`` samples x ∼ q with log w = −E(x) − log q(x) (−inf where non-finite)."""
         self._check_fitted()
+        if n < 1:
+            raise ValueError(f"flow: n must be positive, got {n}")
         sizes = [self.sample_batch_size] * (n // self.sample_batch_size)
         sizes += [n % self.sample_batch_size] if n % self.sample_batch_size else []
         parts = [self._sample_batch(target, m, generator) for m in sizes]
