@@ -34,5 +34,4 @@ rule all:
     default_target: True
     input:
         rules.aggregate.output,
-        expand(rules.sample_figure.output, target=TARGETS),
-        rules.training_figure.output,
+        rules.figures.output,

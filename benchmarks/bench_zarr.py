@@ -16,8 +16,13 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from benchmarks._common import write_result
-from boltzbench.io import write_store
+if __package__ in (None, ""):  # run as a file: make the repository importable
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks._common import write_result  # noqa: E402
+from boltzbench.io import write_store  # noqa: E402
 
 N, D, REPEATS = 1_000_000, 66, 5
 
@@ -28,6 +33,10 @@ def _time(fn) -> float:
     return time.perf_counter() - t0
 
 
+def _du(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
 def main() -> dict:
     x = np.random.default_rng(0).standard_normal((N, D), dtype=np.float32)
     ds = xr.Dataset({"x": (("sample", "dim"), x)})
@@ -35,10 +44,12 @@ def main() -> dict:
     ours, peer = [], []
     try:
         for i in range(REPEATS):
-            ours.append(_time(lambda: write_store(ds, tmp / f"s{i}.zarr", {"bench": "zarr"})))
-            peer.append(_time(lambda: np.save(tmp / f"s{i}.npy", x)))
-            shutil.rmtree(tmp / f"s{i}.zarr")
-            (tmp / f"s{i}.npy").unlink()
+            store, npy = tmp / f"s{i}.zarr", tmp / f"s{i}.npy"
+            ours.append(_time(lambda s=store: write_store(ds, s, {"bench": "zarr"})))
+            peer.append(_time(lambda f=npy: np.save(f, x)))
+            sizes = (_du(store), npy.stat().st_size)
+            shutil.rmtree(store)
+            npy.unlink()
     finally:
         shutil.rmtree(tmp)
     ratios = [a / b for a, b in zip(ours, peer)]
@@ -48,6 +59,8 @@ def main() -> dict:
         "np_save_s": statistics.median(peer),
         "ratio_median": statistics.median(ratios),
         "repeats": REPEATS,
+        "zarr_bytes": sizes[0],
+        "npy_bytes": sizes[1],
     }
     write_result("zarr", result)
     return result

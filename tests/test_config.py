@@ -53,15 +53,27 @@ def test_shipped_configs_are_valid():
         ({"targets__gmm40__kind": "gmm41"}, ["'targets.gmm40'", "gmm41", "gmm40", "manywell"]),
         ({"targets__gmm40__params": {"n_modez": 3}}, ["'targets.gmm40'", "n_modez", "n_modes"]),
         ({"methods__mala__kind": "hmcc"}, ["'methods.mala'", "hmcc", "mala", "smc", "flow"]),
-        ({"methods__mala__params": {"stepsize": 0.1}}, ["'methods.mala.params'", "stepsize", "step_size"]),
-        ({"methods__mala__overrides": {"gmm40": {"n_chains": 0}}}, ["'methods.mala.overrides.gmm40'", "n_chains"]),
+        (
+            {"methods__mala__params": {"stepsize": 0.1}},
+            ["'methods.mala.params'", "stepsize", "step_size"],
+        ),
+        (
+            {"methods__mala__overrides": {"gmm40": {"n_chains": 0}}},
+            ["'methods.mala.overrides.gmm40'", "n_chains"],
+        ),
         ({"methods__mala__overrides": {"nope": {}}}, ["'methods.mala.overrides'", "nope"]),
         ({"methods__mala__targets": ["nope"]}, ["'methods.mala.targets'", "nope", "gmm40"]),
         ({"targets__user__callable": "custom_target"}, ["'targets.user'", "module:callable"]),
         ({"targets__user__callable": "no_such_module:f"}, ["'targets.user'", "no_such_module"]),
         ({"targets__user__callable": "custom_target:nope"}, ["'targets.user'", "nope"]),
-        ({"targets__user": {"callable": "custom_target:not_a_target"}}, ["'targets.user'", "not a boltzbench Target"]),
-        ({"targets__gmm40__callable": "custom_target:make_shifted_gaussian"}, ["'targets.gmm40'", "exactly one"]),
+        (
+            {"targets__user": {"callable": "custom_target:not_a_target"}},
+            ["'targets.user'", "not a boltzbench Target"],
+        ),
+        (
+            {"targets__gmm40__callable": "custom_target:make_shifted_gaussian"},
+            ["'targets.gmm40'", "exactly one"],
+        ),
         ({"targets": {}}, ["'targets'"]),
     ],
 )
@@ -89,9 +101,21 @@ def test_snakemake_refuses_bad_config_before_any_job(tmp_path):
     bad = edited(methods__mala__kind="hmcc")
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
     out = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-n",
-         "--configfile", str(tmp_path / "bad.yaml"), "--directory", str(tmp_path)],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(REPO / "Snakefile"),
+            "-n",
+            "--configfile",
+            str(tmp_path / "bad.yaml"),
+            "--directory",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
         env={**os.environ, "PYTHONPATH": str(REPO / "tests")},
     )
     assert out.returncode != 0
@@ -105,9 +129,21 @@ def test_configfile_on_the_command_line_replaces_the_default(tmp_path):
     default["methods"]["leaky"] = {"kind": "mala", "params": {"n_chains": 3}}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(default))
     out = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-n",
-         "--configfile", str(REPO / "tests/configs/tiny.yaml"), "--directory", str(tmp_path)],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(REPO / "Snakefile"),
+            "-n",
+            "--configfile",
+            str(REPO / "tests/configs/tiny.yaml"),
+            "--directory",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
         env={**os.environ, "PYTHONPATH": str(REPO / "tests")},
     )
     assert out.returncode == 0, out.stderr[-2000:]

@@ -43,7 +43,9 @@ def test_method_conformance(name, gen, tmp_path):
     s = method.sample(target, 64, gen)
     assert isinstance(s, SampleSet)
     assert s.x.shape == (64, 2) and s.energy.shape == (64,)
-    assert torch.allclose(s.energy.double(), target.target.energy(s.x.double()), rtol=1e-4, atol=1e-4)
+    assert torch.allclose(
+        s.energy.double(), target.target.energy(s.x.double()), rtol=1e-4, atol=1e-4
+    )
     assert target.counts.energy >= 64  # every energy the sample set carries was counted
     assert (s.log_weight is not None) == method.weighted
     if s.log_weight is not None and s.log_q is not None:

@@ -18,6 +18,7 @@ from boltzbench.metrics.distributional import (
     median_bandwidth,
     wasserstein2,
 )
+from boltzbench.metrics.evaluate import subsample
 from boltzbench.metrics.modes import mode_coverage, normalized_mode_entropy
 from boltzbench.metrics.weights import kish_ess, log_z_error, log_z_hat
 from boltzbench.targets.analytic import GMM
@@ -63,6 +64,13 @@ def test_w2_gaussian_shift_is_norm_of_shift():
     m = torch.tensor([3.0, 4.0], dtype=torch.float64)
     x, y = randn(2000, 2, seed=1), randn(2000, 2, seed=2) + m
     assert wasserstein2(x, y) == pytest.approx(5.0, abs=0.1)
+
+
+def test_w2_gaussian_scale_change():
+    # W2(N(0, I), N(0, 4 I)) = ‖(2 - 1) I‖_F = √d = √2 in 2-D. Five seeds at n = 2000
+    # gave 1.411-1.455 (the finite-sample bias is positive), so ±0.08 is a wide band.
+    x, y = randn(2000, 2, seed=3), 2 * randn(2000, 2, seed=4)
+    assert wasserstein2(x, y) == pytest.approx(math.sqrt(2), abs=0.08)
 
 
 def test_w2_of_a_set_with_itself_is_zero():
@@ -251,14 +259,37 @@ def test_evaluate_is_deterministic_given_the_generator():
     assert evaluate(s, target, ref, 100, gen(3)) == evaluate(s, target, ref, 100, gen(3))
 
 
+def test_reference_rows_are_shared_across_methods():
+    target = Gaussian(dim=2)
+    ref = exact_set(target, 1000, 1)
+    s1, s2 = exact_set(target, 500, 2), exact_set(target, 500, 3)
+    a = evaluate(s1, target, ref, 100, gen(7), gen(99))
+    b = evaluate(s1, target, ref, 100, gen(8), gen(99))
+    c = evaluate(s2, target, ref, 100, gen(7), gen(99))
+    assert a["energy_w1"] != b["energy_w1"]  # a different subsample of the samples ...
+    ref_rows = subsample(ref, 100, gen(99))  # ... but always these reference rows
+    assert c["energy_w1"] == pytest.approx(
+        METRICS.build("energy_w1").fn(
+            subsample(s2, 100, gen(7)).x,
+            subsample(s2, 100, gen(7)).energy,
+            ref_rows.x,
+            ref_rows.energy,
+            target,
+            gen(7),
+        )
+    )
+
+
 def test_noise_floor_keys_match_sample_metrics():
     for target in (Gaussian(dim=2), GMM()):
         a, b = exact_set(target, 300, 24), exact_set(target, 300, 25)
         floor = noise_floor(a, b, target, 200, gen())
         names = {n for n in METRICS.names() if _metric(n).kind == "sample"}
         names = {n for n in names if _metric(n).applies(target)}
-        assert set(floor) == names
+        assert set(floor) == names | {f"{n}_reweighted" for n in names}
         assert all(type(v) is float and math.isfinite(v) for v in floor.values())
+        # duplicates from a resample make the reweighted floor no smaller, on average
+        assert floor["w2_reweighted"] > 0.9 * floor["w2"]
 
 
 # ------------------------------------------------------------ conformance
@@ -272,7 +303,7 @@ def test_metric_conformance(name):
     assert isinstance(m, Metric) and m.name == name
     assert m.kind in ("sample", "weights", "sampleset")
     assert m.doc.strip() and (m.fn.__doc__ or "").strip()
-    assert metric_docs()[name] == m.doc
+    assert metric_docs()[name].startswith(m.doc) and "is better" in metric_docs()[name]
     target = Gaussian(dim=2) if m.applies(Gaussian(dim=2)) else GMM()
     assert m.applies(target)
     s = exact_set(target, 200)

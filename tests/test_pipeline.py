@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import xarray as xr
 import yaml
+
+from boltzbench.io import read_store
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = REPO / "tests/configs/tiny.yaml"
@@ -28,12 +29,26 @@ pytestmark = [pytest.mark.pipeline, pytest.mark.timeout(900)]
 
 def snakemake(workdir: Path, config: Path, *args: str, timeout: int = 600):
     env = {**os.environ, "PYTHONPATH": str(REPO / "tests")}
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"),
-           "--directory", str(workdir), "--configfile", str(config), "--cores", "2", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(config),
+        "--cores",
+        "2",
+        *args,
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     if out.returncode:
         logs = "\n".join(p.read_text()[-3000:] for p in workdir.rglob("*.log"))
-        raise AssertionError(f"snakemake failed:\n{out.stdout[-4000:]}\n{out.stderr[-6000:]}\n{logs}")
+        raise AssertionError(
+            f"snakemake failed:\n{out.stdout[-4000:]}\n{out.stderr[-6000:]}\n{logs}"
+        )
     return out.stdout + out.stderr
 
 
@@ -61,15 +76,35 @@ def run(tmp_path_factory):
 def test_leaderboard_is_finite_for_every_target_and_method(run):
     cfg = yaml.safe_load(TINY.read_text())
     board = pd.read_csv(run / "results/leaderboard.csv")
-    pairs = {(t, m) for m, spec in cfg["methods"].items() for t in spec.get("targets") or cfg["targets"]}
+    pairs = {
+        (t, m) for m, spec in cfg["methods"].items() for t in spec.get("targets") or cfg["targets"]
+    }
     assert set(zip(board.target, board.method)) == pairs
-    for col in ["w2_mean", "energy_w1_mean", "mmd_mean", "total_n_energy_mean", "total_seconds_mean"]:
+    for col in [
+        "w2_mean",
+        "energy_w1_mean",
+        "mmd_mean",
+        "total_n_energy_mean",
+        "total_seconds_mean",
+    ]:
         assert board[col].map(math.isfinite).all(), col
     assert board["w2_floor"].map(math.isfinite).all()
     assert (board["w2_floor"] > 0).all()
     # weighted methods get Δlog Z and ESS; every target here has a known log Z
     weighted = board[board.method.isin(["smc", "flow_rkl", "flow_mle"])]
-    assert weighted["log_z_error_mean"].map(math.isfinite).all()
+    for col in [
+        "log_z_error_mean",
+        "ess_mean",
+        "w2_reweighted_mean",
+        "w2_reweighted_floor",
+        "energy_w1_reweighted_mean",
+        "mmd_reweighted_mean",
+    ]:
+        assert weighted[col].map(math.isfinite).all(), col
+    assert ((weighted["ess_mean"] > 0) & (weighted["ess_mean"] <= 1)).all()
+    mle = board[board.method == "flow_mle"]
+    assert (mle["fit_n_data_mean"] == cfg["reference"]["n_train"]).all()
+    assert (mle["total_n_energy_mean"] == cfg["sampling"]["n_samples"]).all()  # MLE: no energy
     md = (run / "results/leaderboard.md").read_text()
     assert "reference (noise floor)" in md and "N_eval" in md
 
@@ -81,13 +116,33 @@ def test_figures_exist(run):
     assert (run / "results/figures/training_curves.png").stat().st_size > 1000
 
 
+def test_figures_carry_provenance(run):
+    from PIL import Image
+
+    for png in run.glob("results/figures/*.png"):
+        attrs = json.loads(Image.open(png).text["boltzbench"])
+        assert attrs["boltzbench_step"] == "figures" and len(attrs["config_sha256"]) == 64
+
+
 def test_every_artifact_carries_provenance(run):
-    keys = {"config", "config_sha256", "source_sha256", "git_commit", "git_dirty", "packages",
-            "seed", "inputs", "host", "started_at", "finished_at", "slurm_job_id"}
+    keys = {
+        "config",
+        "config_sha256",
+        "source_sha256",
+        "git_commit",
+        "git_dirty",
+        "packages",
+        "seed",
+        "inputs",
+        "host",
+        "started_at",
+        "finished_at",
+        "slurm_job_id",
+    }
     stores = list(run.glob("results/**/*.zarr"))
     assert stores
     for store in stores:
-        attrs = xr.open_zarr(store, consolidated=False).attrs
+        attrs = read_store(store).attrs
         assert keys <= set(attrs), store
     for path in run.glob("results/**/metrics.json"):
         attrs = json.loads(path.read_text())["attrs"]
@@ -99,9 +154,15 @@ def test_every_artifact_carries_provenance(run):
 
 def test_sample_store_records_costs(run):
     store = next(run.glob("results/*/mala/seed*/samples.zarr"))
-    attrs = xr.open_zarr(store, consolidated=False).attrs
-    for k in ("fit_n_energy", "fit_n_grad", "fit_seconds", "sample_n_energy", "sample_n_grad",
-              "sample_seconds"):
+    attrs = read_store(store).attrs
+    for k in (
+        "fit_n_energy",
+        "fit_n_grad",
+        "fit_seconds",
+        "sample_n_energy",
+        "sample_n_grad",
+        "sample_seconds",
+    ):
         assert k in attrs
     assert attrs["sample_n_energy"] > 0 and attrs["sample_n_grad"] > 0
 
@@ -113,13 +174,17 @@ def test_nothing_to_do_on_rerun(run):
 
 def test_changing_one_method_reruns_only_its_chain(run, tmp_path):
     cfg = yaml.safe_load(TINY.read_text())
-    cfg["methods"]["mala"]["params"]["step_size"] = 0.123
+    cfg["methods"]["mala"]["params"]["n_burnin"] = 21  # no per-target override of it
     changed = tmp_path / "changed.yaml"
     changed.write_text(yaml.safe_dump(cfg))
     jobs = planned_jobs(snakemake(run, changed, "-n"))
     rules = {r for r, _ in jobs}
-    downstream = {"aggregate", "sample_figure", "training_figure", "all"}
-    assert {"train", "sample", "evaluate", "aggregate"} <= rules <= {"train", "sample", "evaluate"} | downstream
+    downstream = {"aggregate", "figures", "all"}
+    assert (
+        {"train", "sample", "evaluate", "aggregate"}
+        <= rules
+        <= {"train", "sample", "evaluate"} | downstream
+    )
     for rule, wc in jobs:
         if rule in ("train", "sample", "evaluate"):
             assert wc["method"] == "mala", (rule, wc)
@@ -128,3 +193,10 @@ def test_changing_one_method_reruns_only_its_chain(run, tmp_path):
     assert sum(r == "evaluate" for r, _ in jobs) == n_mala
     assert "reference" not in rules and "noise_floor" not in rules
     assert "aggregate" in rules
+
+
+def test_snakemake_report_shows_leaderboard_and_figures(run):
+    snakemake(run, TINY, "--report", str(run / "report.html"))
+    html = (run / "report.html").read_text()
+    for name in ("leaderboard.html", "leaderboard.csv", "gmm40_samples.png", "training_curves.png"):
+        assert name in html, name

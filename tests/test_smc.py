@@ -11,10 +11,10 @@ import math
 import pytest
 import torch
 
+from boltzbench.estimators import normalized_kish_ess
 from boltzbench.methods import METHODS
 from boltzbench.methods.smc import (
     beta_schedule,
-    ess_fraction,
     normalize_log_weights,
     systematic_resample,
 )
@@ -68,9 +68,9 @@ def test_systematic_resample_copies_floor_or_ceil(gen):
 
 def test_weights_all_zero_do_not_crash():
     log_w = torch.full((5,), -torch.inf)
-    assert ess_fraction(log_w) == 0.0
+    assert normalized_kish_ess(log_w) == 0.0
     assert torch.isneginf(normalize_log_weights(log_w)).all()
-    assert ess_fraction(torch.zeros(5)) == pytest.approx(1.0)
+    assert normalized_kish_ess(torch.zeros(5)) == pytest.approx(1.0)
 
 
 # (kernel parameters, log Z tolerance; measured seed-to-seed sd of log Ẑ)

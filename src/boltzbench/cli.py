@@ -39,8 +39,10 @@ def _validate(args: argparse.Namespace) -> int:
     except ConfigError as err:
         print(err, file=sys.stderr)
         return 1
-    print(f"{args.config}: valid ({len(cfg.targets)} targets, {len(cfg.methods)} methods, "
-          f"{len(cfg.seeds)} seeds)")
+    print(
+        f"{args.config}: valid ({len(cfg.targets)} targets, {len(cfg.methods)} methods, "
+        f"{len(cfg.seeds)} seeds)"
+    )
     return 0
 
 
@@ -64,11 +66,13 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="boltzbench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="boltzbench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="list registered targets, methods and metrics").set_defaults(
-        func=_list)
+        func=_list
+    )
     p = sub.add_parser("validate", help="validate a config file")
     p.add_argument("config")
     p.set_defaults(func=_validate)

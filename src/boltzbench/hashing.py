@@ -2,21 +2,35 @@
 
 * :func:`hash_path` hashes a file, or a directory store (a Zarr store) as the
   sorted list of (relative path, file bytes), so it is independent of mtimes.
-* :func:`source_hash` hashes the boltzbench source files.
+* :func:`source_hash` hashes the boltzbench source files (for provenance), and
+  :func:`closure_hash` only the files a step imports (for Snakemake's params, so
+  a code change reruns exactly the jobs it can affect).
 * :func:`derive_seed` turns a tuple of names into a 63-bit seed, so every job's
   seed is a pure function of (stage, target, method, seed).
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
+from functools import cache
 from pathlib import Path
 from typing import Any
 
-__all__ = ["hash_path", "hash_json", "source_hash", "derive_seed", "PACKAGE_ROOT"]
+__all__ = [
+    "hash_path",
+    "hash_json",
+    "source_hash",
+    "module_closure",
+    "closure_hash",
+    "derive_seed",
+    "PACKAGE_ROOT",
+]
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
+#: files inside a store that are not its content (Snakemake's directory-output marker)
+IGNORED = frozenset({".snakemake_timestamp"})
 
 
 def _update_with_file(h: Any, path: Path) -> None:
@@ -26,11 +40,15 @@ def _update_with_file(h: Any, path: Path) -> None:
 
 
 def hash_path(path: str | Path) -> str:
-    """sha256 of a file, or of every file under a directory (paths and bytes)."""
+    """sha256 of a file, or of every file under a directory (paths and bytes).
+
+    Snakemake's ``.snakemake_timestamp`` marker inside directory outputs is not
+    content and is skipped.
+    """
     path = Path(path)
     h = hashlib.sha256()
     if path.is_dir():
-        for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        for f in sorted(p for p in path.rglob("*") if p.is_file() and p.name not in IGNORED):
             h.update(str(f.relative_to(path)).encode() + b"\0")
             _update_with_file(h, f)
             h.update(b"\0")
@@ -64,6 +82,66 @@ def source_hash(parts: tuple[str, ...] | None = None) -> str:
     for f in dict.fromkeys(files):
         h.update(str(f.relative_to(PACKAGE_ROOT)).encode() + b"\0")
         _update_with_file(h, f)
+    return h.hexdigest()
+
+
+def _module_file(name: str) -> Path | None:
+    """The file of boltzbench module ``name``, or None outside the package."""
+    parts = name.split(".")
+    if parts[0] != "boltzbench":
+        return None
+    base = PACKAGE_ROOT.joinpath(*parts[1:])
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _imported_modules(path: Path, name: str) -> set[str]:
+    """Every module name ``path`` imports (at any depth, so lazy imports count)."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = f"{anchor}.{base}" if base else anchor
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+    # importing a.b.c runs a/__init__ and a/b/__init__ too
+    return {".".join(m.split(".")[: i + 1]) for m in found for i in range(m.count(".") + 1)}
+
+
+@cache
+def module_closure(*modules: str) -> tuple[Path, ...]:
+    """The boltzbench files ``modules`` import, transitively, found statically (AST).
+
+    Lazy registry entries (``"boltzbench.methods.flow:FlowMethod"`` strings) are
+    not followed: the rule adds the one method module it runs.
+    """
+    seen: dict[Path, None] = {}
+    stack = list(modules)
+    while stack:
+        name = stack.pop()
+        path = _module_file(name)
+        if path is None or path in seen:
+            continue
+        seen[path] = None
+        stack.extend(_imported_modules(path, name))
+    return tuple(sorted(seen))
+
+
+def closure_hash(*modules: str, extra_files: tuple[str, ...] = ()) -> str:
+    """sha256 of the files in ``module_closure(*modules)`` plus ``extra_files``."""
+    h = hashlib.sha256()
+    for f in module_closure(*modules):
+        h.update(str(f.relative_to(PACKAGE_ROOT)).encode() + b"\0")
+        _update_with_file(h, f)
+    for f in extra_files:
+        h.update(hash_path(f).encode())
     return h.hexdigest()
 
 

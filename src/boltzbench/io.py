@@ -1,7 +1,8 @@
 """Reading and writing artifacts: Zarr stores (via xarray) and JSON files.
 
-Every write goes to a temporary path beside its destination and is renamed into
-place at the end, so a killed job never leaves an artifact that looks complete.
+Every write (stores, JSON, text, and figures through :func:`atomic_path`) goes
+to a temporary path beside its destination and is renamed into place at the
+end, so a killed job never leaves an artifact that looks complete.
 Provenance attributes come from :func:`boltzbench.provenance.provenance_attrs`;
 this module only attaches them.
 
@@ -20,6 +21,8 @@ import json
 import os
 import shutil
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +33,8 @@ import xarray as xr
 from boltzbench.methods.base import SampleSet
 
 __all__ = [
+    "atomic_path",
+    "write_text",
     "write_store",
     "read_store",
     "write_json",
@@ -56,34 +61,46 @@ def _replace(tmp: Path, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def write_store(ds: xr.Dataset, path: str | Path, attrs: dict[str, Any]) -> Path:
-    """Write ``ds`` with ``attrs`` to the Zarr store ``path``, atomically."""
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it into place on success only."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_path(path)
+    yield tmp
+    _replace(tmp, path)
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path``, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
+def write_store(ds: xr.Dataset, path: str | Path, attrs: dict[str, Any]) -> Path:
+    """Write ``ds`` with ``attrs`` to the Zarr store ``path``, atomically."""
     ds = ds.copy()
     ds.attrs = {**ds.attrs, **attrs}
-    with warnings.catch_warnings():
+    with atomic_path(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore", category=UserWarning)  # zarr v3 consolidated-metadata note
         ds.to_zarr(tmp, mode="w", consolidated=False)
-    _replace(tmp, path)
-    return path
+    return Path(path)
 
 
 def read_store(path: str | Path) -> xr.Dataset:
     """Load the Zarr store ``path`` fully into memory."""
-    with xr.open_zarr(path, consolidated=False) as ds:
-        return ds.load()
+    with warnings.catch_warnings():
+        # Snakemake puts a .snakemake_timestamp marker inside directory outputs
+        warnings.filterwarnings("ignore", message=".*snakemake_timestamp.*")
+        with xr.open_zarr(path, consolidated=False) as ds:
+            return ds.load()
 
 
 def write_json(obj: dict[str, Any], path: str | Path, attrs: dict[str, Any]) -> Path:
     """Write ``{"attrs": attrs, **obj}`` as JSON to ``path``, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_path(path)
-    tmp.write_text(json.dumps({**obj, "attrs": attrs}, indent=2, sort_keys=True, default=_jsonable))
-    _replace(tmp, path)
-    return path
+    text = json.dumps({**obj, "attrs": attrs}, indent=2, sort_keys=True, default=_jsonable)
+    return write_text(path, text)
 
 
 def read_json(path: str | Path) -> dict[str, Any]:

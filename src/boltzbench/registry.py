@@ -74,6 +74,13 @@ class Registry(Generic[T]):
             self._entries[name] = entry
         return entry
 
+    def module_of(self, name: str) -> str:
+        """The module that defines entry ``name`` (without importing a lazy one)."""
+        entry = self._entries.get(name)
+        if entry is None:
+            self.get(name)  # raises the error listing the valid names
+        return entry.partition(":")[0] if isinstance(entry, str) else entry.__module__
+
     def build(self, name: str, **kwargs: Any) -> T:
         """Build entry ``name`` with ``kwargs``, checking every keyword first."""
         factory = self.get(name)

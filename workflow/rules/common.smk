@@ -1,12 +1,15 @@
 # Helpers shared by every rule: the validated config, the run matrix, params slices.
 
+import inspect
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from boltzbench.config import validate_config
-from boltzbench.hashing import source_hash
+from boltzbench.hashing import PACKAGE_ROOT, closure_hash
+from boltzbench.methods import METHODS as METHOD_REGISTRY
+from boltzbench.targets import target_factory
 
 CFG = validate_config(config)
 RESULTS = CFG.results_dir.rstrip("/")
@@ -16,25 +19,47 @@ METHODS = list(CFG.methods)
 SEEDS = list(CFG.seeds)
 NAME_RE = r"[A-Za-z0-9][A-Za-z0-9_-]*"
 
-# Snakemake's code trigger does not see modules imported from src/, so each rule
-# gets the hash of the source it depends on as a param: changing that code
-# reruns exactly the jobs it affects.
-SOURCE = {
-    "reference": source_hash(("targets",)),
-    "train": source_hash(("targets", "methods", "mcmc", "steps")),
-    "evaluate": source_hash(("targets", "metrics", "steps")),
-    "report": source_hash(("metrics", "steps")),
-}
+
+def source(step):
+    """A params function: the hash of the code a job of ``step`` runs.
+
+    Snakemake's code trigger does not see modules imported from src/, so each
+    rule gets, as a param, the hash of the boltzbench files its step imports
+    (found statically), plus the module of the job's method and the file of a
+    user target. Changing code reruns exactly the jobs that run it.
+    """
+
+    def params(wildcards):
+        modules = [f"boltzbench.steps.{step}", "boltzbench.steps.adapter"]
+        if "method" in wildcards.keys():
+            modules.append(METHOD_REGISTRY.module_of(CFG.methods[wildcards.method].kind))
+        extra = ()
+        if "target" in wildcards.keys():
+            where = Path(inspect.getfile(target_factory(target_spec(wildcards))))
+            if PACKAGE_ROOT not in where.resolve().parents:  # a user target
+                extra = (str(where),)
+        return closure_hash(*modules, extra_files=extra)
+
+    return params
+
+
+def canonical(obj):
+    """``obj`` with every dict's keys sorted, so params compare equal across configs."""
+    if isinstance(obj, dict):
+        return {k: canonical(obj[k]) for k in sorted(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [canonical(v) for v in obj]
+    return obj
 
 
 def target_spec(wildcards):
-    return CFG.targets[wildcards.target].model_dump()
+    return canonical(CFG.targets[wildcards.target].model_dump())
 
 
 def method_spec(wildcards):
     """The method's kind and its effective params on this target (overrides applied)."""
     spec = CFG.methods[wildcards.method]
-    return {"kind": spec.kind, "params": spec.params_for(wildcards.target)}
+    return canonical({"kind": spec.kind, "params": spec.params_for(wildcards.target)})
 
 
 def method_targets(method):
@@ -71,12 +96,3 @@ def train_inputs(wildcards):
     if needs_data(wildcards):
         return {"reference": f"{RESULTS}/{wildcards.target}/reference/train.zarr"}
     return {}
-
-
-def figure_samples(wildcards):
-    first = [SEEDS[0]]
-    return [
-        f"{RESULTS}/{wildcards.target}/{m}/seed{s}/samples.zarr"
-        for t, m, s in runs()
-        if t == wildcards.target and s in first
-    ]

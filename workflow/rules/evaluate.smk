@@ -23,7 +23,7 @@ rule evaluate:
         method_name="{method}",
         seed=lambda w: int(w.seed),
         n_eval=CFG.evaluation.n_eval,
-        source=SOURCE["evaluate"],
+        source=source("evaluate"),
     script:
         "../scripts/evaluate.py"
 
@@ -47,6 +47,6 @@ rule noise_floor:
         target_name="{target}",
         target=target_spec,
         n_eval=CFG.evaluation.n_eval,
-        source=SOURCE["evaluate"],
+        source=source("noise_floor"),
     script:
         "../scripts/noise_floor.py"

@@ -20,6 +20,6 @@ rule reference:
         target=target_spec,
         split="{split}",
         n=reference_size,
-        source=SOURCE["reference"],
+        source=source("reference"),
     script:
         "../scripts/reference.py"

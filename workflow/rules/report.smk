@@ -29,58 +29,43 @@ rule aggregate:
         mem_mb=2000,
     params:
         n_eval=CFG.evaluation.n_eval,
-        source=SOURCE["report"],
+        source=source("aggregate"),
     script:
         "../scripts/aggregate.py"
 
 
-rule sample_figure:
+rule figures:
     input:
-        reference=f"{RESULTS}/{{target}}/reference/eval.zarr",
-        samples=figure_samples,
-    output:
-        figure=report(
-            f"{RESULTS}/figures/{{target}}_samples.png",
-            category="Figures",
-            caption="../report/samples.rst",
+        references=expand(f"{RESULTS}/{{target}}/reference/eval.zarr", target=TARGETS),
+        samples=run_paths(
+            f"{RESULTS}/{{target}}/{{method}}/seed{{seed}}/samples.zarr",
+            seeds=SEEDS[:1],
         ),
-    log:
-        f"{LOGS}/figures/{{target}}_samples.log",
-    benchmark:
-        f"{LOGS}/benchmarks/figures/{{target}}_samples.tsv"
-    conda:
-        "../../envs/boltzbench.yaml"
-    threads: 1
-    resources:
-        mem_mb=2000,
-    params:
-        target_name="{target}",
-        source=SOURCE["report"],
-    script:
-        "../scripts/figure_samples.py"
-
-
-rule training_figure:
-    input:
         models=run_paths(
             f"{RESULTS}/{{target}}/{{method}}/seed{{seed}}/model.zarr", seeds=SEEDS[:1]
         ),
     output:
-        figure=report(
+        samples=report(
+            expand(f"{RESULTS}/figures/{{target}}_samples.png", target=TARGETS),
+            category="Figures",
+            caption="../report/samples.rst",
+        ),
+        training=report(
             f"{RESULTS}/figures/training_curves.png",
             category="Figures",
             caption="../report/training.rst",
         ),
     log:
-        f"{LOGS}/figures/training_curves.log",
+        f"{LOGS}/figures.log",
     benchmark:
-        f"{LOGS}/benchmarks/figures/training_curves.tsv"
+        f"{LOGS}/benchmarks/figures.tsv"
     conda:
         "../../envs/boltzbench.yaml"
     threads: 1
     resources:
         mem_mb=2000,
     params:
-        source=SOURCE["report"],
+        targets=TARGETS,
+        source=source("figures"),
     script:
-        "../scripts/figure_training.py"
+        "../scripts/figures.py"

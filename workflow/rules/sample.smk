@@ -22,6 +22,6 @@ rule sample:
         method=method_spec,
         seed=lambda w: int(w.seed),
         n_samples=CFG.sampling.n_samples,
-        source=SOURCE["train"],
+        source=source("sample"),
     script:
         "../scripts/sample.py"

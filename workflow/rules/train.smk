@@ -21,6 +21,6 @@ rule train:
         method_name="{method}",
         method=method_spec,
         seed=lambda w: int(w.seed),
-        source=SOURCE["train"],
+        source=source("train"),
     script:
         "../scripts/train.py"

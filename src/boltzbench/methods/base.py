@@ -27,7 +27,17 @@ import torch
 
 from boltzbench.targets.base import Target
 
-__all__ = ["Method", "SampleSet"]
+__all__ = ["Method", "SampleSet", "DTYPES", "resolve_dtype"]
+
+#: the floating-point types a method's ``dtype`` parameter may name
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    """The torch dtype called ``name``; ValueError listing the valid names otherwise."""
+    if name not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {name!r}")
+    return DTYPES[name]
 
 
 @dataclass
@@ -67,11 +77,13 @@ class SampleSet:
 
 
 class Method:
-    """Base class of every sampler family. Subclasses register in ``METHODS``."""
+    """Base class of every sampler family; each is one line in ``methods/__init__.py``."""
 
     needs_data: bool = False
     trainable: bool = False
     weighted: bool = False
+    #: small settings under which the conformance suite runs the method (CI)
+    fast_params: dict[str, Any] = {}
 
     def get_params(self) -> dict[str, Any]:
         """The constructor keywords, so ``type(m)(**m.get_params())`` round-trips."""
@@ -80,9 +92,7 @@ class Method:
         names = inspect.signature(type(self).__init__).parameters
         return {k: getattr(self, k) for k in names if k != "self"}
 
-    def fit(
-        self, target: Target, data: torch.Tensor | None, generator: torch.Generator
-    ) -> Method:
+    def fit(self, target: Target, data: torch.Tensor | None, generator: torch.Generator) -> Method:
         """Fit on ``target`` (and reference ``data`` when ``needs_data``); returns self."""
         self.history_: dict[str, list[float]] = {}
         return self

@@ -47,8 +47,8 @@ import torch
 from tqdm.auto import tqdm
 from zuko.lazy import Flow
 
-from boltzbench.methods import METHODS
-from boltzbench.methods.base import Method, SampleSet
+from boltzbench.estimators import log_mean_exp, normalized_kish_ess
+from boltzbench.methods.base import DTYPES, Method, SampleSet
 from boltzbench.methods.flows_util import ACTIVATIONS, COUPLINGS, coupling_flow
 from boltzbench.targets.base import Target
 
@@ -56,7 +56,6 @@ __all__ = ["FlowMethod"]
 
 MODES = ("reverse_kl", "mle")
 LR_SCHEDULES = ("cosine", "constant")
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
 #: the most reference rows held out for MLE validation
 MAX_VAL_ROWS = 4096
 
@@ -76,19 +75,6 @@ def _forked_seed(generator: torch.Generator) -> Iterator[None]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         yield
-
-
-def _log_mean_exp(a: torch.Tensor) -> float:
-    return float(torch.logsumexp(a, 0) - math.log(a.numel()))
-
-
-def _kish_ess(log_w: torch.Tensor) -> float:
-    """Normalized Kish ESS (Σw)² / (N Σw²) in [0, 1]; 0 when no weight is finite."""
-    if not torch.isfinite(log_w).any():
-        return 0.0
-    return float(torch.exp(2 * torch.logsumexp(log_w, 0) - torch.logsumexp(2 * log_w, 0))) / (
-        log_w.numel()
-    )
 
 
 def _minibatches(data: torch.Tensor, size: int, generator: torch.Generator):
@@ -126,7 +112,6 @@ class _KeepBest:
             flow.load_state_dict(self.state)
 
 
-@METHODS.register("flow")
 class FlowMethod(Method):
     """Normalizing-flow Boltzmann generator (coupling flow, zuko), weighted samples.
 
@@ -299,7 +284,7 @@ class FlowMethod(Method):
             x, log_q = self._push(self._base_noise(self.batch_size, target.dim, generator))
             energy = target.energy(x.to(torch.float64))
             log_q = log_q.to(torch.float64)
-            ess = _kish_ess(-(energy + log_q).detach())
+            ess = normalized_kish_ess(-(energy + log_q).detach())
             return (log_q + energy).mean(), {"ess": ess}
 
         return step
@@ -443,8 +428,8 @@ class FlowMethod(Method):
         attrs = {
             "mode": self.mode,
             "n_nonfinite": int((~ok).sum()),
-            "log_Z_hat": _log_mean_exp(log_w),
-            "ess_kish": _kish_ess(log_w),
+            "log_Z_hat": log_mean_exp(log_w),
+            "ess_kish": normalized_kish_ess(log_w),
         }
         return SampleSet(x=x, energy=energy, log_weight=log_w, log_q=log_q, attrs=attrs)
 

@@ -29,22 +29,13 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from boltzbench.mcmc import adaptation, diagnostics, mala, proposal
-from boltzbench.methods.base import Method, SampleSet
+from boltzbench.methods.base import Method, SampleSet, resolve_dtype
 from boltzbench.targets.base import Target
 
-__all__ = ["MALA", "resolve_dtype", "DTYPES"]
-
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
+__all__ = ["MALA"]
 
 #: one kernel step at a given step size, (state, step_size) -> (state, info)
 Advance = Callable[[proposal.State, Tensor], tuple[proposal.State, mala.Info]]
-
-
-def resolve_dtype(name: str) -> torch.dtype:
-    """The torch dtype called ``name`` ("float32" or "float64")."""
-    if name not in DTYPES:
-        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {name!r}")
-    return DTYPES[name]
 
 
 class MALA(Method):
@@ -71,7 +62,7 @@ class MALA(Method):
         "float32" or "float64": the dtype of positions (the target should match).
     """
 
-    #: small settings for the conformance suite
+    #: small settings for the conformance suite (CI)
     fast_params = {"n_chains": 8, "n_warmup": 50, "n_burnin": 10, "thinning": 1}
 
     def __init__(

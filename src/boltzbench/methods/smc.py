@@ -42,9 +42,9 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from boltzbench.estimators import normalized_kish_ess
 from boltzbench.mcmc import adaptation, hmc, mala, proposal
-from boltzbench.methods.base import Method, SampleSet
-from boltzbench.methods.mala import resolve_dtype
+from boltzbench.methods.base import Method, SampleSet, resolve_dtype
 from boltzbench.targets.base import Target
 
 __all__ = [
@@ -58,7 +58,6 @@ __all__ = [
     "incremental_log_weight",
     "log_z_increment",
     "normalize_log_weights",
-    "ess_fraction",
     "systematic_resample",
 ]
 
@@ -147,14 +146,6 @@ def normalize_log_weights(log_w: Tensor) -> Tensor:
     return log_w - total if torch.isfinite(total) else torch.full_like(log_w, -torch.inf)
 
 
-def ess_fraction(log_w: Tensor) -> float:
-    """Normalized (Kish) ESS (Σ w)² / (n Σ w²) ∈ [1/n, 1]; 0 when every weight is zero."""
-    log_w = normalize_log_weights(log_w)
-    if not torch.isfinite(log_w).any():
-        return 0.0
-    return min(1.0, float(torch.exp(-torch.logsumexp(2 * log_w, 0)) / log_w.shape[0]))
-
-
 def systematic_resample(log_w: Tensor, generator: torch.Generator) -> Tensor:
     """Systematic resampling (Kitagawa 1996): n indices, shape ``(n,)``.
 
@@ -203,7 +194,7 @@ class SMC(Method):
     """
 
     weighted = True
-    #: small settings for the conformance suite
+    #: small settings for the conformance suite (CI)
     fast_params = {"n_temps": 8, "n_moves": 2}
 
     def __init__(
@@ -253,7 +244,7 @@ class SMC(Method):
         for t in tqdm(range(1, len(betas)), desc="smc", disable=None, leave=False):
             inc = incremental_log_weight(state, betas[t] - betas[t - 1], self.base_scale)
             log_w, log_z = log_w + inc, log_z + log_z_increment(log_w, inc)
-            ess = ess_fraction(log_w)
+            ess = normalized_kish_ess(log_w)
             resample = 0 < ess < self.ess_threshold
             if resample:
                 state = proposal.take(state, systematic_resample(log_w, generator))
@@ -299,8 +290,8 @@ class SMC(Method):
         attrs = {
             "log_Z_hat": float(log_z),
             "n_resample": int(sum(trace["resampled"])),
-            "ess": ess_fraction(log_w) * n,
-            "ess_fraction": ess_fraction(log_w),
+            "ess": normalized_kish_ess(log_w) * n,
+            "ess_fraction": normalized_kish_ess(log_w),
             "acceptance": float(torch.tensor(trace["acceptance"]).nanmean()),
             "step_size": trace["step_size"][-1],
             "n_temps": self.n_temps,

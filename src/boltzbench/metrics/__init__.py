@@ -58,7 +58,10 @@ _register(
         doc=(
             "Normalized Kish ESS = (Σ_i w_i)² / (N Σ_i w_i²) ∈ [1/N, 1] over all N rows "
             "(non-finite log weights count as w = 0; 0 if all weights are 0). "
-            "None without weights."
+            "None without weights. For a flow, w = p/q is the importance weight of "
+            "independent proposals; for SMC, w is the final particle weight, so this is "
+            "the ESS accumulated since the last resampling step, not an ESS against a "
+            "proposal: the two are not comparable."
         ),
         lower_is_better=False,
     )

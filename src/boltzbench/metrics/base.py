@@ -16,8 +16,8 @@ A :class:`Metric` is a named function with one of three kinds:
     A property of the whole sample set: ``fn(samples, target) -> float``.
 
 ``applies(target)`` says whether a metric is defined for a target (mode
-coverage only for targets with ``assign_modes``). ``lower_is_better`` orders
-leaderboards.
+coverage only for targets with ``assign_modes``). ``lower_is_better`` is printed
+with the metric's definition under the leaderboard.
 """
 
 from __future__ import annotations

@@ -56,8 +56,9 @@ def applicable_metrics(target: Target, kind: str) -> list[Metric]:
 
 
 def metric_docs() -> dict[str, str]:
-    """Name → one-paragraph definition of every registered metric, for the report."""
-    return {m.name: m.doc for m in _registered()}
+    """Name → definition of every registered metric and which way is better, for the report."""
+    better = {True: "Lower is better.", False: "Higher is better."}
+    return {m.name: f"{m.doc} {better[m.lower_is_better]}" for m in _registered()}
 
 
 def _finite_mask(samples: SampleSet) -> torch.Tensor:
@@ -146,8 +147,13 @@ def evaluate(
     reference: SampleSet,
     n_eval: int,
     generator: torch.Generator,
+    reference_generator: torch.Generator | None = None,
 ) -> dict[str, float | None]:
     """Every applicable metric of ``samples`` on ``target`` (see the module docstring).
+
+    ``reference_generator`` (default: ``generator``) draws the n_eval reference
+    rows; the pipeline seeds it by (target, seed) only, so every method on a
+    target and seed is compared against the same reference rows.
 
     Returns the ``"sampleset"`` and ``"weights"`` metric names, each ``"sample"``
     metric name, ``"<name>_reweighted"`` for each ``"sample"`` metric when
@@ -157,7 +163,7 @@ def evaluate(
     """
     out = _whole_set_metrics(samples, target)
     finite = finite_rows(samples)
-    ref = subsample(finite_rows(reference), n_eval, generator)
+    ref = subsample(finite_rows(reference), n_eval, reference_generator or generator)
     raw = subsample(finite, n_eval, generator)
     out.update(_sample_metrics(raw, ref, target, generator))
     if samples.log_weight is not None:
@@ -180,10 +186,17 @@ def noise_floor(
 
     Rows are drawn uniformly without replacement from the finite rows of
     ``reference_a`` (as the samples) and ``reference_b`` (as the reference).
+    ``"<name>_reweighted"`` is the floor of the reweighted variant: the rows of
+    ``reference_a`` resampled multinomially with uniform weights (so with the
+    duplicates a resample by weight brings) against the same reference rows.
     Raises ValueError when either has no finite rows.
     """
     a = subsample(finite_rows(reference_a), n_eval, generator)
     b = subsample(finite_rows(reference_b), n_eval, generator)
     if a.x.shape[0] == 0 or b.x.shape[0] == 0:
         raise ValueError("noise_floor needs finite rows in both reference sets")
-    return _sample_metrics(a, b, target, generator)  # type: ignore[return-value]
+    floor = _sample_metrics(a, b, target, generator)
+    uniform = replace(a, log_weight=torch.zeros_like(a.energy))
+    rw = _sample_metrics(resample(uniform, a.x.shape[0], generator), b, target, generator)
+    floor.update({f"{name}_reweighted": v for name, v in rw.items()})
+    return floor  # type: ignore[return-value]

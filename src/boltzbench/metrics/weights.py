@@ -10,31 +10,15 @@ Everything is computed in float64.
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING
 
-import torch
-
+from boltzbench.estimators import clean_log_weights, log_mean_exp, normalized_kish_ess
 from boltzbench.targets.base import Target
 
 if TYPE_CHECKING:  # only for annotations: metrics never import the sampler families
     from boltzbench.methods.base import SampleSet
 
 __all__ = ["clean_log_weights", "log_mean_exp", "log_z_hat", "log_z_error", "kish_ess"]
-
-
-def clean_log_weights(log_weight: torch.Tensor) -> torch.Tensor:
-    """Float64 copy of ``log_weight`` (shape ``(n,)``) with non-finite entries set to -inf."""
-    lw = log_weight.detach().to(torch.float64)
-    return torch.where(torch.isfinite(lw), lw, torch.full_like(lw, -math.inf))
-
-
-def log_mean_exp(log_w: torch.Tensor) -> float:
-    """log((1/N) Σ_i exp(log_w_i)) = logsumexp(log_w) - log N, shape ``(N,)`` → float.
-
-    Returns -inf when every entry is -inf (all weights zero).
-    """
-    return float(torch.logsumexp(log_w, dim=0)) - math.log(log_w.shape[0])
 
 
 def log_z_hat(samples: SampleSet, target: Target) -> float | None:
@@ -76,8 +60,4 @@ def kish_ess(samples: SampleSet, target: Target) -> float | None:
     """
     if samples.log_weight is None or samples.log_weight.shape[0] == 0:
         return None
-    lw = clean_log_weights(samples.log_weight)
-    if not torch.isfinite(lw).any():
-        return 0.0
-    w = torch.exp(lw - lw.max())
-    return float(w.sum() ** 2 / (lw.shape[0] * (w**2).sum()))
+    return normalized_kish_ess(samples.log_weight)

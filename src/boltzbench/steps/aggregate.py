@@ -9,18 +9,17 @@ and wall seconds (fit + sample, mean over seeds).
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from boltzbench.io import read_json, write_json
+from boltzbench.io import read_json, write_json, write_text
 from boltzbench.metrics import metric_docs
 from boltzbench.provenance import now, provenance_attrs
 
 __all__ = ["run", "leaderboard_frame", "COST_COLUMNS"]
 
-COST_COLUMNS = ("total_n_energy", "total_n_grad", "total_seconds")
+COST_COLUMNS = ("total_n_energy", "total_n_grad", "fit_n_data", "total_seconds")
 
 
 def _as_float(v: Any) -> float:
@@ -31,8 +30,12 @@ def _long_records(metric_files: list[str]) -> pd.DataFrame:
     rows = []
     for path in metric_files:
         m = read_json(path)
-        base = {"target": m["target"], "method": m["method"], "seed": m["seed"],
-                "n_samples": m["n_samples"]}
+        base = {
+            "target": m["target"],
+            "method": m["method"],
+            "seed": m["seed"],
+            "n_samples": m["n_samples"],
+        }
         values = {**m["metrics"], **{k: m["cost"].get(k) for k in COST_COLUMNS}}
         rows += [{**base, "metric": k, "value": _as_float(v)} for k, v in values.items()]
     return pd.DataFrame(rows)
@@ -47,20 +50,28 @@ def _floors(floor_files: list[str]) -> dict[tuple[str, str], float]:
 
 
 def leaderboard_frame(metric_files: list[str], floor_files: list[str]) -> pd.DataFrame:
-    """Wide numeric leaderboard: ``<metric>_mean``, ``<metric>_std``, ``<metric>_floor``."""
+    """Wide numeric leaderboard, one row per (target, method).
+
+    Columns ``<metric>_mean`` and ``<metric>_std`` (sample std over the seeds
+    where the metric is finite), ``<metric>_n`` (how many seeds that is) and
+    ``<metric>_floor`` (its noise floor, for sample metrics).
+    """
     long = _long_records(metric_files)
-    stats = long.groupby(["target", "method", "metric"])["value"].agg(
-        mean="mean", std=lambda v: v.std(ddof=1) if v.notna().sum() > 1 else 0.0
+    finite = long["value"].where(long["value"].map(math.isfinite))
+    stats = (
+        long.assign(value=finite)
+        .groupby(["target", "method", "metric"])["value"]
+        .agg(mean="mean", std=lambda v: v.std(ddof=1) if v.notna().sum() > 1 else 0.0, n="count")
     )
     wide = stats.unstack("metric")
     wide.columns = [f"{metric}_{stat}" for stat, metric in wide.columns]
-    meta = long.groupby(["target", "method"]).agg(n_seeds=("seed", "nunique"),
-                                                  n_samples=("n_samples", "first"))
+    meta = long.groupby(["target", "method"]).agg(
+        n_seeds=("seed", "nunique"), n_samples=("n_samples", "first")
+    )
     wide = meta.join(wide)
     floors = _floors(floor_files)
-    for metric in sorted({c.rsplit("_", 1)[0] for c in wide.columns if c.endswith("_mean")}):
-        base = metric.removesuffix("_reweighted")
-        col = [floors.get((t, base), math.nan) for t, _ in wide.index]
+    for metric in sorted({c.removesuffix("_mean") for c in wide.columns if c.endswith("_mean")}):
+        col = [floors.get((t, metric), math.nan) for t, _ in wide.index]
         if any(not math.isnan(v) for v in col):
             wide[f"{metric}_floor"] = col
     return wide.reset_index()
@@ -68,16 +79,27 @@ def leaderboard_frame(metric_files: list[str], floor_files: list[str]) -> pd.Dat
 
 #: metrics shown in the Markdown/HTML leaderboard, in this order (the CSV has all)
 SHOWN = (
-    "log_z_error", "ess", "w2", "w2_reweighted", "energy_w1", "energy_w1_reweighted",
-    "mmd", "mmd_reweighted", "mode_coverage", "mode_coverage_reweighted",
-    "nonfinite_fraction", *COST_COLUMNS,
+    "log_z_error",
+    "ess",
+    "w2",
+    "w2_reweighted",
+    "energy_w1",
+    "energy_w1_reweighted",
+    "mmd",
+    "mmd_reweighted",
+    "mode_coverage",
+    "mode_coverage_reweighted",
+    "nonfinite_fraction",
+    *COST_COLUMNS,
 )
 
 
-def _fmt(mean: float, std: float, n_seeds: int) -> str | None:
-    if pd.isna(mean):
+def _fmt(mean: float, std: float, n: int, n_seeds: int) -> str | None:
+    """ "mean ± std"; "[n/N seeds]" when the metric was finite on only n of N seeds."""
+    if n == 0:
         return None
-    return f"{mean:.3g}" if n_seeds < 2 else f"{mean:.3g} ± {std:.2g}"
+    text = f"{mean:.3g}" if n < 2 else f"{mean:.3g} ± {std:.2g}"
+    return text if n == n_seeds else f"{text} [{n}/{n_seeds} seeds]"
 
 
 def _target_table(frame: pd.DataFrame, target: str) -> pd.DataFrame:
@@ -86,11 +108,16 @@ def _target_table(frame: pd.DataFrame, target: str) -> pd.DataFrame:
     floor_row: dict[str, object] = {"method": "reference (noise floor)", "seeds": "", "samples": ""}
     rows = []
     for _, r in sub.iterrows():
-        row: dict[str, object] = {"method": r.method, "seeds": int(r.n_seeds),
-                                  "samples": int(r.n_samples)}
+        row: dict[str, object] = {
+            "method": r.method,
+            "seeds": int(r.n_seeds),
+            "samples": int(r.n_samples),
+        }
         for name in SHOWN:
             if f"{name}_mean" in r:
-                row[name] = _fmt(r[f"{name}_mean"], r[f"{name}_std"], int(r.n_seeds))
+                row[name] = _fmt(
+                    r[f"{name}_mean"], r[f"{name}_std"], int(r[f"{name}_n"]), int(r.n_seeds)
+                )
             if f"{name}_floor" in r and not pd.isna(r[f"{name}_floor"]):
                 floor_row[name] = f"{r[f'{name}_floor']:.3g}"
         rows.append(row)
@@ -108,7 +135,8 @@ def _markdown(frame: pd.DataFrame, n_eval: int) -> str:
         "floor: the same metric between two independent exact reference sets. "
         "`_reweighted` columns resample a weighted sample set by its normalized "
         "importance weights before computing the metric. Costs are energy (and gradient) "
-        "evaluations and wall seconds, fit + sample.",
+        "evaluations and wall seconds, fit + sample; `fit_n_data` is the number of exact "
+        "reference samples a data-based method trained on.",
         "",
     ]
     for target in sorted(frame.target.unique()):
@@ -131,10 +159,16 @@ def run(*, inputs: dict, outputs: dict, n_eval: int, source: str = "") -> None:
     started = now()
     metric_files, floor_files = list(inputs["metrics"]), list(inputs["floors"])
     frame = leaderboard_frame(metric_files, floor_files)
-    frame.to_csv(outputs["csv"], index=False, float_format="%.6g")
+    write_text(outputs["csv"], frame.to_csv(index=False, float_format="%.6g"))
     markdown = _markdown(frame, n_eval)
-    Path(outputs["markdown"]).write_text(markdown)
-    Path(outputs["html"]).write_text(_html(frame, markdown))
-    attrs = provenance_attrs("aggregate", {"n_eval": n_eval}, None,
-                             {f"metrics_{i}": p for i, p in enumerate(metric_files)}, started)
+    write_text(outputs["markdown"], markdown)
+    write_text(outputs["html"], _html(frame, markdown))
+    attrs = provenance_attrs(
+        "aggregate",
+        {"n_eval": n_eval},
+        None,
+        {f"metrics_{i}": p for i, p in enumerate(metric_files)}
+        | {f"noise_floor_{i}": p for i, p in enumerate(floor_files)},
+        started,
+    )
     write_json({"rows": len(frame)}, outputs["provenance"], attrs)

@@ -12,9 +12,7 @@ from boltzbench.hashing import derive_seed
 from boltzbench.methods import METHODS, Method
 from boltzbench.targets import CountingTarget, Target, build_target
 
-__all__ = ["generator", "build_counted_target", "build_method", "timed", "DTYPES"]
-
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
+__all__ = ["generator", "build_counted_target", "build_method", "timed"]
 
 
 def generator(*keys: Any) -> torch.Generator:

@@ -45,7 +45,8 @@ def run(
     samples = dataset_to_samples(read_store(inputs["samples"]))
     reference = dataset_to_samples(read_store(inputs["reference"]))
     gen = generator("evaluate", target_name, method_name, seed)
-    metrics = evaluate(samples, tgt, reference, n_eval, gen)
+    ref_gen = generator("reference_rows", target_name, seed)  # the same for every method
+    metrics = evaluate(samples, tgt, reference, n_eval, gen, ref_gen)
     log.info("%s on %s (seed %d): %s", method_name, target_name, seed, metrics)
     result = {
         "target": target_name,
@@ -56,13 +57,21 @@ def run(
         "cost": _cost(samples.attrs),
         "diagnostics": {k: samples.attrs[k] for k in DIAGNOSTIC_KEYS if k in samples.attrs},
     }
-    config = dict(target_name=target_name, target=target, method_name=method_name,
-                  seed=seed, n_eval=n_eval)
-    write_json(result, outputs["metrics"], provenance_attrs("evaluate", config, seed, inputs, started))
+    config = dict(
+        target_name=target_name, target=target, method_name=method_name, seed=seed, n_eval=n_eval
+    )
+    write_json(
+        result, outputs["metrics"], provenance_attrs("evaluate", config, seed, inputs, started)
+    )
 
 
 def run_noise_floor(
-    *, inputs: dict, outputs: dict, target_name: str, target: dict[str, Any], n_eval: int,
+    *,
+    inputs: dict,
+    outputs: dict,
+    target_name: str,
+    target: dict[str, Any],
+    n_eval: int,
     source: str = "",
 ) -> None:
     started = now()
@@ -73,4 +82,6 @@ def run_noise_floor(
     log.info("noise floor on %s: %s", target_name, floor)
     config = dict(target_name=target_name, target=target, n_eval=n_eval)
     result = {"target": target_name, "noise_floor": floor}
-    write_json(result, outputs["floor"], provenance_attrs("noise_floor", config, None, inputs, started))
+    write_json(
+        result, outputs["floor"], provenance_attrs("noise_floor", config, None, inputs, started)
+    )

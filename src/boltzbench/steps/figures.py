@@ -1,5 +1,7 @@
 """Figure steps (PNG): samples against the reference, and training curves.
 
+One job draws them all (a job costs ~3 s of imports on a small machine).
+
 * ``samples`` — for a 2-D target, a scatter of each method's samples next to the
   reference; otherwise histograms of the marginals of x₀ and x₁ (Funnel: x₀, x₁;
   ManyWell: the first double-well pair). Weighted sample sets are resampled by
@@ -9,6 +11,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import matplotlib
@@ -18,27 +21,26 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from boltzbench.io import dataset_to_samples, load_model, read_store  # noqa: E402
+from boltzbench.io import atomic_path, dataset_to_samples, load_model, read_store  # noqa: E402
 from boltzbench.methods.base import SampleSet  # noqa: E402
+from boltzbench.metrics.evaluate import finite_rows, resample, subsample  # noqa: E402
+from boltzbench.provenance import now, provenance_attrs  # noqa: E402
 
-__all__ = ["run", "run_training", "resample_by_weight"]
+__all__ = ["run", "samples_figure", "training_figure", "resample_by_weight"]
 
 N_SHOW = 2000
 
 
 def resample_by_weight(s: SampleSet, n: int, seed: int = 0) -> tuple[np.ndarray, bool]:
-    """Up to ``n`` rows of ``s.x``; resampled by normalized weight when weighted."""
+    """Up to ``n`` finite rows of ``s.x``, resampled by normalized weight when weighted.
+
+    The same resampling as the ``_reweighted`` metrics
+    (:func:`boltzbench.metrics.evaluate.resample`).
+    """
     g = torch.Generator().manual_seed(seed)
-    ok = torch.isfinite(s.x).all(1) & torch.isfinite(s.energy)
-    x = s.x[ok]
-    if s.log_weight is not None:
-        lw = s.log_weight[ok]
-        lw = torch.where(torch.isfinite(lw), lw, torch.tensor(-torch.inf, dtype=lw.dtype))
-        if torch.isfinite(lw).any():
-            idx = torch.multinomial(torch.softmax(lw, 0), n, replacement=True, generator=g)
-            return x[idx].numpy(), True
-    idx = torch.randperm(len(x), generator=g)[:n]
-    return x[idx].numpy(), False
+    finite = finite_rows(s)
+    rw = resample(finite, n, g)
+    return (rw.x.numpy(), True) if rw is not None else (subsample(finite, n, g).x.numpy(), False)
 
 
 def _label(path: str) -> str:
@@ -60,11 +62,45 @@ def _marginals(axes, ref: np.ndarray, x: np.ndarray, title: str) -> None:
     axes[0].legend(fontsize=7)
 
 
-def run(*, inputs: dict, outputs: dict, target_name: str, source: str = "") -> None:
-    ref = dataset_to_samples(read_store(inputs["reference"]))
-    ref_x, _ = resample_by_weight(ref, N_SHOW)
-    sets = [(_label(p), *resample_by_weight(dataset_to_samples(read_store(p)), N_SHOW))
-            for p in inputs["samples"]]
+def run(*, inputs: dict, outputs: dict, targets: list[str], source: str = "") -> None:
+    """Every figure: one samples figure per target, and the training curves.
+
+    Each PNG carries the provenance attributes as JSON in its ``boltzbench``
+    text chunk (``PIL.Image.open(path).text["boltzbench"]``).
+    """
+    started = now()
+    files = [*inputs["references"], *inputs["samples"], *inputs["models"]]
+    attrs = provenance_attrs(
+        "figures",
+        {"targets": targets},
+        None,
+        {f"input_{i}": p for i, p in enumerate(files)},
+        started,
+    )
+    meta = {"boltzbench": json.dumps(attrs, sort_keys=True)}
+    for target, ref, out in zip(targets, inputs["references"], outputs["samples"]):
+        mine = [p for p in inputs["samples"] if _target_of(p) == target]
+        _save(samples_figure(target, ref, mine), out, meta)
+    _save(training_figure(inputs["models"]), outputs["training"], meta)
+
+
+def _save(fig, path: str, metadata: dict[str, str]) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png", metadata=metadata)
+    plt.close(fig)
+
+
+def _target_of(path: str) -> str:
+    """``results/{target}/{method}/seed{seed}/x.zarr`` -> target."""
+    return Path(path).parent.parent.parent.name
+
+
+def samples_figure(target_name: str, reference: str, samples: list[str]) -> plt.Figure:
+    """The samples of each method (first seed) against the exact reference."""
+    ref_x, _ = resample_by_weight(dataset_to_samples(read_store(reference)), N_SHOW)
+    sets = [
+        (_label(p), *resample_by_weight(dataset_to_samples(read_store(p)), N_SHOW)) for p in samples
+    ]
     ncol = 1 + len(sets)
     if ref_x.shape[1] == 2:
         lim = (float(ref_x.min()) - 5, float(ref_x.max()) + 5)
@@ -78,17 +114,16 @@ def run(*, inputs: dict, outputs: dict, target_name: str, source: str = "") -> N
             _marginals(axes[:, j], ref_x, x, name + (" (resampled)" if rw else ""))
     fig.suptitle(f"{target_name}: samples (first seed) vs exact reference")
     fig.tight_layout()
-    fig.savefig(outputs["figure"], dpi=110)
-    plt.close(fig)
+    return fig
 
 
-def run_training(*, inputs: dict, outputs: dict, source: str = "") -> None:
+def training_figure(models: list[str]) -> plt.Figure:
+    """The training loss of every trainable method, one panel per target."""
     curves: dict[str, list[tuple[str, np.ndarray]]] = {}
-    for path in inputs["models"]:
-        _, history, attrs = load_model(path)
+    for path in models:
+        _, history, _ = load_model(path)
         if "loss" in history:
-            target = Path(path).parent.parent.parent.name
-            curves.setdefault(target, []).append((_label(path), history["loss"]))
+            curves.setdefault(_target_of(path), []).append((_label(path), history["loss"]))
     n = max(1, len(curves))
     fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.4), squeeze=False)
     for ax, (target, items) in zip(axes[0], sorted(curves.items())):
@@ -99,5 +134,4 @@ def run_training(*, inputs: dict, outputs: dict, source: str = "") -> None:
     if not curves:
         axes[0, 0].text(0.5, 0.5, "no trainable methods", ha="center")
     fig.tight_layout()
-    fig.savefig(outputs["figure"], dpi=110)
-    plt.close(fig)
+    return fig

@@ -7,10 +7,10 @@ from typing import Any
 
 import torch
 
+from boltzbench.hashing import derive_seed
 from boltzbench.io import samples_to_dataset, write_store
 from boltzbench.methods.base import SampleSet
 from boltzbench.provenance import now, provenance_attrs
-from boltzbench.steps.common import generator
 from boltzbench.targets import build_target
 
 __all__ = ["run", "exact_reference"]
@@ -40,11 +40,10 @@ def run(
     source: str = "",
 ) -> None:
     started = now()
-    seed_keys = ("reference", target_name, split)
-    samples = exact_reference(target, n, generator(*seed_keys))
+    seed = derive_seed("reference", target_name, split)
+    samples = exact_reference(target, n, torch.Generator().manual_seed(seed))
     samples.attrs.update(target_name=target_name, split=split)
     log.info("reference %s/%s: %d exact samples", target_name, split, n)
     config = {"target_name": target_name, "target": target, "split": split, "n": n}
-    attrs = provenance_attrs("reference", config, seed=None, started_at=started)
-    attrs["seed_keys"] = ",".join(seed_keys)
+    attrs = provenance_attrs("reference", config, seed=seed, started_at=started)
     write_store(samples_to_dataset(samples), outputs["store"], attrs)

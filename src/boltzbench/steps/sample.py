@@ -16,8 +16,12 @@ log = logging.getLogger(__name__)
 
 #: cost attributes every sample store carries
 COST_KEYS = (
-    "fit_n_energy", "fit_n_grad", "fit_seconds",
-    "sample_n_energy", "sample_n_grad", "sample_seconds",
+    "fit_n_energy",
+    "fit_n_grad",
+    "fit_seconds",
+    "sample_n_energy",
+    "sample_n_grad",
+    "sample_seconds",
 )
 
 
@@ -38,12 +42,19 @@ def run(
     model, model_attrs = load_fitted(inputs["model"], counted, method)
     times: dict[str, float] = {}
     with timed(times, "sample"):
-        samples = model.sample(counted, n_samples, generator("sample", target_name, method_name, seed))
+        samples = model.sample(
+            counted, n_samples, generator("sample", target_name, method_name, seed)
+        )
     log.info("sampled %s on %s (seed %d): %s", method_name, target_name, seed, counted.counts)
-    config = dict(target_name=target_name, target=target, method_name=method_name,
-                  method=method, seed=seed, n_samples=n_samples)
+    config = dict(
+        target_name=target_name,
+        target=target,
+        method_name=method_name,
+        method=method,
+        seed=seed,
+        n_samples=n_samples,
+    )
     attrs = provenance_attrs("sample", config, seed, inputs, started)
     attrs.update({k: model_attrs[k] for k in model_attrs if k.startswith("fit_")})
     attrs.update(counted.counts.as_dict("sample_n_"), sample_seconds=times["sample"])
-    attrs.update(target_name=target_name, method_name=method_name)
     write_store(samples_to_dataset(samples), outputs["samples"], attrs)

@@ -38,13 +38,16 @@ def run(
     counted = build_counted_target(target)
     model = build_method(method)
     times: dict[str, float] = {}
+    data = _training_data(inputs)
     with timed(times, "fit"):
-        model.fit(counted, _training_data(inputs), generator("train", target_name, method_name, seed))
+        model.fit(counted, data, generator("train", target_name, method_name, seed))
     log.info("trained %s on %s (seed %d): %s", method_name, target_name, seed, counted.counts)
-    config = dict(target_name=target_name, target=target, method_name=method_name,
-                  method=method, seed=seed)
+    config = dict(
+        target_name=target_name, target=target, method_name=method_name, method=method, seed=seed
+    )
     attrs = provenance_attrs("train", config, seed, inputs, started)
     attrs.update(counted.counts.as_dict("fit_n_"), fit_seconds=times["fit"])
+    attrs["fit_n_data"] = 0 if data is None else int(data.shape[0])  # exact samples used
     save_model(outputs["model"], model.model_state(), getattr(model, "history_", {}), attrs)
 
 

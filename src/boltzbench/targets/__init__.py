@@ -12,8 +12,8 @@ from typing import Any
 from boltzbench.registry import Registry, RegistryError, check_kwargs, import_callable
 from boltzbench.targets.analytic import GMM, Funnel, ManyWell
 from boltzbench.targets.base import Target
-from boltzbench.targets.gaussian import Gaussian
 from boltzbench.targets.counting import BudgetExceeded, CountingTarget, EvalCounts
+from boltzbench.targets.gaussian import Gaussian
 
 __all__ = [
     "TARGETS",

@@ -6,6 +6,7 @@ All energies are reduced (k_BT = 1): p(x) = exp(-E(x)) / Z.
 from __future__ import annotations
 
 import math
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -42,7 +43,9 @@ class GMM(Target):
         super().__init__()
         self.dim, self.n_modes = dim, n_modes
         g = torch.Generator().manual_seed(seed)
-        means = (torch.rand(n_modes, dim, generator=g) - 0.5) * 2 * loc_scaling
+        # float32 explicitly: torch.rand draws different numbers under float64
+        u = torch.rand(n_modes, dim, generator=g, dtype=torch.float32)
+        means = (u - 0.5) * 2 * loc_scaling
         std = F.softplus(torch.tensor(log_var_scaling)) * torch.ones(dim)
         self.register_buffer("means", means.double())
         self.register_buffer("std", std.double())
@@ -105,7 +108,7 @@ def double_well_log_z(a: float = -0.5, b: float = -6.0, c: float = 1.0) -> float
     This is the log normalizer of one 2-D ManyWell factor (the second coordinate
     is a standard normal).
     """
-    peak = max(_double_well_log_density(x, a, b, c) for x in np.linspace(-4, 4, 8001))
+    peak = float(np.max(_double_well_log_density(np.linspace(-4, 4, 8001), a, b, c)))
 
     def f(x):
         return math.exp(_double_well_log_density(x, a, b, c) - peak)
@@ -135,7 +138,12 @@ class ManyWell(Target):
             raise ValueError(f"ManyWell needs an even dim, got {dim}")
         self.dim, self.a, self.b, self.c = dim, a, b, c
         self.log_Z = dim // 2 * double_well_log_z(a, b, c)
-        self._envelope = _Envelope.fit(lambda x: _double_well_log_density(x, a, b, c))
+
+    @cached_property
+    def _envelope(self) -> _Envelope:
+        """Fitted on first use: most jobs never sample (~0.1 s of grid work)."""
+        a, b, c = self.a, self.b, self.c
+        return _Envelope.fit(lambda x: _double_well_log_density(x, a, b, c))
 
     def energy(self, x: torch.Tensor) -> torch.Tensor:
         x1, x2 = x[:, 0::2], x[:, 1::2]
@@ -153,9 +161,10 @@ class _Envelope:
     """Rejection sampler for a 1-D density under a two-Gaussian mixture envelope.
 
     The envelope has one component per local maximum, with std 2× the local
-    Laplace std (acceptance ≈ 0.49 for ManyWell), and is scaled by log M = max(log p̃ - log q) on a dense grid plus
-    a 5 % margin. The density has x⁴ tails and the envelope Gaussian tails, so
-    the ratio p̃/q is largest near the modes, which the grid resolves.
+    Laplace std (acceptance ≈ 0.49 for ManyWell), and is scaled by
+    log M = max(log p̃ - log q) on a dense grid plus a 5 % margin. The density
+    has x⁴ tails and the envelope Gaussian tails, so the ratio p̃/q is largest
+    near the modes, which the grid resolves.
     """
 
     def __init__(self, log_p, locs, scales, weights, log_m):

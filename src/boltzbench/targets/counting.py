@@ -99,8 +99,5 @@ class CountingTarget(Target):
             e = _CountBackward.apply(e, self.counts)
         return e
 
-    def energy_and_grad(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return super().energy_and_grad(x)
-
     def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
         return self.target.sample(n, generator)
