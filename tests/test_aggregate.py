@@ -23,8 +23,8 @@ def metrics_file(path, method, seed, **metrics):
 
 def test_leaderboard_statistics_floor_and_nonfinite(tmp_path):
     files = [
-        metrics_file(tmp_path, "a", 0, w2=1.0, ess=0.5, nonfinite_fraction=0.0),
-        metrics_file(tmp_path, "a", 1, w2=3.0, ess=0.7, nonfinite_fraction=0.0),
+        metrics_file(tmp_path, "a", 0, w2=1.0, ess=0.5, nonfinite_fraction=0.0, mmd=0.1),
+        metrics_file(tmp_path, "a", 1, w2=3.0, ess=0.7, nonfinite_fraction=0.0, mmd=0.3),
         # every energy non-finite: sample metrics are None, the fraction is 1
         metrics_file(tmp_path, "b", 0, w2=None, ess=None, nonfinite_fraction=1.0),
         # one seed of c failed: its mean is over the finite seed, and says so

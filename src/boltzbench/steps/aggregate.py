@@ -115,9 +115,8 @@ def _target_table(frame: pd.DataFrame, target: str) -> pd.DataFrame:
         }
         for name in SHOWN:
             if f"{name}_mean" in r:
-                row[name] = _fmt(
-                    r[f"{name}_mean"], r[f"{name}_std"], int(r[f"{name}_n"]), int(r.n_seeds)
-                )
+                n = 0 if pd.isna(r[f"{name}_n"]) else int(r[f"{name}_n"])  # NaN: not reported
+                row[name] = _fmt(r[f"{name}_mean"], r[f"{name}_std"], n, int(r.n_seeds))
             if f"{name}_floor" in r and not pd.isna(r[f"{name}_floor"]):
                 floor_row[name] = f"{r[f'{name}_floor']:.3g}"
         rows.append(row)
