@@ -97,27 +97,28 @@ def test_schema_file_matches_models():
     assert "n_samples" in json.loads(on_disk)["$defs"]["SamplingSpec"]["properties"]
 
 
+def dry_run(workdir, configfile):
+    """``snakemake -n`` of the repository's workflow in ``workdir``."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "-n",
+        "--configfile",
+        str(configfile),
+        "--directory",
+        str(workdir),
+    ]
+    env = {**os.environ, "PYTHONPATH": str(REPO / "tests")}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+
+
 def test_snakemake_refuses_bad_config_before_any_job(tmp_path):
     bad = edited(methods__mala__kind="hmcc")
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "-s",
-            str(REPO / "Snakefile"),
-            "-n",
-            "--configfile",
-            str(tmp_path / "bad.yaml"),
-            "--directory",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "PYTHONPATH": str(REPO / "tests")},
-    )
+    out = dry_run(tmp_path, tmp_path / "bad.yaml")
     assert out.returncode != 0
     assert "methods.mala" in out.stdout + out.stderr
     assert not (tmp_path / "results").exists()
@@ -128,23 +129,6 @@ def test_configfile_on_the_command_line_replaces_the_default(tmp_path):
     default = edited()
     default["methods"]["leaky"] = {"kind": "mala", "params": {"n_chains": 3}}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(default))
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "-s",
-            str(REPO / "Snakefile"),
-            "-n",
-            "--configfile",
-            str(REPO / "tests/configs/tiny.yaml"),
-            "--directory",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "PYTHONPATH": str(REPO / "tests")},
-    )
+    out = dry_run(tmp_path, REPO / "tests/configs/tiny.yaml")
     assert out.returncode == 0, out.stderr[-2000:]
     assert "method=mala" in out.stdout and "leaky" not in out.stdout

@@ -11,27 +11,13 @@ import math
 
 import pytest
 import torch
+from helpers import Walled, correlated_gaussian
 
 from boltzbench.mcmc import adaptation, diagnostics, hmc, integrators, mala, proposal
 from boltzbench.methods import METHODS
 from boltzbench.targets import CountingTarget
-from boltzbench.targets.base import Target
-from boltzbench.targets.gaussian import Gaussian
 
 N_SE = 5.0  # standard errors allowed on every moment
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors: one thread is faster and immune to a busy second core."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def correlated_gaussian():
-    return Gaussian(dim=4, mean=1.0, scale=1.5, rho=0.7)
 
 
 def run_kernel(step, state, potential, params, n_burnin, n_draws, generator):
@@ -112,18 +98,6 @@ def test_leapfrog_is_reversible_and_nearly_conserves_energy():
     torch.testing.assert_close(-p2, p0, rtol=0, atol=1e-10)
     dh = end.energy + integrators.kinetic_energy(p1) - start.energy - integrators.kinetic_energy(p0)
     assert dh.abs().max() < 1e-2  # O(ε²) energy error
-
-
-class Walled(Target):
-    """A standard normal in 2-D with E = +inf (or NaN) where x₀ > 0.5."""
-
-    def __init__(self, bad=math.inf):
-        super().__init__()
-        self.dim, self.bad = 2, bad
-
-    def energy(self, x):
-        e = 0.5 * (x**2).sum(-1)
-        return torch.where(x[:, 0] > 0.5, torch.full_like(e, self.bad), e)
 
 
 @pytest.mark.parametrize("bad", [math.inf, math.nan], ids=["inf", "nan"])

@@ -10,6 +10,7 @@ import math
 
 import pytest
 import torch
+from helpers import Walled, correlated_gaussian
 
 from boltzbench.estimators import normalized_kish_ess
 from boltzbench.methods import METHODS
@@ -20,21 +21,6 @@ from boltzbench.methods.smc import (
 )
 from boltzbench.targets import CountingTarget
 from boltzbench.targets.analytic import GMM
-from boltzbench.targets.base import Target
-from boltzbench.targets.gaussian import Gaussian
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors: one thread is faster and immune to a busy second core."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def correlated_gaussian():
-    return Gaussian(dim=4, mean=1.0, scale=1.5, rho=0.7)
 
 
 def weighted_moments(s):
@@ -129,19 +115,6 @@ def test_smc_log_z_of_gaussian_mixture(gen):
         0, target.assign_modes(s.x), torch.softmax(s.log_weight, 0)
     )
     assert (mode_weight - 0.25).abs().max() < 0.08
-
-
-class Walled(Target):
-    """N(0, I) in 2-D with E = +inf (or NaN) where x₀ > 0.5, so Z = 2π Φ(0.5)."""
-
-    def __init__(self, bad=math.inf):
-        super().__init__()
-        self.dim, self.bad = 2, bad
-        self.log_Z = math.log(2 * math.pi) + math.log(0.5 * math.erfc(-0.5 / math.sqrt(2)))
-
-    def energy(self, x):
-        e = 0.5 * (x**2).sum(-1)
-        return torch.where(x[:, 0] > 0.5, torch.full_like(e, self.bad), e)
 
 
 @pytest.mark.parametrize("bad", [math.inf, math.nan], ids=["inf", "nan"])
