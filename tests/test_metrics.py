@@ -303,7 +303,8 @@ def test_metric_conformance(name):
     assert isinstance(m, Metric) and m.name == name
     assert m.kind in ("sample", "weights", "sampleset")
     assert m.doc.strip() and (m.fn.__doc__ or "").strip()
-    assert metric_docs()[name].startswith(m.doc) and "is better" in metric_docs()[name]
+    assert m.better in ("lower", "higher", "neither")
+    assert metric_docs()[name].startswith(m.doc) and metric_docs()[name] != m.doc
     target = Gaussian(dim=2) if m.applies(Gaussian(dim=2)) else GMM()
     assert m.applies(target)
     s = exact_set(target, 200)

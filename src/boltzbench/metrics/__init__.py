@@ -35,8 +35,7 @@ _register(
             "else log((1/N) Σ_i w_i) over all N rows with log w = -E - log q; "
             "non-finite log weights count as w = 0. None without weights or estimate."
         ),
-        # an estimate, not a score: lower is not better, ranked only through log_z_error
-        lower_is_better=False,
+        better="neither",
     )
 )
 _register(
@@ -63,7 +62,7 @@ _register(
             "the ESS accumulated since the last resampling step, not an ESS against a "
             "proposal: the two are not comparable."
         ),
-        lower_is_better=False,
+        better="higher",
     )
 )
 _register(
@@ -112,7 +111,7 @@ _register(
             "by log(n_modes): 1 = all modes visited equally, 0 = one mode. Only for "
             "targets that label modes."
         ),
-        lower_is_better=False,
+        better="higher",
         applies=has_modes,
     )
 )

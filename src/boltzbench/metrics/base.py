@@ -16,8 +16,9 @@ A :class:`Metric` is a named function with one of three kinds:
     A property of the whole sample set: ``fn(samples, target) -> float``.
 
 ``applies(target)`` says whether a metric is defined for a target (mode
-coverage only for targets with ``assign_modes``). ``lower_is_better`` is printed
-with the metric's definition under the leaderboard.
+coverage only for targets with ``assign_modes``). ``better`` (``"lower"``,
+``"higher"``, or ``"neither"`` for an estimate such as log Ẑ) is printed with the
+metric's definition under the leaderboard.
 """
 
 from __future__ import annotations
@@ -41,5 +42,5 @@ class Metric:
     kind: Literal["sample", "weights", "sampleset"]
     fn: Callable[..., float | None]
     doc: str
-    lower_is_better: bool = True
+    better: Literal["lower", "higher", "neither"] = "lower"
     applies: Callable[[Target], bool] = _always

@@ -57,8 +57,12 @@ def applicable_metrics(target: Target, kind: str) -> list[Metric]:
 
 def metric_docs() -> dict[str, str]:
     """Name → definition of every registered metric and which way is better, for the report."""
-    better = {True: "Lower is better.", False: "Higher is better."}
-    return {m.name: f"{m.doc} {better[m.lower_is_better]}" for m in _registered()}
+    better = {
+        "lower": "Lower is better.",
+        "higher": "Higher is better.",
+        "neither": "An estimate, not a score: compare it with the exact value.",
+    }
+    return {m.name: f"{m.doc} {better[m.better]}" for m in _registered()}
 
 
 def _finite_mask(samples: SampleSet) -> torch.Tensor:
