@@ -9,7 +9,7 @@ valid choices. ``workflow/schemas/config.schema.json`` is generated from
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
 
@@ -91,6 +91,15 @@ class Config(_Section):
     """The whole boltzbench configuration."""
 
     results_dir: str = Field("results", description="Where every artifact is written.")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto",
+        description=(
+            "Where training and sampling run. 'cpu': on CPU, no GPU requested. 'cuda': "
+            "train and sample jobs request one GPU (resource 'gpu') and fail without "
+            "CUDA. 'auto': they request one GPU and use CUDA where the job finds it, "
+            "else the CPU (on a CPU-only cluster set 'cpu', or the jobs cannot be placed)."
+        ),
+    )
     seeds: list[int] = Field([0], min_length=1, description="Seeds; each runs every method.")
     reference: ReferenceSpec = Field(default_factory=ReferenceSpec)
     sampling: SamplingSpec = Field(default_factory=SamplingSpec)

@@ -92,6 +92,11 @@ def reference_size(wildcards):
     return CFG.reference.n_eval
 
 
+def gpu_request(wildcards):
+    """GPUs a train or sample job requests: none when ``device: cpu``, else one."""
+    return 0 if CFG.device == "cpu" else 1
+
+
 def train_inputs(wildcards):
     if needs_data(wildcards):
         return {"reference": f"{RESULTS}/{wildcards.target}/reference/train.zarr"}

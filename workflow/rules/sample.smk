@@ -15,6 +15,7 @@ rule sample:
     threads: 1
     resources:
         mem_mb=4000,
+        gpu=gpu_request,
     params:
         target_name="{target}",
         target=target_spec,
@@ -22,6 +23,7 @@ rule sample:
         method=method_spec,
         seed=lambda w: int(w.seed),
         n_samples=CFG.sampling.n_samples,
+        device=CFG.device,
         source=source("sample"),
     script:
         "../scripts/sample.py"

@@ -15,12 +15,14 @@ rule train:
     threads: 1
     resources:
         mem_mb=4000,
+        gpu=gpu_request,
     params:
         target_name="{target}",
         target=target_spec,
         method_name="{method}",
         method=method_spec,
         seed=lambda w: int(w.seed),
+        device=CFG.device,
         source=source("train"),
     script:
         "../scripts/train.py"

@@ -12,7 +12,7 @@ from boltzbench.hashing import derive_seed
 from boltzbench.methods import METHODS, Method
 from boltzbench.targets import CountingTarget, Target, build_target
 
-__all__ = ["generator", "build_counted_target", "build_method", "timed"]
+__all__ = ["generator", "build_counted_target", "build_method", "timed", "resolve_device"]
 
 
 def generator(*keys: Any) -> torch.Generator:
@@ -42,3 +42,20 @@ def timed(record: dict[str, float], key: str):
         yield
     finally:
         record[key] = record.get(key, 0.0) + time.perf_counter() - t0
+
+
+def resolve_device(setting: str) -> torch.device:
+    """The device of a train or sample job for the config's ``device`` setting.
+
+    ``"cpu"`` is the CPU; ``"cuda"`` is the job's GPU and raises when CUDA is
+    not available; ``"auto"`` is the GPU when CUDA is available, else the CPU.
+    """
+    if setting not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda, got {setting!r}")
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(
+            "config key 'device' is 'cuda' but this job sees no CUDA device "
+            "(set device: auto or cpu, or run the job on a GPU node)"
+        )
+    use_cuda = setting == "cuda" or (setting == "auto" and torch.cuda.is_available())
+    return torch.device("cuda" if use_cuda else "cpu")

@@ -7,7 +7,7 @@ from typing import Any
 
 from boltzbench.io import samples_to_dataset, write_store
 from boltzbench.provenance import now, provenance_attrs
-from boltzbench.steps.common import build_counted_target, generator, timed
+from boltzbench.steps.common import build_counted_target, generator, resolve_device, timed
 from boltzbench.steps.train import load_fitted
 
 __all__ = ["run", "COST_KEYS"]
@@ -35,9 +35,11 @@ def run(
     method: dict[str, Any],
     seed: int,
     n_samples: int,
+    device: str = "cpu",
     source: str = "",
 ) -> None:
     started = now()
+    dev = resolve_device(device)
     counted = build_counted_target(target)
     model, model_attrs = load_fitted(inputs["model"], counted, method)
     times: dict[str, float] = {}
@@ -57,4 +59,5 @@ def run(
     attrs = provenance_attrs("sample", config, seed, inputs, started)
     attrs.update({k: model_attrs[k] for k in model_attrs if k.startswith("fit_")})
     attrs.update(counted.counts.as_dict("sample_n_"), sample_seconds=times["sample"])
+    attrs["sample_device"] = str(dev)
     write_store(samples_to_dataset(samples), outputs["samples"], attrs)

@@ -9,7 +9,13 @@ import torch
 
 from boltzbench.io import load_model, read_store, save_model
 from boltzbench.provenance import now, provenance_attrs
-from boltzbench.steps.common import build_counted_target, build_method, generator, timed
+from boltzbench.steps.common import (
+    build_counted_target,
+    build_method,
+    generator,
+    resolve_device,
+    timed,
+)
 
 __all__ = ["run"]
 
@@ -32,9 +38,11 @@ def run(
     method_name: str,
     method: dict[str, Any],
     seed: int,
+    device: str = "cpu",
     source: str = "",
 ) -> None:
     started = now()
+    dev = resolve_device(device)
     counted = build_counted_target(target)
     model = build_method(method)
     times: dict[str, float] = {}
@@ -47,6 +55,7 @@ def run(
     )
     attrs = provenance_attrs("train", config, seed, inputs, started)
     attrs.update(counted.counts.as_dict("fit_n_"), fit_seconds=times["fit"])
+    attrs["fit_device"] = str(dev)
     attrs["fit_n_data"] = 0 if data is None else int(data.shape[0])  # exact samples used
     save_model(outputs["model"], model.model_state(), getattr(model, "history_", {}), attrs)
 
