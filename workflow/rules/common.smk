@@ -32,7 +32,9 @@ def source(step):
     def params(wildcards):
         modules = [f"boltzbench.steps.{step}", "boltzbench.steps.adapter"]
         if "method" in wildcards.keys():
-            modules.append(METHOD_REGISTRY.module_of(CFG.methods[wildcards.method].kind))
+            modules.append(
+                METHOD_REGISTRY.module_of(CFG.methods[wildcards.method].kind)
+            )
         extra = ()
         if "target" in wildcards.keys():
             where = Path(inspect.getfile(target_factory(target_spec(wildcards))))
