@@ -8,6 +8,7 @@ like a built-in target.
 from __future__ import annotations
 
 import math
+import time
 
 import torch
 
@@ -38,3 +39,24 @@ def make_shifted_gaussian(dim: int = 3, shift: float = 2.0, scale: float = 0.5) 
 
 def not_a_target(dim: int = 2):
     return "not a target"
+
+
+class SlowGaussian(ShiftedGaussian):
+    """A ShiftedGaussian whose every energy call sleeps ``delay_s`` seconds.
+
+    The delay gives a test time to kill a job midway; it changes no result.
+    """
+
+    def __init__(self, dim: int, shift: float, scale: float, delay_s: float):
+        super().__init__(dim, shift, scale)
+        self.delay_s = delay_s
+
+    def energy(self, x: torch.Tensor) -> torch.Tensor:
+        time.sleep(self.delay_s)
+        return super().energy(x)
+
+
+def make_slow_gaussian(
+    dim: int = 2, shift: float = 1.0, scale: float = 0.5, delay_s: float = 0.005
+) -> Target:
+    return SlowGaussian(dim, shift, scale, delay_s)

@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 
+from boltzbench.checkpoint import NO_CHECKPOINT
 from boltzbench.methods import METHODS
 from boltzbench.methods.flow import FlowMethod
 from boltzbench.methods.flows_util import coupling_flow
@@ -159,7 +160,7 @@ def test_mle_keeps_the_parameters_with_the_best_validation_loss(gen):
         return next(scores)
 
     flow.n_iter = 4  # validate after every step
-    flow._train(flow._mle_loss(target.sample(64, gen).float(), gen), validate)
+    flow._train(flow._mle_loss(target.sample(64, gen).float(), gen), gen, NO_CHECKPOINT, validate)
     for k, v in flow.flow_.state_dict().items():
         assert torch.equal(v, snapshots[1][k])
 

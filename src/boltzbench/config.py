@@ -11,7 +11,15 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    PositiveInt,
+    ValidationError,
+    model_validator,
+)
 
 from boltzbench.registry import RegistryError, check_kwargs
 
@@ -87,6 +95,19 @@ class EvaluationSpec(_Section):
     )
 
 
+class CheckpointSpec(_Section):
+    """Periodic checkpoints of long loops, so a killed job resumes where it was."""
+
+    every: NonNegativeInt = Field(
+        200,
+        description=(
+            "Save the loop state every this many steps (flow optimizer steps, MALA kernel "
+            "steps); 0 turns checkpoints off. A killed job run again resumes from it and, "
+            "on CPU with the same seed, ends with the result of an uninterrupted run."
+        ),
+    )
+
+
 class Config(_Section):
     """The whole boltzbench configuration."""
 
@@ -104,6 +125,7 @@ class Config(_Section):
     reference: ReferenceSpec = Field(default_factory=ReferenceSpec)
     sampling: SamplingSpec = Field(default_factory=SamplingSpec)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
     targets: dict[str, TargetSpec] = Field(..., min_length=1, description="Targets by name.")
     methods: dict[str, MethodSpec] = Field(..., min_length=1, description="Methods by name.")
 

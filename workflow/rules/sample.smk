@@ -24,6 +24,8 @@ rule sample:
         seed=lambda w: int(w.seed),
         n_samples=CFG.sampling.n_samples,
         device=CFG.device,
+        checkpoint=f"{RESULTS}/checkpoints/{{target}}/{{method}}/seed{{seed}}/sample.pt",
+        checkpoint_every=CFG.checkpoint.every,
         source=source("sample"),
     script:
         "../scripts/sample.py"

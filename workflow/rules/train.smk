@@ -23,6 +23,8 @@ rule train:
         method=method_spec,
         seed=lambda w: int(w.seed),
         device=CFG.device,
+        checkpoint=f"{RESULTS}/checkpoints/{{target}}/{{method}}/seed{{seed}}/train.pt",
+        checkpoint_every=CFG.checkpoint.every,
         source=source("train"),
     script:
         "../scripts/train.py"

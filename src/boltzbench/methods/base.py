@@ -5,6 +5,11 @@ A method is configured by keyword arguments only (its constructor), fitted by
 with :meth:`Method.sample`. Fitted state ends in ``_`` and is set only by
 ``fit`` or :meth:`Method.load_model_state`.
 
+Long loops (flow training, MCMC) take a
+:class:`~boltzbench.checkpoint.Checkpoint`: they save their whole state every
+few steps and resume from it, so a killed job run again ends with the result of
+an uninterrupted run. Methods without a long loop ignore it.
+
 The model artifact is a flat ``dict[str, torch.Tensor]`` (:meth:`model_state`),
 written to Zarr by the pipeline; nothing is ever pickled.
 
@@ -25,6 +30,7 @@ from typing import Any
 
 import torch
 
+from boltzbench.checkpoint import NO_CHECKPOINT, Checkpoint
 from boltzbench.targets.base import Target
 
 __all__ = ["Method", "SampleSet", "DTYPES", "resolve_dtype"]
@@ -92,12 +98,24 @@ class Method:
         names = inspect.signature(type(self).__init__).parameters
         return {k: getattr(self, k) for k in names if k != "self"}
 
-    def fit(self, target: Target, data: torch.Tensor | None, generator: torch.Generator) -> Method:
+    def fit(
+        self,
+        target: Target,
+        data: torch.Tensor | None,
+        generator: torch.Generator,
+        checkpoint: Checkpoint = NO_CHECKPOINT,
+    ) -> Method:
         """Fit on ``target`` (and reference ``data`` when ``needs_data``); returns self."""
         self.history_: dict[str, list[float]] = {}
         return self
 
-    def sample(self, target: Target, n: int, generator: torch.Generator) -> SampleSet:
+    def sample(
+        self,
+        target: Target,
+        n: int,
+        generator: torch.Generator,
+        checkpoint: Checkpoint = NO_CHECKPOINT,
+    ) -> SampleSet:
         """Draw ``n`` samples from the fitted method."""
         raise NotImplementedError
 

@@ -47,6 +47,7 @@ import torch
 from tqdm.auto import tqdm
 from zuko.lazy import Flow
 
+from boltzbench.checkpoint import NO_CHECKPOINT, Checkpoint
 from boltzbench.estimators import log_mean_exp, normalized_kish_ess
 from boltzbench.methods.base import DTYPES, Method, SampleSet
 from boltzbench.methods.flows_util import ACTIVATIONS, COUPLINGS, coupling_flow
@@ -77,13 +78,31 @@ def _forked_seed(generator: torch.Generator) -> Iterator[None]:
         yield
 
 
-def _minibatches(data: torch.Tensor, size: int, generator: torch.Generator):
-    """Endless minibatches of ``data``, reshuffled by ``generator`` every epoch."""
-    size = min(size, data.shape[0])
-    while True:
-        perm = torch.randperm(data.shape[0], generator=generator)
-        for i in range(0, data.shape[0] - size + 1, size):
-            yield data[perm[i : i + size]]
+class _Minibatches:
+    """Endless minibatches of ``data``, reshuffled by ``generator`` every epoch.
+
+    Its position (the current permutation and the index in it) is part of a
+    training checkpoint: :meth:`state_dict` / :meth:`load_state_dict`.
+    """
+
+    def __init__(self, data: torch.Tensor, size: int, generator: torch.Generator):
+        self.data, self.generator = data, generator
+        self.size = min(size, data.shape[0])
+        self.perm, self.pos = torch.empty(0, dtype=torch.long), 0
+
+    def __next__(self) -> torch.Tensor:
+        if self.pos + self.size > self.perm.shape[0]:
+            self.perm = torch.randperm(self.data.shape[0], generator=self.generator)
+            self.pos = 0
+        batch = self.data[self.perm[self.pos : self.pos + self.size]]
+        self.pos += self.size
+        return batch
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"perm": self.perm, "pos": self.pos}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.perm, self.pos = state["perm"], int(state["pos"])
 
 
 class _KeepBest:
@@ -110,6 +129,55 @@ class _KeepBest:
     def restore(self, flow: Flow) -> None:
         if self.state is not None:
             flow.load_state_dict(self.state)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "state": self.state}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best, self.state = state["best"], state["state"]
+
+
+class _Loop:
+    """Everything a training loop's future depends on, saved and restored as one.
+
+    The flow's parameters, the optimizer and scheduler states, the generator's
+    state, the history so far, the early-stopping record, and the minibatch
+    position (MLE), so that a resumed run repeats an uninterrupted one exactly.
+    """
+
+    def __init__(self, flow, opt, sched, generator, history, keeper, loss_fn):
+        self.flow, self.opt, self.sched, self.generator = flow, opt, sched, generator
+        self.history, self.keeper = history, keeper
+        self.batches = getattr(loss_fn, "batches", None)
+
+    def state_dict(self, last: float) -> dict[str, Any]:
+        return {
+            "flow": self.flow.state_dict(),
+            "opt": self.opt.state_dict(),
+            "sched": self.sched.state_dict(),
+            "generator": self.generator.get_state(),
+            "history": self.history,
+            "keeper": None if self.keeper is None else self.keeper.state_dict(),
+            "batches": None if self.batches is None else self.batches.state_dict(),
+            "last": last,
+        }
+
+    def restore(self, checkpoint: Checkpoint) -> tuple[int, float]:
+        """(first step to run, last finite loss) after loading a checkpoint, if any."""
+        saved = checkpoint.restore()
+        if saved is None:
+            return 0, math.nan
+        step, state = saved
+        self.flow.load_state_dict(state["flow"])
+        self.opt.load_state_dict(state["opt"])
+        self.sched.load_state_dict(state["sched"])
+        self.generator.set_state(state["generator"])
+        self.history.update(state["history"])
+        if self.keeper is not None:
+            self.keeper.load_state_dict(state["keeper"])
+        if self.batches is not None:
+            self.batches.load_state_dict(state["batches"])
+        return step, state["last"]
 
 
 class FlowMethod(Method):
@@ -302,11 +370,12 @@ class FlowMethod(Method):
 
     def _mle_loss(self, data: torch.Tensor, generator: torch.Generator) -> StepLoss:
         """loss = −mean log q(x_ref) over a minibatch of ``data``."""
-        batches = _minibatches(data, self.batch_size, generator)
+        batches = _Minibatches(data, self.batch_size, generator)
 
         def step() -> tuple[torch.Tensor, dict[str, float]]:
             return -self.flow_().log_prob(next(batches)).mean(), {}
 
+        step.batches = batches  # its position goes into checkpoints
         return step
 
     def _nll(self, data: torch.Tensor) -> Callable[[], float]:
@@ -351,18 +420,24 @@ class FlowMethod(Method):
         return value, extra
 
     def _train(
-        self, loss_fn: StepLoss, validate: Callable[[], float] | None = None
+        self,
+        loss_fn: StepLoss,
+        generator: torch.Generator,
+        checkpoint: Checkpoint,
+        validate: Callable[[], float] | None = None,
     ) -> dict[str, list[float]]:
         """Run ``n_iter`` AdamW steps on ``loss_fn``; returns the history.
 
         With ``validate``, the parameters with the lowest validation loss are kept
-        (see :class:`_KeepBest`).
+        (see :class:`_KeepBest`). Every ``checkpoint.every`` steps the whole loop
+        state is saved, and a saved state is resumed from.
         """
         params, opt, sched = self._optimizer()
         history: dict[str, list[float]] = {"loss": [], "lr": []}
         keeper = _KeepBest(validate, self.n_iter) if validate is not None else None
-        last = math.nan
-        bar = tqdm(range(self.n_iter), desc=f"flow[{self.mode}]", disable=None, leave=False)
+        loop = _Loop(self.flow_, opt, sched, generator, history, keeper, loss_fn)
+        start, last = loop.restore(checkpoint)
+        bar = tqdm(range(start, self.n_iter), desc=f"flow[{self.mode}]", disable=None, leave=False)
         for step in bar:
             history["lr"].append(sched.get_last_lr()[0])
             last, extra = self._step(loss_fn, params, opt, sched, step, last)
@@ -371,6 +446,8 @@ class FlowMethod(Method):
                 extra |= keeper.check(step + 1, self.flow_)
             for k, v in extra.items():
                 history.setdefault(k, []).append(v)
+            if checkpoint.due(step + 1):
+                checkpoint.save(step + 1, loop.state_dict(last))
             if step % 50 == 0:
                 bar.set_postfix(loss=f"{last:.4g}", **{k: f"{v:.3g}" for k, v in extra.items()})
         if not all(torch.isfinite(p).all() for p in params):
@@ -380,7 +457,11 @@ class FlowMethod(Method):
         return history
 
     def fit(
-        self, target: Target, data: torch.Tensor | None, generator: torch.Generator
+        self,
+        target: Target,
+        data: torch.Tensor | None,
+        generator: torch.Generator,
+        checkpoint: Checkpoint = NO_CHECKPOINT,
     ) -> FlowMethod:
         """Build a fresh flow (seeded from ``generator``) and train it; returns self.
 
@@ -392,11 +473,14 @@ class FlowMethod(Method):
         with _forked_seed(generator):
             self.flow_ = self._build(target.dim, shift, scale)
         if self.mode == "reverse_kl":
-            self.history_ = self._train(self._reverse_kl_loss(target, generator))
+            loss = self._reverse_kl_loss(target, generator)
+            self.history_ = self._train(loss, generator, checkpoint)
             return self
         train, val = self._split(data, generator)
         validate = None if val is None else self._nll(val)
-        self.history_ = self._train(self._mle_loss(train, generator), validate)
+        self.history_ = self._train(
+            self._mle_loss(train, generator), generator, checkpoint, validate
+        )
         return self
 
     # ---------------------------------------------------------------- sampling
@@ -414,7 +498,13 @@ class FlowMethod(Method):
         x, log_q = x.to(torch.float64), log_q.to(torch.float64)
         return x, log_q, target.energy(x)
 
-    def sample(self, target: Target, n: int, generator: torch.Generator) -> SampleSet:
+    def sample(
+        self,
+        target: Target,
+        n: int,
+        generator: torch.Generator,
+        checkpoint: Checkpoint = NO_CHECKPOINT,
+    ) -> SampleSet:
         """Draw ``n`` samples x ∼ q with log w = −E(x) − log q(x) (−inf where non-finite)."""
         self._check_fitted()
         if n < 1:

@@ -22,20 +22,19 @@ autocorrelation ESS of Vehtari et al. 2021 (:mod:`boltzbench.mcmc.diagnostics`).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from boltzbench.checkpoint import NO_CHECKPOINT, Checkpoint
 from boltzbench.mcmc import adaptation, diagnostics, mala, proposal
 from boltzbench.methods.base import Method, SampleSet, resolve_dtype
 from boltzbench.targets.base import Target
 
 __all__ = ["MALA"]
-
-#: one kernel step at a given step size, (state, step_size) -> (state, info)
-Advance = Callable[[proposal.State, Tensor], tuple[proposal.State, mala.Info]]
 
 
 class MALA(Method):
@@ -89,28 +88,37 @@ class MALA(Method):
         """Kernel steps per chain for ``n`` samples (each one evaluation per chain)."""
         return self.n_warmup + self.n_burnin + math.ceil(n / self.n_chains) * self.thinning
 
-    def sample(self, target: Target, n: int, generator: torch.Generator) -> SampleSet:
-        """Run the chains and return the ``n`` draws (see the module docstring)."""
+    def sample(
+        self,
+        target: Target,
+        n: int,
+        generator: torch.Generator,
+        checkpoint: Checkpoint = NO_CHECKPOINT,
+    ) -> SampleSet:
+        """Run the chains and return the ``n`` draws (see the module docstring).
+
+        Every ``checkpoint.every`` steps the chains, the adaptation, the kept
+        draws and the generator's state are saved; a saved run is resumed.
+        """
         dtype = resolve_dtype(self.dtype)
         potential = proposal.potential_from(target.energy_and_grad)
         x0 = torch.randn(self.n_chains, target.dim, generator=generator, dtype=dtype)
-        state = mala.init(self.init_scale * x0, potential)
-        step_size = torch.full((self.n_chains,), self.step_size, dtype=dtype)
-        n_draws = math.ceil(n / self.n_chains)
+        run = _Run.start(mala.init(self.init_scale * x0, potential), self.step_size)
+        run.restore(checkpoint, generator)
+        schedule = _Schedule(
+            self.n_warmup, self.n_burnin, self.thinning, math.ceil(n / self.n_chains)
+        )
         kernel = mala.build_kernel()
-        with tqdm(total=self.n_steps(n), desc="mala", disable=None, leave=False) as bar:
-
-            def advance(state, step_size):
+        bar = tqdm(total=schedule.total, initial=run.step, desc="mala", disable=None, leave=False)
+        with bar:
+            while run.step < schedule.total:
+                run.advance(kernel, generator, potential, schedule, self.target_accept)
                 bar.update()
-                return kernel(generator, state, potential, step_size)
-
-            state, step_size = warmup(advance, state, step_size, self.n_warmup, self.target_accept)
-            state, _, accept_burn = run(advance, state, step_size, self.n_burnin, thinning=0)
-            state, draws, accept = run(
-                advance, state, step_size, n_draws * self.thinning, self.thinning
-            )
-        acceptance = (accept_burn + accept) / (self.n_burnin + n_draws * self.thinning)
-        return self._sample_set(draws, n, acceptance, step_size)
+                if checkpoint.due(run.step):
+                    checkpoint.save(run.step, run.state_dict(generator))
+        acceptance = run.accept / (self.n_burnin + schedule.n_draws * self.thinning)
+        draws = proposal.State(*map(torch.stack, zip(*run.kept, strict=True)))
+        return self._sample_set(draws, n, acceptance, run.step_size)
 
     def _sample_set(
         self, draws: proposal.State, n: int, acceptance: Tensor, step_size: Tensor
@@ -146,33 +154,78 @@ class MALA(Method):
         )
 
 
-def warmup(
-    advance: Advance, state: proposal.State, step_size: Tensor, n_steps: int, target_accept: float
-) -> tuple[proposal.State, Tensor]:
-    """``n_steps`` steps adapting each chain's step size by dual averaging.
+class _Schedule(NamedTuple):
+    """The phases of a run, in kernel steps per chain."""
 
-    Returns the last state and the averaged step sizes ε̄, shape ``(chains,)``.
+    n_warmup: int
+    n_burnin: int
+    thinning: int
+    n_draws: int
+
+    @property
+    def total(self) -> int:
+        return self.n_warmup + self.n_burnin + self.n_draws * self.thinning
+
+
+@dataclass
+class _Run:
+    """The whole state of a MALA run between two steps (what a checkpoint saves).
+
+    ``step`` steps are done. During warm-up ``adapt`` holds the dual-averaging
+    state; after it, ``step_size`` holds the averaged step sizes ε̄ (per chain).
+    ``accept`` sums the acceptance rates after warm-up; ``kept`` holds the kept
+    states.
     """
-    da = adaptation.dual_averaging_init(step_size)
-    for _ in range(n_steps):
-        state, info = advance(state, torch.exp(da.log_step_size))
-        da = adaptation.dual_averaging_update(da, info.acceptance_rate, target_accept)
-    return state, adaptation.dual_averaging_final(da)
 
+    step: int
+    state: proposal.State
+    adapt: adaptation.DualAveragingState
+    step_size: Tensor
+    accept: Tensor
+    kept: list[proposal.State] = field(default_factory=list)
 
-def run(
-    advance: Advance, state: proposal.State, step_size: Tensor, n_steps: int, thinning: int
-) -> tuple[proposal.State, proposal.State | None, Tensor]:
-    """``n_steps`` steps keeping every ``thinning``-th state (none when ``thinning`` is 0).
+    @classmethod
+    def start(cls, state: proposal.State, step_size: float) -> _Run:
+        eps = torch.full(state.energy.shape, step_size, dtype=state.position.dtype)
+        adapt = adaptation.dual_averaging_init(eps)
+        return cls(0, state, adapt, eps, torch.zeros_like(eps))
 
-    Returns the last state, the kept states stacked along a new first axis
-    (K, chains, ...) or None, and the summed acceptance rates per chain.
-    """
-    kept, accept = [], torch.zeros_like(step_size)
-    for i in range(n_steps):
-        state, info = advance(state, step_size)
-        accept = accept + info.acceptance_rate.to(accept)
-        if thinning and (i + 1) % thinning == 0:
-            kept.append(state)
-    stacked = type(state)(*map(torch.stack, zip(*kept, strict=True))) if kept else None
-    return state, stacked, accept
+    def advance(self, kernel, generator, potential, schedule: _Schedule, target_accept: float):
+        """One kernel step of every chain, in the phase that ``step`` is in."""
+        warming = self.step < schedule.n_warmup
+        eps = torch.exp(self.adapt.log_step_size) if warming else self.step_size
+        self.state, info = kernel(generator, self.state, potential, eps)
+        self.step += 1
+        if warming:
+            self.adapt = adaptation.dual_averaging_update(
+                self.adapt, info.acceptance_rate, target_accept
+            )
+        else:
+            self.accept = self.accept + info.acceptance_rate.to(self.accept)
+            after_burnin = self.step - schedule.n_warmup - schedule.n_burnin
+            if after_burnin > 0 and after_burnin % schedule.thinning == 0:
+                self.kept.append(self.state)
+        if self.step == schedule.n_warmup:
+            self.step_size = adaptation.dual_averaging_final(self.adapt)
+
+    def state_dict(self, generator: torch.Generator) -> dict:
+        return {
+            "step": self.step,
+            "state": self.state._asdict(),
+            "adapt": self.adapt._asdict(),
+            "step_size": self.step_size,
+            "accept": self.accept,
+            "kept": [k._asdict() for k in self.kept],
+            "generator": generator.get_state(),
+        }
+
+    def restore(self, checkpoint: Checkpoint, generator: torch.Generator) -> None:
+        saved = checkpoint.restore()
+        if saved is None:
+            return
+        _, s = saved
+        self.step, self.step_size, self.accept = s["step"], s["step_size"], s["accept"]
+        self.state = proposal.State(**s["state"])
+        self.adapt = adaptation.DualAveragingState(**s["adapt"])
+        self.kept = [proposal.State(**k) for k in s["kept"]]
+        generator.set_state(s["generator"])

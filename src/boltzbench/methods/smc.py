@@ -42,6 +42,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from boltzbench.checkpoint import NO_CHECKPOINT, Checkpoint
 from boltzbench.estimators import normalized_kish_ess
 from boltzbench.mcmc import adaptation, hmc, mala, proposal
 from boltzbench.methods.base import Method, SampleSet, resolve_dtype
@@ -228,7 +229,13 @@ class SMC(Method):
         per_move = 1 if self.kernel == "mala" else self.n_leapfrog
         return 1 + self.n_temps * self.n_moves * per_move
 
-    def sample(self, target: Target, n: int, generator: torch.Generator) -> SampleSet:
+    def sample(
+        self,
+        target: Target,
+        n: int,
+        generator: torch.Generator,
+        checkpoint: Checkpoint = NO_CHECKPOINT,
+    ) -> SampleSet:
         """Anneal ``n`` particles from the base to ``target``; weighted samples and log Ẑ."""
         betas = beta_schedule(self.n_temps, self.schedule, self.beta_min).tolist()
         x = self.base_scale * torch.randn(

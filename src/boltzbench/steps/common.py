@@ -2,22 +2,39 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from boltzbench.hashing import derive_seed
+from boltzbench.checkpoint import Checkpoint
+from boltzbench.hashing import derive_seed, hash_json
 from boltzbench.methods import METHODS, Method
 from boltzbench.targets import CountingTarget, Target, build_target
+from boltzbench.targets.counting import EvalCounts
 
-__all__ = ["generator", "build_counted_target", "build_method", "timed", "resolve_device"]
+__all__ = [
+    "generator",
+    "build_counted_target",
+    "build_method",
+    "timed",
+    "resolve_device",
+    "on_device",
+    "job_checkpoint",
+]
 
 
-def generator(*keys: Any) -> torch.Generator:
-    """A CPU generator seeded by :func:`~boltzbench.hashing.derive_seed` of ``keys``."""
-    return torch.Generator().manual_seed(derive_seed(*keys))
+def generator(*keys: Any, device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator on ``device`` seeded by :func:`~boltzbench.hashing.derive_seed` of ``keys``.
+
+    The same seed gives different streams on CPU and CUDA: results reproduce
+    exactly on the same kind of device.
+    """
+    return torch.Generator(device=device).manual_seed(derive_seed(*keys))
 
 
 def build_counted_target(spec: dict[str, Any]) -> CountingTarget:
@@ -59,3 +76,41 @@ def resolve_device(setting: str) -> torch.device:
         )
     use_cuda = setting == "cuda" or (setting == "auto" and torch.cuda.is_available())
     return torch.device("cuda" if use_cuda else "cpu")
+
+
+@contextmanager
+def on_device(device: torch.device) -> Iterator[None]:
+    """New tensors default to ``device`` inside the block (nothing changes for the CPU).
+
+    The CPU needs no mode: torch's device mode adds a Python call to every op.
+    """
+    with torch.device(device) if device.type != "cpu" else contextlib.nullcontext():
+        yield
+
+
+def job_checkpoint(
+    path: str | Path | None,
+    every: int,
+    job: list[Any],
+    counted: CountingTarget,
+    times: dict[str, float],
+    phase: str,
+) -> Checkpoint:
+    """The checkpoint of one job: keyed by ``job`` (its config and code hash).
+
+    It carries the target's evaluation counts and the wall seconds spent in
+    ``phase`` so far, so that a resumed job reports the cost of every attempt.
+    """
+    ckpt = Checkpoint(path, every, hash_json(job))
+    t0 = time.perf_counter()
+
+    def set_counts(saved: dict[str, int]) -> None:
+        counted.counts = EvalCounts(**saved)
+
+    ckpt.track("counts", lambda: counted.counts.as_dict(), set_counts)
+    ckpt.track(
+        "seconds",
+        lambda: times.get(phase, 0.0) + time.perf_counter() - t0,
+        lambda seconds: times.__setitem__(phase, seconds),
+    )
+    return ckpt

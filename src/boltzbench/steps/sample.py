@@ -7,7 +7,14 @@ from typing import Any
 
 from boltzbench.io import samples_to_dataset, write_store
 from boltzbench.provenance import now, provenance_attrs
-from boltzbench.steps.common import build_counted_target, generator, resolve_device, timed
+from boltzbench.steps.common import (
+    build_counted_target,
+    generator,
+    job_checkpoint,
+    on_device,
+    resolve_device,
+    timed,
+)
 from boltzbench.steps.train import load_fitted
 
 __all__ = ["run", "COST_KEYS"]
@@ -36,18 +43,13 @@ def run(
     seed: int,
     n_samples: int,
     device: str = "cpu",
+    checkpoint: str | None = None,
+    checkpoint_every: int = 0,
     source: str = "",
 ) -> None:
+    """Sample and write the store; a checkpoint left by a killed attempt is resumed."""
     started = now()
     dev = resolve_device(device)
-    counted = build_counted_target(target)
-    model, model_attrs = load_fitted(inputs["model"], counted, method)
-    times: dict[str, float] = {}
-    with timed(times, "sample"):
-        samples = model.sample(
-            counted, n_samples, generator("sample", target_name, method_name, seed)
-        )
-    log.info("sampled %s on %s (seed %d): %s", method_name, target_name, seed, counted.counts)
     config = dict(
         target_name=target_name,
         target=target,
@@ -56,8 +58,20 @@ def run(
         seed=seed,
         n_samples=n_samples,
     )
+    times: dict[str, float] = {}
+    with on_device(dev):
+        counted = build_counted_target(target).to(dev)
+        model, model_attrs = load_fitted(inputs["model"], counted, method)
+        ckpt = job_checkpoint(
+            checkpoint, checkpoint_every, ["sample", config, source], counted, times, "sample"
+        )
+        with timed(times, "sample"):
+            gen = generator("sample", target_name, method_name, seed, device=dev)
+            samples = model.sample(counted, n_samples, gen, ckpt)
+    log.info("sampled %s on %s (seed %d): %s", method_name, target_name, seed, counted.counts)
     attrs = provenance_attrs("sample", config, seed, inputs, started)
     attrs.update({k: model_attrs[k] for k in model_attrs if k.startswith("fit_")})
     attrs.update(counted.counts.as_dict("sample_n_"), sample_seconds=times["sample"])
-    attrs["sample_device"] = str(dev)
+    attrs.update(sample_device=str(dev), sample_resumed_from_step=ckpt.resumed_from)
     write_store(samples_to_dataset(samples), outputs["samples"], attrs)
+    ckpt.clear()

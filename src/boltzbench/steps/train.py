@@ -13,6 +13,8 @@ from boltzbench.steps.common import (
     build_counted_target,
     build_method,
     generator,
+    job_checkpoint,
+    on_device,
     resolve_device,
     timed,
 )
@@ -39,25 +41,35 @@ def run(
     method: dict[str, Any],
     seed: int,
     device: str = "cpu",
+    checkpoint: str | None = None,
+    checkpoint_every: int = 0,
     source: str = "",
 ) -> None:
+    """Fit and write the model; a checkpoint left by a killed attempt is resumed."""
     started = now()
     dev = resolve_device(device)
-    counted = build_counted_target(target)
-    model = build_method(method)
-    times: dict[str, float] = {}
-    data = _training_data(inputs)
-    with timed(times, "fit"):
-        model.fit(counted, data, generator("train", target_name, method_name, seed))
-    log.info("trained %s on %s (seed %d): %s", method_name, target_name, seed, counted.counts)
     config = dict(
         target_name=target_name, target=target, method_name=method_name, method=method, seed=seed
     )
+    times: dict[str, float] = {}
+    with on_device(dev):
+        counted = build_counted_target(target).to(dev)
+        model = build_method(method)
+        data = _training_data(inputs)
+        data = None if data is None else data.to(dev)
+        ckpt = job_checkpoint(
+            checkpoint, checkpoint_every, ["train", config, source], counted, times, "fit"
+        )
+        with timed(times, "fit"):
+            gen = generator("train", target_name, method_name, seed, device=dev)
+            model.fit(counted, data, gen, ckpt)
+    log.info("trained %s on %s (seed %d): %s", method_name, target_name, seed, counted.counts)
     attrs = provenance_attrs("train", config, seed, inputs, started)
     attrs.update(counted.counts.as_dict("fit_n_"), fit_seconds=times["fit"])
-    attrs["fit_device"] = str(dev)
+    attrs.update(fit_device=str(dev), fit_resumed_from_step=ckpt.resumed_from)
     attrs["fit_n_data"] = 0 if data is None else int(data.shape[0])  # exact samples used
     save_model(outputs["model"], model.model_state(), getattr(model, "history_", {}), attrs)
+    ckpt.clear()
 
 
 def load_fitted(path: str, target, method_spec: dict[str, Any]):
