@@ -72,6 +72,6 @@ def run(
     attrs = provenance_attrs("sample", config, seed, inputs, started)
     attrs.update({k: model_attrs[k] for k in model_attrs if k.startswith("fit_")})
     attrs.update(counted.counts.as_dict("sample_n_"), sample_seconds=times["sample"])
-    attrs.update(sample_device=str(dev), sample_resumed_from_step=ckpt.resumed_from)
+    attrs.update(device=str(dev), resumed_from_step=ckpt.resumed_from)
     write_store(samples_to_dataset(samples), outputs["samples"], attrs)
     ckpt.clear()

@@ -66,7 +66,7 @@ def run(
     log.info("trained %s on %s (seed %d): %s", method_name, target_name, seed, counted.counts)
     attrs = provenance_attrs("train", config, seed, inputs, started)
     attrs.update(counted.counts.as_dict("fit_n_"), fit_seconds=times["fit"])
-    attrs.update(fit_device=str(dev), fit_resumed_from_step=ckpt.resumed_from)
+    attrs.update(device=str(dev), resumed_from_step=ckpt.resumed_from)
     attrs["fit_n_data"] = 0 if data is None else int(data.shape[0])  # exact samples used
     save_model(outputs["model"], model.model_state(), getattr(model, "history_", {}), attrs)
     ckpt.clear()
