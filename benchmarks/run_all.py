@@ -6,6 +6,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-for name in ("bench_zarr", "bench_mala", "bench_flow"):
+for name in ("bench_zarr", "bench_mala", "bench_flow", "bench_dag", "bench_overhead"):
     print(f"== {name}")
     importlib.import_module(f"benchmarks.{name}").main()

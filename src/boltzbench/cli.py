@@ -4,6 +4,11 @@
 ``boltzbench validate CONFIG``   validate a config file (as the workflow does)
 ``boltzbench schema [--write]``  print (or write) the config JSON schema
 ``boltzbench run [ARGS...]``     run the pipeline: ``snakemake --cores all ARGS``
+``boltzbench audit PATH [--row TARGET/METHOD] [--directory DIR]``
+                                 print and verify the provenance chain of an artifact
+                                 (exit status 1 if any recorded hash does not match)
+``boltzbench status [ARGS...]``  which outputs are stale and why (a Snakemake dry run
+                                 with ARGS, e.g. --configfile C --directory D)
 """
 
 from __future__ import annotations
@@ -65,6 +70,31 @@ def _run(args: argparse.Namespace) -> int:
     return subprocess.call(["snakemake", "--cores", "all", *args.snakemake_args])
 
 
+def _audit(args: argparse.Namespace) -> int:
+    from boltzbench.audit import audit, problems, render
+
+    try:
+        auditor, root = audit(args.path, args.row, args.directory)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"boltzbench audit: {err}", file=sys.stderr)
+        return 2
+    print("\n".join(render(root)))
+    bad = problems(auditor)
+    n = sum(node.sha256 is not None for node in auditor.nodes.values())
+    if not bad:
+        print(f"\naudit: {n} files, every recorded hash verified")
+        return 0
+    print(f"\naudit: {n} files, {len(bad)} problem(s):")
+    print("\n".join(f"  {line}" for line in bad))
+    return 1
+
+
+def _status(args: argparse.Namespace) -> int:
+    from boltzbench.status import status
+
+    return status(args.snakemake_args)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="boltzbench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -82,7 +112,21 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("run", help="run the pipeline with snakemake --cores all")
     p.add_argument("snakemake_args", nargs=argparse.REMAINDER)
     p.set_defaults(func=_run)
-    args = parser.parse_args(argv)
+    p = sub.add_parser("audit", help="print and verify the provenance chain of an artifact")
+    p.add_argument("path", help="a store, metrics/JSON file, figure or leaderboard file")
+    p.add_argument("--row", help="with a leaderboard: only the row TARGET/METHOD (every seed)")
+    p.add_argument(
+        "--directory", help="the workflow's working directory (default: found from PATH)"
+    )
+    p.set_defaults(func=_audit)
+    p = sub.add_parser("status", help="which outputs are stale and why (snakemake dry run)")
+    p.add_argument("snakemake_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_status)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and not hasattr(args, "snakemake_args"):
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if unknown:  # REMAINDER takes no leading option: `status -s Snakefile ...`
+        args.snakemake_args = unknown + args.snakemake_args
     return args.func(args)
 
 

@@ -2,6 +2,8 @@
 
 * :func:`hash_path` hashes a file, or a directory store (a Zarr store) as the
   sorted list of (relative path, file bytes), so it is independent of mtimes.
+* :func:`data_hash` hashes a directory store without its root metadata
+  document (where its attrs live), so a store can record it in its own attrs.
 * :func:`source_hash` hashes the boltzbench source files (for provenance), and
   :func:`closure_hash` only the files a step imports (for Snakemake's params, so
   a code change reruns exactly the jobs it can affect).
@@ -20,6 +22,7 @@ from typing import Any
 
 __all__ = [
     "hash_path",
+    "data_hash",
     "hash_json",
     "source_hash",
     "module_closure",
@@ -31,12 +34,27 @@ __all__ = [
 PACKAGE_ROOT = Path(__file__).resolve().parent
 #: files inside a store that are not its content (Snakemake's directory-output marker)
 IGNORED = frozenset({".snakemake_timestamp"})
+#: a store's root metadata documents (zarr v3 and v2), which hold its attrs
+ROOT_METADATA = frozenset({"zarr.json", ".zattrs", ".zgroup", ".zmetadata"})
 
 
 def _update_with_file(h: Any, path: Path) -> None:
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
+
+
+def _hash_tree(path: Path, skip: frozenset[str] = frozenset()) -> str:
+    """sha256 of (relative path, bytes) of every file under ``path``, but ``skip``ped ones."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file() and p.name not in IGNORED):
+        rel = str(f.relative_to(path))
+        if rel in skip:
+            continue
+        h.update(rel.encode() + b"\0")
+        _update_with_file(h, f)
+        h.update(b"\0")
+    return h.hexdigest()
 
 
 def hash_path(path: str | Path) -> str:
@@ -46,15 +64,21 @@ def hash_path(path: str | Path) -> str:
     content and is skipped.
     """
     path = Path(path)
-    h = hashlib.sha256()
     if path.is_dir():
-        for f in sorted(p for p in path.rglob("*") if p.is_file() and p.name not in IGNORED):
-            h.update(str(f.relative_to(path)).encode() + b"\0")
-            _update_with_file(h, f)
-            h.update(b"\0")
-    else:
-        _update_with_file(h, path)
+        return _hash_tree(path)
+    h = hashlib.sha256()
+    _update_with_file(h, path)
     return h.hexdigest()
+
+
+def data_hash(path: str | Path) -> str:
+    """sha256 of a directory store as :func:`hash_path`, without its root metadata.
+
+    The root metadata document (zarr v3: ``zarr.json``) holds the store's attrs,
+    so this hash can be recorded there: it covers every array's metadata and
+    chunks, not the attrs.
+    """
+    return _hash_tree(Path(path), skip=ROOT_METADATA)
 
 
 def hash_json(obj: Any) -> str:

@@ -4,7 +4,18 @@ Every write (stores, JSON, text, and figures through :func:`atomic_path`) goes
 to a temporary path beside its destination and is renamed into place at the
 end, so a killed job never leaves an artifact that looks complete.
 Provenance attributes come from :func:`boltzbench.provenance.provenance_attrs`;
-this module only attaches them.
+this module only attaches them, and seals each artifact with ``data_sha256``,
+the hash of its content without its attrs (an artifact cannot record the hash of
+its own bytes):
+
+* a Zarr store: :func:`boltzbench.hashing.data_hash` (every file but the root
+  ``zarr.json``), computed on the temporary path and written into the root attrs
+  before the rename;
+* a JSON file written with provenance attrs: the sha256 of the canonical JSON of
+  the document without its ``"attrs"``.
+
+:func:`read_attrs` and :func:`recompute_data_hash` read them back for
+``boltzbench audit``.
 
 Stores:
 
@@ -29,7 +40,9 @@ from typing import Any
 import numpy as np
 import torch
 import xarray as xr
+import zarr
 
+from boltzbench.hashing import data_hash, hash_json
 from boltzbench.methods.base import SampleSet
 
 __all__ = [
@@ -39,11 +52,19 @@ __all__ = [
     "read_store",
     "write_json",
     "read_json",
+    "read_attrs",
+    "recompute_data_hash",
+    "DATA_HASH",
     "samples_to_dataset",
     "dataset_to_samples",
     "save_model",
     "load_model",
 ]
+
+#: the attr that seals an artifact: the sha256 of its content without its attrs
+DATA_HASH = "data_sha256"
+#: attrs that carry this key are provenance attrs, and a JSON file with them is sealed
+PROVENANCE_KEY = "boltzbench_step"
 
 
 def _tmp_path(path: Path) -> Path:
@@ -79,12 +100,13 @@ def write_text(path: str | Path, text: str) -> Path:
 
 
 def write_store(ds: xr.Dataset, path: str | Path, attrs: dict[str, Any]) -> Path:
-    """Write ``ds`` with ``attrs`` to the Zarr store ``path``, atomically."""
+    """Write ``ds`` with ``attrs`` to the Zarr store ``path``, atomically and sealed."""
     ds = ds.copy()
     ds.attrs = {**ds.attrs, **attrs}
     with atomic_path(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore", category=UserWarning)  # zarr v3 consolidated-metadata note
         ds.to_zarr(tmp, mode="w", consolidated=False)
+        zarr.open_group(tmp, mode="r+").attrs[DATA_HASH] = data_hash(tmp)
     return Path(path)
 
 
@@ -98,13 +120,48 @@ def read_store(path: str | Path) -> xr.Dataset:
 
 
 def write_json(obj: dict[str, Any], path: str | Path, attrs: dict[str, Any]) -> Path:
-    """Write ``{"attrs": attrs, **obj}`` as JSON to ``path``, atomically."""
-    text = json.dumps({**obj, "attrs": attrs}, indent=2, sort_keys=True, default=_jsonable)
+    """Write ``{"attrs": attrs, **obj}`` as JSON to ``path``, atomically.
+
+    Provenance attrs (they carry ``boltzbench_step``) get ``data_sha256``, the
+    hash of the document as written, without its attrs.
+    """
+    doc = json.loads(json.dumps(obj, default=_jsonable))  # what a reader will see
+    if PROVENANCE_KEY in attrs:
+        attrs = {**attrs, DATA_HASH: _json_data_hash(doc)}
+    text = json.dumps({**doc, "attrs": attrs}, indent=2, sort_keys=True, default=_jsonable)
     return write_text(path, text)
 
 
 def read_json(path: str | Path) -> dict[str, Any]:
     return json.loads(Path(path).read_text())
+
+
+def _json_data_hash(doc: dict[str, Any]) -> str:
+    return hash_json({k: v for k, v in doc.items() if k != "attrs"})
+
+
+def read_attrs(path: str | Path) -> dict[str, Any]:
+    """The attrs of an artifact: a store's root attrs, a JSON file's ``"attrs"``,
+    or the ``boltzbench`` text chunk of a PNG figure."""
+    path = Path(path)
+    if path.is_dir():
+        return dict(zarr.open_group(path, mode="r").attrs)
+    if path.suffix == ".png":
+        from PIL import Image
+
+        with Image.open(path) as image:
+            return json.loads(image.text["boltzbench"])
+    return dict(read_json(path)["attrs"])
+
+
+def recompute_data_hash(path: str | Path) -> str | None:
+    """The ``data_sha256`` of an artifact as it is now on disk; None for a figure."""
+    path = Path(path)
+    if path.is_dir():
+        return data_hash(path)
+    if path.suffix == ".json":
+        return _json_data_hash(read_json(path))
+    return None
 
 
 def _jsonable(value: Any) -> Any:

@@ -13,9 +13,18 @@ Every Zarr store and metrics file boltzbench writes carries these attributes
 ``packages``
     Versions of python and the key packages.
 ``seed``, ``inputs``
-    The job's seed and ``{path: sha256}`` of every input artifact.
-``host``, ``started_at``, ``finished_at``, ``slurm_job_id``
-    Where and when; the SLURM job id when ``SLURM_JOB_ID`` is set.
+    The job's seed and ``{role: {"path": ..., "sha256": ...}}`` of every input
+    artifact (:func:`boltzbench.hashing.hash_path`).
+``host``, ``started_at``, ``finished_at``
+    Where and when.
+``slurm_job_id``, ``slurm_gpus``
+    Under SLURM, the job id (``SLURM_JOB_ID``) and the indices of the GPUs
+    SLURM allocated to the job step (``SLURM_STEP_GPUS``, or ``SLURM_JOB_GPUS``
+    in a batch script; set only where GPUs were granted); empty strings elsewhere.
+
+:mod:`boltzbench.io` adds one more when it writes the artifact: ``data_sha256``,
+the seal over the artifact's content without its attrs, which
+``boltzbench audit`` verifies.
 """
 
 from __future__ import annotations
@@ -103,4 +112,5 @@ def provenance_attrs(
         "started_at": started_at or now(),
         "finished_at": now(),
         "slurm_job_id": os.environ.get("SLURM_JOB_ID", ""),
+        "slurm_gpus": os.environ.get("SLURM_STEP_GPUS") or os.environ.get("SLURM_JOB_GPUS", ""),
     }

@@ -14,9 +14,6 @@ rule evaluate:
         f"{LOGS}/benchmarks/evaluate/{{target}}_{{method}}_seed{{seed}}.tsv"
     conda:
         "../../envs/boltzbench.yaml"
-    threads: 1
-    resources:
-        mem_mb=4000,
     params:
         target_name="{target}",
         target=target_spec,
@@ -40,9 +37,6 @@ rule noise_floor:
         f"{LOGS}/benchmarks/noise_floor/{{target}}.tsv"
     conda:
         "../../envs/boltzbench.yaml"
-    threads: 1
-    resources:
-        mem_mb=4000,
     params:
         target_name="{target}",
         target=target_spec,

@@ -12,9 +12,6 @@ rule reference:
         f"{LOGS}/benchmarks/reference/{{target}}_{{split}}.tsv"
     conda:
         "../../envs/boltzbench.yaml"
-    threads: 1
-    resources:
-        mem_mb=2000,
     params:
         target_name="{target}",
         target=target_spec,

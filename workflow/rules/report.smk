@@ -1,4 +1,6 @@
-# Aggregation and report: the leaderboard and the figures.
+# Aggregation and report: the leaderboard, the resolved config and the figures.
+# `snakemake --report report.html` shows the outputs marked report(...) here, with
+# every rule's runtime.
 
 
 rule aggregate:
@@ -17,6 +19,11 @@ rule aggregate:
             category="Leaderboard",
             caption="../report/leaderboard.rst",
         ),
+        config=report(
+            f"{RESULTS}/config.resolved.yaml",
+            category="Config",
+            caption="../report/config.rst",
+        ),
         provenance=f"{RESULTS}/leaderboard.provenance.json",
     log:
         f"{LOGS}/aggregate.log",
@@ -24,11 +31,9 @@ rule aggregate:
         f"{LOGS}/benchmarks/aggregate.tsv"
     conda:
         "../../envs/boltzbench.yaml"
-    threads: 1
-    resources:
-        mem_mb=2000,
     params:
         n_eval=CFG.evaluation.n_eval,
+        config=canonical(CFG.model_dump(mode="json")),
         source=source("aggregate"),
     script:
         "../scripts/aggregate.py"
@@ -61,9 +66,6 @@ rule figures:
         f"{LOGS}/benchmarks/figures.tsv"
     conda:
         "../../envs/boltzbench.yaml"
-    threads: 1
-    resources:
-        mem_mb=2000,
     params:
         targets=TARGETS,
         source=source("figures"),

@@ -12,9 +12,7 @@ rule train:
         f"{LOGS}/benchmarks/train/{{target}}_{{method}}_seed{{seed}}.tsv"
     conda:
         "../../envs/boltzbench.yaml"
-    threads: 1
     resources:
-        mem_mb=4000,
         gpu=gpu_request,
     params:
         target_name="{target}",

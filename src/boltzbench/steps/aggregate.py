@@ -4,6 +4,12 @@ Each row is one (target, method), with every metric as mean ± std over seeds,
 the noise floor of each sample metric (the same metric between the two
 independent reference sets), and the cost in energy and gradient evaluations
 and wall seconds (fit + sample, mean over seeds).
+
+``leaderboard.provenance.json`` records the sha256 of every metrics and
+noise-floor file read (roles ``metrics:<target>/<method>/seed<seed>`` and
+``noise_floor:<target>``) and of every file written (``outputs``), for
+``boltzbench audit``. The resolved config of the run is written beside the
+leaderboard (``config.resolved.yaml``) when the rule asks for it.
 """
 
 from __future__ import annotations
@@ -12,7 +18,9 @@ import math
 from typing import Any
 
 import pandas as pd
+import yaml
 
+from boltzbench.hashing import hash_path
 from boltzbench.io import read_json, write_json, write_text
 from boltzbench.metrics import metric_docs
 from boltzbench.provenance import now, provenance_attrs
@@ -154,7 +162,27 @@ def _html(frame: pd.DataFrame, markdown: str) -> str:
     return "\n".join(parts)
 
 
-def run(*, inputs: dict, outputs: dict, n_eval: int, source: str = "") -> None:
+def _input_roles(metric_files: list[str], floor_files: list[str]) -> dict[str, str]:
+    """``{role: path}`` of the files read, the role naming the leaderboard row."""
+    roles: dict[str, str] = {}
+    for path in metric_files:
+        m = read_json(path)
+        roles[f"metrics:{m['target']}/{m['method']}/seed{m['seed']}"] = path
+    for path in floor_files:
+        roles[f"noise_floor:{read_json(path)['target']}"] = path
+    if len(roles) != len(metric_files) + len(floor_files):
+        raise ValueError("two metrics or noise-floor files for the same row and seed")
+    return roles
+
+
+def _config_text(config: dict[str, Any]) -> str:
+    header = "# The resolved config of this run (defaults filled in), written by aggregate.\n"
+    return header + yaml.safe_dump(config, sort_keys=True)
+
+
+def run(
+    *, inputs: dict, outputs: dict, n_eval: int, config: dict | None = None, source: str = ""
+) -> None:
     started = now()
     metric_files, floor_files = list(inputs["metrics"]), list(inputs["floors"])
     frame = leaderboard_frame(metric_files, floor_files)
@@ -162,12 +190,14 @@ def run(*, inputs: dict, outputs: dict, n_eval: int, source: str = "") -> None:
     markdown = _markdown(frame, n_eval)
     write_text(outputs["markdown"], markdown)
     write_text(outputs["html"], _html(frame, markdown))
-    attrs = provenance_attrs(
-        "aggregate",
-        {"n_eval": n_eval},
-        None,
-        {f"metrics_{i}": p for i, p in enumerate(metric_files)}
-        | {f"noise_floor_{i}": p for i, p in enumerate(floor_files)},
-        started,
-    )
-    write_json({"rows": len(frame)}, outputs["provenance"], attrs)
+    if "config" in outputs:
+        write_text(outputs["config"], _config_text(config or {}))
+    written = {
+        role: {"path": str(p), "sha256": hash_path(p)}
+        for role, p in outputs.items()
+        if role != "provenance"
+    }
+    job_config = {"n_eval": n_eval} | ({"resolved_config": config} if config else {})
+    roles = _input_roles(metric_files, floor_files)
+    attrs = provenance_attrs("aggregate", job_config, None, roles, started)
+    write_json({"rows": len(frame), "outputs": written}, outputs["provenance"], attrs)

@@ -1,0 +1,332 @@
+"""boltzbench on a real SLURM cluster: the tiny config through the slurm profile.
+
+The ``cluster`` fixture brings up a single-node SLURM on this machine from
+Debian's packages (``tests/slurm/cluster.sh``: munged, ``slurmctld -D``,
+``slurmd -D``; one fake GPU; no accounting database), installing the packages
+with apt-get where they are missing, and tears the daemons down by PID however
+the test ends. The profile is installed as the README says (``make profile``,
+here into a temporary ``XDG_CONFIG_HOME``) and the workflow is run with
+``snakemake --profile slurm``; a local run of the same config runs beside it.
+The tests check that
+
+1. every job of every rule ran as its own SLURM job: the job id in each
+   artifact's provenance is a job that slurmctld ran to completion for that
+   rule, and each planned job had one;
+2. the jobs of the rules that request a GPU (train and sample, as the config
+   says ``device: auto``) were submitted with a GPU request and granted one
+   (slurmctld's ``TresPerJob``; ``SLURM_STEP_GPUS`` in the job, recorded in the
+   provenance), and the other jobs requested none;
+3. the leaderboard equals the local run's in every column but the wall-clock
+   ``total_seconds_*``.
+
+Skipped, with the reason, only where the packages are missing and apt-get
+cannot install them. Every subprocess has a timeout.
+"""
+
+from __future__ import annotations
+
+import collections
+import fcntl
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from boltzbench.io import read_store
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = REPO / "tests/configs/tiny.yaml"
+CLUSTER = REPO / "tests/slurm/cluster.sh"
+STATE = Path(os.environ.get("BOLTZBENCH_SLURM_STATE", "/tmp/boltzbench-slurm"))
+SLURM_RUN_TIMEOUT = 1500  # seconds; the run takes about 10 minutes on 2 busy cores
+WALL_CLOCK = re.compile(r"^total_seconds_")  # leaderboard columns that may differ
+
+pytestmark = [pytest.mark.slurm, pytest.mark.pipeline, pytest.mark.timeout(2400)]
+
+
+def sh(*cmd, timeout: float, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(c) for c in cmd], capture_output=True, text=True, timeout=timeout, **kwargs
+    )
+
+
+def snakemake_cmd(*args) -> list[str]:
+    return [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), *map(str, args)]
+
+
+def env_for(xdg: Path | None = None) -> dict[str, str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO / "tests")}
+    if xdg is not None:
+        env["XDG_CONFIG_HOME"] = str(xdg)
+    return env
+
+
+def cluster_sh(command: str, timeout: float) -> subprocess.CompletedProcess:
+    env = {**os.environ, "BOLTZBENCH_SLURM_STATE": str(STATE)}
+    return sh("bash", CLUSTER, command, timeout=timeout, env=env)
+
+
+def ensure_packages() -> None:
+    """Install the SLURM packages where missing; skip only if apt cannot."""
+    out = cluster_sh("install", timeout=1500)
+    if out.returncode == 3:
+        pytest.skip(f"SLURM packages missing and apt unavailable: {out.stderr.strip()}")
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def exclusive_lock(path: Path, timeout: float):
+    """An flock on ``path``: one test cluster on this machine at a time."""
+    handle = open(path, "w")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return handle
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                handle.close()
+                pytest.fail(f"another test cluster held {path} for {timeout} s")
+            time.sleep(2)
+
+
+def kill_by_pid(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A running single-node SLURM; yields the daemons' PIDs by name."""
+    ensure_packages()
+    lock = exclusive_lock(Path(f"{STATE}.lock"), timeout=1200)
+    pids: dict[str, int] = {}
+    try:
+        up = cluster_sh("up", timeout=180)
+        for line in up.stdout.splitlines():  # "name pid", one daemon a line
+            name, _, pid = line.partition(" ")
+            if pid.strip().isdigit():
+                pids[name] = int(pid)
+        assert up.returncode == 0, f"cluster did not come up:\n{up.stdout}\n{up.stderr}"
+        assert set(pids) == {"munged", "slurmctld", "slurmd"}, up.stdout
+        yield pids
+    finally:
+        try:
+            cluster_sh("down", timeout=120)
+        except subprocess.TimeoutExpired:
+            pass
+        for pid in pids.values():  # whatever `down` left, by PID
+            kill_by_pid(pid)
+        lock.close()
+
+
+def planned(workdir: Path) -> list[tuple[str, int]]:
+    """(rule, GPUs requested) of every job a dry run plans."""
+    out = sh(
+        *snakemake_cmd("-n", "--configfile", TINY, "--cores", "2"),
+        cwd=workdir,
+        env=env_for(),
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    jobs: list[tuple[str, int]] = []
+    for line in out.stdout.splitlines():
+        if m := re.match(r"^rule (\w+):", line):
+            jobs.append((m.group(1), 0))
+        elif (m := re.match(r"^\s+resources: .*\bgpu=(\d+)", line)) and jobs:
+            jobs[-1] = (jobs[-1][0], int(m.group(1)))
+    return jobs
+
+
+def slurm_jobs(run_id: str) -> dict[str, dict[str, str]]:
+    """slurmctld's record of every job of the run (kept for MinJobAge), by job id."""
+    out = sh("scontrol", "show", "job", "--oneliner", timeout=60)
+    assert out.returncode == 0, out.stderr
+    records = {}
+    for line in out.stdout.splitlines():
+        record = dict(tok.split("=", 1) for tok in line.split() if "=" in tok)
+        if record.get("JobName") == run_id:
+            records[record["JobId"]] = record
+    return records
+
+
+def rule_of(record: dict[str, str]) -> str:
+    """The rule a job ran: the executor names it in the job's comment."""
+    m = re.fullmatch(r"rule_(\w+?)(?:_wildcards_.*)?", record["Comment"])
+    assert m, record["Comment"]
+    return m.group(1)
+
+
+def artifacts(results: Path) -> list[tuple[Path, dict]]:
+    """(path, provenance attrs) of every store, JSON document and figure."""
+    from PIL import Image
+
+    found = [(p, dict(read_store(p).attrs)) for p in results.rglob("*.zarr")]
+    for path in results.rglob("*.json"):
+        if any(parent.suffix == ".zarr" for parent in path.parents):
+            continue  # Zarr's own metadata
+        doc = json.loads(path.read_text())
+        if isinstance(doc, dict) and "attrs" in doc:
+            found.append((path, doc["attrs"]))
+    for path in results.rglob("*.png"):
+        found.append((path, json.loads(Image.open(path).text["boltzbench"])))
+    return found
+
+
+@pytest.fixture(scope="module")
+def runs(cluster, tmp_path_factory):
+    """The tiny config through `snakemake --profile slurm`, and locally."""
+    xdg = tmp_path_factory.mktemp("xdg")
+    out = sh("make", "-s", "-C", REPO, "profile", env=env_for(xdg), timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert (xdg / "snakemake/slurm/config.yaml").is_file(), out.stdout
+
+    slurm_dir = tmp_path_factory.mktemp("slurm_run")
+    local_dir = tmp_path_factory.mktemp("local_run")
+    jobs = planned(slurm_dir)
+    local_log = open(local_dir / "snakemake.out", "w")
+    local = subprocess.Popen(  # beside the SLURM run, to use the cores it leaves idle
+        snakemake_cmd("--configfile", TINY, "--cores", "2"),
+        cwd=local_dir,
+        env=env_for(),
+        stdout=local_log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        started = time.monotonic()
+        slurm = sh(
+            *snakemake_cmd(
+                "--profile",
+                "slurm",  # a bare name, resolved in $XDG_CONFIG_HOME/snakemake
+                "--configfile",
+                TINY,
+                "--retries",
+                "0",  # fail fast here; growth with attempt: test_resources_grow...
+                "--slurm-init-seconds-before-status-checks",
+                "1",
+            ),
+            cwd=slurm_dir,
+            env=env_for(xdg),
+            timeout=SLURM_RUN_TIMEOUT,
+        )
+        seconds = time.monotonic() - started
+        log = slurm.stdout + slurm.stderr
+        if slurm.returncode:
+            slurm_logs = "\n".join(
+                p.read_text()[-3000:] for p in slurm_dir.glob(".snakemake/slurm_logs/**/*.log")
+            )
+            pytest.fail(f"SLURM run failed:\n{log[-6000:]}\n{slurm_logs}")
+        assert local.wait(timeout=600) == 0, (local_dir / "snakemake.out").read_text()[-6000:]
+    finally:
+        if local.poll() is None:
+            local.kill()
+            local.wait(timeout=30)
+        local_log.close()
+    run_id = re.search(r"SLURM run ID: (\S+)", log).group(1)
+    print(f"SLURM run: {seconds:.0f} s, {len(jobs)} jobs")
+    return {
+        "xdg": xdg,
+        "slurm": slurm_dir,
+        "local": local_dir,
+        "planned": jobs,
+        "records": slurm_jobs(run_id),
+        "log": log,
+    }
+
+
+def test_profile_resolves_by_name(runs):
+    """`--profile slurm` found the copy `make profile` installed, plus profiles/default."""
+    log = runs["log"]
+    assert re.search(
+        r"^Using profiles slurm and workflow specific profile \S*profiles/default", log, re.M
+    )
+    assert "SLURM run ID" in log  # the slurm executor ran it
+    # the only place a profile named slurm could have come from
+    assert (runs["xdg"] / "snakemake/slurm/config.yaml").is_file()
+    assert not (runs["slurm"] / "slurm").exists()
+    assert not Path("/etc/xdg/snakemake/slurm").exists()
+
+
+def test_every_job_ran_as_a_slurm_job(runs):
+    # the one job Snakemake keeps local: the target rule `all`, which runs nothing
+    local_rules = set(re.findall(r"^localrule (\w+):", runs["log"], re.MULTILINE))
+    assert local_rules == {"all"}
+    records = runs["records"]
+    planned_jobs = [(rule, gpus) for rule, gpus in runs["planned"] if rule not in local_rules]
+    assert planned_jobs and records
+    # one SLURM job per planned job, of the same rule
+    assert collections.Counter(map(rule_of, records.values())) == collections.Counter(
+        rule for rule, _ in planned_jobs
+    )
+    assert all(r["JobState"] == "COMPLETED" and r["ExitCode"] == "0:0" for r in records.values())
+    # every artifact names the SLURM job that wrote it, a job of its own rule
+    seen = set()
+    for path, attrs in artifacts(runs["slurm"] / "results"):
+        job_id = attrs["slurm_job_id"]
+        assert job_id in records, (path, job_id)
+        assert rule_of(records[job_id]) == attrs["boltzbench_step"], (path, records[job_id])
+        seen.add(job_id)
+    assert seen == set(records)  # and every SLURM job left artifacts
+
+
+def test_gpu_rules_were_granted_a_gpu(runs):
+    gpu_rules = {rule for rule, gpus in runs["planned"] if gpus}
+    assert gpu_rules == {"train", "sample"}  # tiny.yaml: device auto
+    for job_id, record in runs["records"].items():
+        requested = record.get("TresPerJob", "")
+        if rule_of(record) in gpu_rules:
+            assert requested == "gres:gpu:1", (job_id, record["Comment"], requested)
+        else:
+            assert "gpu" not in requested, (job_id, record["Comment"], requested)
+    for path, attrs in artifacts(runs["slurm"] / "results"):
+        granted = attrs["slurm_gpus"]  # SLURM_STEP_GPUS inside the job
+        assert bool(granted) == (attrs["boltzbench_step"] in gpu_rules), (path, granted)
+
+
+def test_leaderboard_equals_a_local_run(runs):
+    slurm = pd.read_csv(runs["slurm"] / "results/leaderboard.csv")
+    local = pd.read_csv(runs["local"] / "results/leaderboard.csv")
+    assert list(slurm.columns) == list(local.columns)
+    wall_clock = [c for c in slurm.columns if WALL_CLOCK.match(c)]
+    assert wall_clock  # the only columns allowed to differ: seconds measured by the clock
+    for board in (slurm, local):
+        assert board["total_seconds_mean"].gt(0).all()
+    # every other column, exactly (both runs on CPU, same config and seeds)
+    pd.testing.assert_frame_equal(
+        slurm.drop(columns=wall_clock), local.drop(columns=wall_clock), check_exact=True
+    )
+
+
+def test_resources_grow_with_attempt(tmp_path):
+    """The workflow profile's memory and runtime scale with the retry attempt."""
+
+    def resources(attempt: int) -> dict[str, tuple[int, int]]:
+        out = sh(
+            *snakemake_cmd("-n", "--configfile", TINY, "--cores", "2", "--attempt", str(attempt)),
+            cwd=tmp_path,
+            env=env_for(),
+            timeout=300,
+        )
+        assert out.returncode == 0, out.stdout + out.stderr
+        found, rule = {}, None
+        for line in out.stdout.splitlines():
+            if m := re.match(r"^rule (\w+):", line):
+                rule = m.group(1)
+            elif m := re.match(r"^\s+resources: (.*)$", line):
+                res = dict(kv.split("=", 1) for kv in m.group(1).split(", "))
+                if "runtime" in res:  # not the target rule `all`, which runs nothing
+                    found[rule] = (int(res["runtime"]), int(res["mem_mb"]))
+        return found
+
+    first, third = resources(1), resources(3)
+    assert {"reference", "train", "sample", "evaluate"} <= set(first)
+    for rule, (runtime, mem_mb) in first.items():
+        assert third[rule] == (3 * runtime, 3 * mem_mb), rule
