@@ -142,7 +142,12 @@ def _python(code: str, *args: str, cwd: Path, snapshot: Path) -> tuple[float, st
     env = {**os.environ, "PYTHONPATH": str(snapshot / "src")}
     t0 = time.perf_counter()
     out = subprocess.run(
-        [sys.executable, "-c", code, *args], cwd=cwd, env=env, capture_output=True, text=True
+        [sys.executable, "-c", code, *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     seconds = time.perf_counter() - t0
     if out.returncode:

@@ -125,16 +125,18 @@ def test_resumed_flow_training_equals_an_uninterrupted_one(mode, tmp_path):
     assert resumed.history_ == ref.history_
 
 
-def test_resumed_mala_equals_an_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("at", [20, 40, 60], ids=["warm-up", "end-of-warm-up", "sampling"])
+def test_resumed_mala_equals_an_uninterrupted_run(at, tmp_path):
     mala = dict(n_chains=6, n_warmup=40, n_burnin=10, thinning=2, step_size=0.3)
 
     def run(target, ckpt):
         return MALA(**mala).sample(target, 120, torch.Generator().manual_seed(5), ckpt)
 
-    # killed in the sampling phase (after 40 warm-up and 10 burn-in steps)
-    resumed, counts, start = _killed_then_resumed(run, 60, tmp_path / "m.pt")
+    # killed during the step-size adaptation (40 steps), right after it, or
+    # while sampling (after 10 more steps of burn-in)
+    resumed, counts, start = _killed_then_resumed(run, at, tmp_path / "m.pt")
     ref, ref_counts = _uninterrupted(run)
-    assert start == 60 and counts == ref_counts
+    assert start == at and counts == ref_counts
     assert torch.equal(resumed.x, ref.x) and torch.equal(resumed.energy, ref.energy)
     assert resumed.attrs == ref.attrs
 

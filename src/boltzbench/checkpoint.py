@@ -20,8 +20,8 @@ Safety:
   a kill during a save leaves the previous checkpoint intact;
 * it is read with ``torch.load(weights_only=True)``: tensors, numbers, strings
   and containers only, nothing is unpickled;
-* it carries a ``key`` (a hash of the job's config slice and code); a file
-  with another key, from an earlier config or code, is ignored and removed.
+* it carries a ``key`` (a hash of the job's config slice, code, input
+  content and device); a file with another key is ignored and removed.
 """
 
 from __future__ import annotations
@@ -80,6 +80,8 @@ class Checkpoint:
         extras = {name: get() for name, (get, _) in self._extras.items()}
         payload = {"key": self.key, "step": int(step), "state": state, "extras": extras}
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        for stale in self.path.parent.glob(f".{self.path.name}.tmp-*"):  # of killed saves
+            stale.unlink(missing_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
         torch.save(payload, tmp)
         os.replace(tmp, self.path)

@@ -28,6 +28,9 @@ from typing import Any
 
 __all__ = ["StaleJob", "stale_jobs", "parse_dry_run", "explain", "explain_params", "status"]
 
+#: the longest a dry run may take before `boltzbench status` gives up
+DRY_RUN_TIMEOUT_S = 900
+
 #: Snakemake's reason clauses (snakemake.jobs.Reason.__str__) and what boltzbench prints
 CLAUSES = {
     "Missing output files": "missing",
@@ -167,7 +170,7 @@ def _diff(a: Any, b: Any, key: str = "") -> list[str]:
 def stale_jobs(snakemake_args: list[str]) -> list[StaleJob]:
     """The jobs ``snakemake --dry-run ARGS`` plans (rules without outputs left out)."""
     cmd = [sys.executable, "-m", "snakemake", "--dry-run", *snakemake_args]
-    out = subprocess.run(cmd, capture_output=True, text=True)
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=DRY_RUN_TIMEOUT_S)
     if out.returncode:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{out.stdout[-3000:]}{out.stderr[-3000:]}")
     return [job for job in parse_dry_run(out.stdout + out.stderr) if job.outputs]

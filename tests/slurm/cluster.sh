@@ -43,9 +43,18 @@ cmd_install() {
     fi
     log "installing ${PACKAGES[*]}"
     export DEBIAN_FRONTEND=noninteractive
-    timeout 600 apt-get update -qq
-    timeout 900 apt-get install -y -qq --no-install-recommends "${PACKAGES[@]}" >/dev/null
-    have_binaries
+    # Keep the packages' init scripts from starting system daemons (on a host
+    # with systemd they would outlive the tests): the test cluster starts its own.
+    local policy=/usr/sbin/policy-rc.d added=""
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && added=1
+    fi
+    local rc=0
+    timeout 600 apt-get update -qq &&
+        timeout 900 apt-get install -y -qq --no-install-recommends "${PACKAGES[@]}" >/dev/null ||
+        rc=$?
+    [ -n "$added" ] && rm -f "$policy"
+    [ "$rc" = 0 ] && have_binaries
 }
 
 # kill PID gracefully, then for good; never by name

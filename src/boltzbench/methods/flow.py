@@ -446,7 +446,7 @@ class FlowMethod(Method):
                 extra |= keeper.check(step + 1, self.flow_)
             for k, v in extra.items():
                 history.setdefault(k, []).append(v)
-            if checkpoint.due(step + 1):
+            if checkpoint.due(step + 1) and step + 1 < self.n_iter:
                 checkpoint.save(step + 1, loop.state_dict(last))
             if step % 50 == 0:
                 bar.set_postfix(loss=f"{last:.4g}", **{k: f"{v:.3g}" for k, v in extra.items()})

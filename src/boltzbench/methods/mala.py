@@ -114,14 +114,14 @@ class MALA(Method):
             while run.step < schedule.total:
                 run.advance(kernel, generator, potential, schedule, self.target_accept)
                 bar.update()
-                if checkpoint.due(run.step):
+                if checkpoint.due(run.step) and run.step < schedule.total:
                     checkpoint.save(run.step, run.state_dict(generator))
         acceptance = run.accept / (self.n_burnin + schedule.n_draws * self.thinning)
-        draws = proposal.State(*map(torch.stack, zip(*run.kept, strict=True)))
+        draws = _Draws(*map(torch.stack, zip(*run.kept, strict=True)))
         return self._sample_set(draws, n, acceptance, run.step_size)
 
     def _sample_set(
-        self, draws: proposal.State, n: int, acceptance: Tensor, step_size: Tensor
+        self, draws: _Draws, n: int, acceptance: Tensor, step_size: Tensor
     ) -> SampleSet:
         """The first ``n`` draws (``draws`` fields of shape (K, chains, ...)) with diagnostics."""
         dim = draws.position.shape[-1]
@@ -154,6 +154,13 @@ class MALA(Method):
         )
 
 
+class _Draws(NamedTuple):
+    """Kept draws: positions ``(chains, dim)`` and energies ``(chains,)`` (stacked: K first)."""
+
+    position: Tensor
+    energy: Tensor
+
+
 class _Schedule(NamedTuple):
     """The phases of a run, in kernel steps per chain."""
 
@@ -182,7 +189,7 @@ class _Run:
     adapt: adaptation.DualAveragingState
     step_size: Tensor
     accept: Tensor
-    kept: list[proposal.State] = field(default_factory=list)
+    kept: list[_Draws] = field(default_factory=list)
 
     @classmethod
     def start(cls, state: proposal.State, step_size: float) -> _Run:
@@ -204,7 +211,7 @@ class _Run:
             self.accept = self.accept + info.acceptance_rate.to(self.accept)
             after_burnin = self.step - schedule.n_warmup - schedule.n_burnin
             if after_burnin > 0 and after_burnin % schedule.thinning == 0:
-                self.kept.append(self.state)
+                self.kept.append(_Draws(self.state.position, self.state.energy))
         if self.step == schedule.n_warmup:
             self.step_size = adaptation.dual_averaging_final(self.adapt)
 
@@ -224,8 +231,11 @@ class _Run:
         if saved is None:
             return
         _, s = saved
-        self.step, self.step_size, self.accept = s["step"], s["step_size"], s["accept"]
-        self.state = proposal.State(**s["state"])
-        self.adapt = adaptation.DualAveragingState(**s["adapt"])
-        self.kept = [proposal.State(**k) for k in s["kept"]]
+        dev = self.state.position.device  # a checkpoint is loaded onto the CPU
+        on = lambda d: {k: v.to(dev) if torch.is_tensor(v) else v for k, v in d.items()}  # noqa: E731
+        self.step = s["step"]
+        self.step_size, self.accept = s["step_size"].to(dev), s["accept"].to(dev)
+        self.state = proposal.State(**on(s["state"]))
+        self.adapt = adaptation.DualAveragingState(**on(s["adapt"]))
+        self.kept = [_Draws(**on(k)) for k in s["kept"]]
         generator.set_state(s["generator"])

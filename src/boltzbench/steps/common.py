@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from boltzbench.checkpoint import Checkpoint
-from boltzbench.hashing import derive_seed, hash_json
+from boltzbench.hashing import derive_seed, hash_json, hash_path
 from boltzbench.methods import METHODS, Method
 from boltzbench.targets import CountingTarget, Target, build_target
 from boltzbench.targets.counting import EvalCounts
@@ -25,6 +25,7 @@ __all__ = [
     "resolve_device",
     "on_device",
     "job_checkpoint",
+    "job_key",
 ]
 
 
@@ -96,7 +97,9 @@ def job_checkpoint(
     times: dict[str, float],
     phase: str,
 ) -> Checkpoint:
-    """The checkpoint of one job: keyed by ``job`` (its config and code hash).
+    """The checkpoint of one job, keyed by ``job``: whatever the job's result
+    depends on (its step, config slice, code hash, input hashes and device), so
+    that a checkpoint of any other job is never resumed.
 
     It carries the target's evaluation counts and the wall seconds spent in
     ``phase`` so far, so that a resumed job reports the cost of every attempt.
@@ -114,3 +117,9 @@ def job_checkpoint(
         lambda seconds: times.__setitem__(phase, seconds),
     )
     return ckpt
+
+
+def job_key(step: str, config: dict, source: str, inputs: dict, device: torch.device) -> list:
+    """What a job's result depends on, for :func:`job_checkpoint`."""
+    hashes = {role: hash_path(p) for role, p in sorted(inputs.items())}
+    return [step, config, source, hashes, str(device)]

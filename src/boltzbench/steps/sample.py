@@ -11,6 +11,7 @@ from boltzbench.steps.common import (
     build_counted_target,
     generator,
     job_checkpoint,
+    job_key,
     on_device,
     resolve_device,
     timed,
@@ -63,7 +64,12 @@ def run(
         counted = build_counted_target(target).to(dev)
         model, model_attrs = load_fitted(inputs["model"], counted, method)
         ckpt = job_checkpoint(
-            checkpoint, checkpoint_every, ["sample", config, source], counted, times, "sample"
+            checkpoint,
+            checkpoint_every,
+            job_key("sample", config, source, inputs, dev),
+            counted,
+            times,
+            "sample",
         )
         with timed(times, "sample"):
             gen = generator("sample", target_name, method_name, seed, device=dev)

@@ -14,6 +14,7 @@ from boltzbench.steps.common import (
     build_method,
     generator,
     job_checkpoint,
+    job_key,
     on_device,
     resolve_device,
     timed,
@@ -58,7 +59,12 @@ def run(
         data = _training_data(inputs)
         data = None if data is None else data.to(dev)
         ckpt = job_checkpoint(
-            checkpoint, checkpoint_every, ["train", config, source], counted, times, "fit"
+            checkpoint,
+            checkpoint_every,
+            job_key("train", config, source, inputs, dev),
+            counted,
+            times,
+            "fit",
         )
         with timed(times, "fit"):
             gen = generator("train", target_name, method_name, seed, device=dev)
