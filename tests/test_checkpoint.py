@@ -247,6 +247,7 @@ def test_a_killed_job_resumes_and_matches_an_uninterrupted_run(
 
     got, ref = read_store(work / output), read_store(uninterrupted / output)
     assert got.attrs["resumed_from_step"] >= kill_after
+    assert got.attrs["device"] == ref.attrs["device"] == "cpu"  # device: cpu in the config
     for name in ref.data_vars:
         np.testing.assert_array_equal(got[name].values, ref[name].values, err_msg=name)
     for key in ("fit_n_energy", "fit_n_grad", "sample_n_energy", "sample_n_grad"):
