@@ -21,6 +21,7 @@ wildcard_constraints:
     method=NAME_RE,
     seed=r"\d+",
     split=r"train|eval|floor",
+    replica=r"\d+",
 
 
 include: "workflow/rules/reference.smk"

@@ -6,6 +6,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-for name in ("bench_zarr", "bench_mala", "bench_flow", "bench_dag", "bench_overhead"):
+BENCHMARKS = (
+    "bench_zarr",
+    "bench_mala",
+    "bench_flow",
+    "bench_dag",
+    "bench_overhead",
+    "bench_md",
+    "bench_bridge",
+    "bench_reference",
+    "bench_diffusion",
+)
+
+for name in BENCHMARKS:
     print(f"== {name}")
     importlib.import_module(f"benchmarks.{name}").main()

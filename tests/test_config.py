@@ -32,10 +32,22 @@ def edited(**changes):
 
 
 DELETE = object()
+#: 2 replicas of 10 frames: fewer than the tiny config's reference splits
+MD_SHORT = {
+    "n_replicas": 2,
+    "equilibration_steps": 10,
+    "production_steps": 100,
+    "save_every_steps": 10,
+}
 
 
 def test_shipped_configs_are_valid():
-    for path in [REPO / "config.yaml", REPO / "tests/configs/tiny.yaml"]:
+    for path in [
+        REPO / "config.yaml",
+        REPO / "config/full.yaml",
+        REPO / "tests/configs/tiny.yaml",
+        REPO / "tests/configs/molecular.yaml",
+    ]:
         validate_config(yaml.safe_load(path.read_text()))
 
 
@@ -75,6 +87,42 @@ def test_shipped_configs_are_valid():
             ["'targets.gmm40'", "exactly one"],
         ),
         ({"targets": {}}, ["'targets'"]),
+        # reference generation: every target needs a way to make its reference sets
+        ({"targets__dw": {"kind": "dw4"}}, ["'targets.dw.reference'", "no exact sampler"]),
+        (
+            {"targets__dw": {"kind": "dw4", "reference": {"kind": "exact"}}},
+            ["'targets.dw.reference'", "no exact sampler"],
+        ),
+        (
+            {
+                "targets__dw": {
+                    "kind": "dw4",
+                    "reference": {"kind": "mcmc", "params": {"n_chain": 4}},
+                }
+            },
+            ["'targets.dw.reference'", "n_chain", "n_chains"],
+        ),
+        (
+            {"targets__dw": {"kind": "dw4", "reference": {"kind": "gibbs"}}},
+            ["'targets.dw.reference.kind'", "exact", "mcmc", "md"],
+        ),
+        (
+            {"targets__dw": {"kind": "dw4", "reference": {"kind": "md", "params": {}}}},
+            ["'targets.dw.reference'", "molecular target"],
+        ),
+        (
+            {"targets__ala": {"kind": "aldp", "reference": {"kind": "md", "params": MD_SHORT}}},
+            ["'targets.ala.reference'", "MD frames", "fewer than"],
+        ),
+        (
+            {
+                "targets__ala": {
+                    "kind": "aldp",
+                    "reference": {"kind": "md", "params": {"n_replicas": 2}},
+                }
+            },
+            ["'targets.ala.reference'", "production_steps", "save_every_steps"],
+        ),
     ],
 )
 def test_bad_config_names_the_key(changes, must_mention):

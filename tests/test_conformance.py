@@ -6,6 +6,7 @@ and a passing suite. (The metric registry is walked in test_metrics.py.)
 
 import pytest
 import torch
+from helpers import typical_points
 
 from boltzbench.io import load_model, save_model
 from boltzbench.methods import METHODS, SampleSet
@@ -18,7 +19,7 @@ def test_target_conformance(name, gen):
     t = TARGETS.build(name)  # every target builds with no arguments
     assert isinstance(t, Target) and t.dim > 0
     assert t.log_Z is None or isinstance(t.log_Z, float)
-    x = t.sample(16, gen) if t.exact_sampling else torch.randn(16, t.dim, generator=gen)
+    x = typical_points(t, 16, gen)
     assert x.shape == (16, t.dim) and x.dtype == torch.float64
     e = t.energy(x)
     assert e.shape == (16,) and torch.isfinite(e).all()

@@ -23,7 +23,7 @@ from pydantic import (
 
 from boltzbench.registry import RegistryError, check_kwargs
 
-__all__ = ["Config", "ConfigError", "validate_config", "config_schema"]
+__all__ = ["Config", "ConfigError", "validate_config", "config_schema", "reference_sizes"]
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
 
@@ -36,6 +36,30 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class TargetReferenceSpec(_Section):
+    """How a target's reference sets are generated (see :mod:`boltzbench.references`)."""
+
+    kind: Literal["exact", "mcmc", "md"] = Field(
+        ...,
+        description=(
+            "'exact': the target's exact sampler. 'mcmc': long batched MCMC or parallel "
+            "tempering with an R-hat gate (boltzbench.mcmc.reference). 'md': independent "
+            "OpenMM molecular dynamics replicas, merged (molecular targets)."
+        ),
+    )
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Settings of the generator (keyword arguments, units in their names).",
+    )
+    n_train: PositiveInt | None = Field(
+        None, description="Rows in this target's 'train' split (default: reference.n_train)."
+    )
+    n_eval: PositiveInt | None = Field(
+        None,
+        description="Rows in this target's 'eval' and 'floor' splits (default: reference.n_eval).",
+    )
+
+
 class TargetSpec(_Section):
     """A target: a registered ``kind`` or a user ``callable``, with ``params``."""
 
@@ -45,6 +69,13 @@ class TargetSpec(_Section):
     )
     params: dict[str, Any] = Field(
         default_factory=dict, description="Keyword arguments of the target's constructor."
+    )
+    reference: TargetReferenceSpec | None = Field(
+        None,
+        description=(
+            "How its reference sets are made; default: 'exact' for targets with an exact "
+            "sampler (required for the others)."
+        ),
     )
 
     @model_validator(mode="after")
@@ -180,7 +211,9 @@ def _check_names(section: str, names: list[str]) -> None:
 
 
 def _check_targets(cfg: Config) -> dict[str, Any]:
-    """Build every target once, so a bad kind, callable or parameter fails now."""
+    """Build every target once, so a bad kind, callable or parameter fails now,
+    and check how its reference sets are made."""
+    from boltzbench.references import check_reference
     from boltzbench.targets import build_target
 
     built = {}
@@ -191,7 +224,20 @@ def _check_targets(cfg: Config) -> dict[str, Any]:
             raise ConfigError(f"config key 'targets.{name}': {err}") from None
         except (TypeError, ValueError) as err:
             raise ConfigError(f"config key 'targets.{name}.params': {err}") from None
+        sizes = reference_sizes(cfg, name)
+        try:
+            check_reference(built[name], spec.model_dump().get("reference"), sizes)
+        except (RegistryError, TypeError, ValueError) as err:
+            raise ConfigError(f"config key 'targets.{name}.reference': {err}") from None
     return built
+
+
+def reference_sizes(cfg: Config, target: str) -> dict[str, int]:
+    """Rows of each split ('train', 'eval', 'floor') of ``target``'s reference sets."""
+    ref = cfg.targets[target].reference
+    n_train = (ref and ref.n_train) or cfg.reference.n_train
+    n_eval = (ref and ref.n_eval) or cfg.reference.n_eval
+    return {"train": n_train, "eval": n_eval, "floor": n_eval}
 
 
 def _check_methods(cfg: Config, targets: dict[str, Any]) -> None:
@@ -213,12 +259,7 @@ def _check_methods(cfg: Config, targets: dict[str, Any]) -> None:
                     )
         for t in spec.targets or list(cfg.targets):
             sub = f"{key}.overrides.{t}" if t in spec.overrides else f"{key}.params"
-            method = _build_method(factory, spec.kind, spec.params_for(t), sub)
-            if getattr(method, "needs_data", False) and not targets[t].exact_sampling:
-                raise ConfigError(
-                    f"config key '{key}': method {spec.kind!r} trains on reference data, "
-                    f"but target {t!r} has no exact sampler to generate it"
-                )
+            _build_method(factory, spec.kind, spec.params_for(t), sub)
 
 
 def _build_method(factory, kind: str, params: dict[str, Any], key: str):

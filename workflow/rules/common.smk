@@ -6,7 +6,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
-from boltzbench.config import validate_config
+from boltzbench.config import reference_sizes, validate_config
 from boltzbench.hashing import PACKAGE_ROOT, closure_hash
 from boltzbench.methods import METHODS as METHOD_REGISTRY
 from boltzbench.targets import target_factory
@@ -89,9 +89,31 @@ def run_paths(pattern, seeds=None):
 
 
 def reference_size(wildcards):
-    if wildcards.split == "train":
-        return CFG.reference.n_train
-    return CFG.reference.n_eval
+    return reference_sizes(CFG, wildcards.target)[wildcards.split]
+
+
+def reference_kind(target):
+    spec = CFG.targets[target].reference
+    return spec.kind if spec else "exact"
+
+
+def reference_inputs(wildcards):
+    """The MD replica stores an ``md`` reference split merges (none for other kinds)."""
+    if reference_kind(wildcards.target) != "md":
+        return {}
+    n = CFG.targets[wildcards.target].reference.params.get("n_replicas", 1)
+    return {
+        "replicas": [
+            f"{RESULTS}/{wildcards.target}/md/{wildcards.split}/replica{r}.zarr"
+            for r in range(n)
+        ]
+    }
+
+
+def md_gpu_request(wildcards):
+    """MD replicas ask for a GPU only when their OpenMM platform is CUDA or OpenCL."""
+    platform = CFG.targets[wildcards.target].reference.params.get("platform", "auto")
+    return 1 if platform in ("CUDA", "OpenCL") else 0
 
 
 def gpu_request(wildcards):

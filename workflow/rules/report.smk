@@ -68,6 +68,7 @@ rule figures:
         "../../envs/boltzbench.yaml"
     params:
         targets=TARGETS,
+        target_specs={t: canonical(CFG.targets[t].model_dump()) for t in TARGETS},
         source=source("figures"),
     script:
         "../scripts/figures.py"

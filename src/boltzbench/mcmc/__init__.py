@@ -14,7 +14,16 @@ Shapes: positions ``(chains, dim)``, per-chain quantities ``(chains,)``.
 Energies are reduced (k_BT): p(x) ∝ exp(−E(x)).
 """
 
-from boltzbench.mcmc import adaptation, diagnostics, hmc, integrators, mala, proposal
+from boltzbench.mcmc import (
+    adaptation,
+    diagnostics,
+    hmc,
+    integrators,
+    mala,
+    proposal,
+    reference,
+    tempering,
+)
 from boltzbench.mcmc.proposal import State, potential_from
 
 __all__ = [
@@ -24,6 +33,8 @@ __all__ = [
     "integrators",
     "mala",
     "proposal",
+    "reference",
+    "tempering",
     "State",
     "potential_from",
 ]

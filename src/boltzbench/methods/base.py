@@ -33,7 +33,7 @@ import torch
 from boltzbench.checkpoint import NO_CHECKPOINT, Checkpoint
 from boltzbench.targets.base import Target
 
-__all__ = ["Method", "SampleSet", "DTYPES", "resolve_dtype"]
+__all__ = ["Method", "SampleSet", "DTYPES", "resolve_dtype", "start_location", "ShiftedTarget"]
 
 #: the floating-point types a method's ``dtype`` parameter may name
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -44,6 +44,33 @@ def resolve_dtype(name: str) -> torch.dtype:
     if name not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {name!r}")
     return DTYPES[name]
+
+
+def start_location(target: Target, dtype: torch.dtype) -> torch.Tensor:
+    """``target.base_location()`` (the origin when it has none), shape ``(dim,)``."""
+    loc = target.base_location()
+    if loc is None:
+        return torch.zeros(target.dim, dtype=dtype)
+    return torch.as_tensor(loc).to(dtype).reshape(target.dim)
+
+
+class ShiftedTarget(Target):
+    """``target`` seen from ``loc``: E'(y) = E(y + loc). log Z is unchanged.
+
+    Lets a sampler whose base distribution is centred at the origin (SMC)
+    start around a molecular target's energy minimum.
+    """
+
+    def __init__(self, target: Target, loc: torch.Tensor):
+        super().__init__()
+        self.target, self.dim, self.log_Z = target, target.dim, target.log_Z
+        self.register_buffer("loc", loc)
+
+    def energy(self, y: torch.Tensor) -> torch.Tensor:
+        return self.target.energy(y + self.loc.to(y.dtype))
+
+    def energy_and_grad(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.target.energy_and_grad(y + self.loc.to(y.dtype))
 
 
 @dataclass

@@ -49,7 +49,7 @@ from zuko.lazy import Flow
 
 from boltzbench.checkpoint import NO_CHECKPOINT, Checkpoint
 from boltzbench.estimators import log_mean_exp, normalized_kish_ess
-from boltzbench.methods.base import DTYPES, Method, SampleSet
+from boltzbench.methods.base import DTYPES, Method, SampleSet, start_location
 from boltzbench.methods.flows_util import ACTIVATIONS, COUPLINGS, coupling_flow
 from boltzbench.targets.base import Target
 
@@ -210,8 +210,9 @@ class FlowMethod(Method):
     lr_schedule
         ``"cosine"`` (anneal lr to 0 over ``n_iter``) or ``"constant"``.
     init_scale
-        Reverse KL only: the initial proposal is N(0, init_scale² I) (in the
-        target's units); a wide one lets reverse KL find distant modes.
+        Reverse KL only: the initial proposal is N(loc, init_scale² I), loc the
+        target's base_location or 0 (in the target's units); a wide one lets
+        reverse KL find distant modes.
     standardize
         MLE only: standardize with the data's per-coordinate mean and std
         (else the identity).
@@ -311,12 +312,15 @@ class FlowMethod(Method):
         return flow.to(self._dtype)
 
     def _standardization(
-        self, dim: int, data: torch.Tensor | None
+        self, target: Target, data: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(shift, scale) of the fixed first layer, shape ``(dim,)`` each, float64."""
-        zeros = torch.zeros(dim, dtype=torch.float64)
+        """(shift, scale) of the fixed first layer, shape ``(dim,)`` each, float64.
+
+        Reverse KL: the target's base_location (or 0) and ``init_scale``.
+        """
+        zeros = torch.zeros(target.dim, dtype=torch.float64)
         if self.mode == "reverse_kl":
-            return zeros, torch.full_like(zeros, self.init_scale)
+            return start_location(target, torch.float64), torch.full_like(zeros, self.init_scale)
         if not self.standardize:
             return zeros, torch.ones_like(zeros)
         data = data.to(torch.float64)
@@ -469,7 +473,7 @@ class FlowMethod(Method):
         evaluations; MLE makes none.
         """
         self._check_data(target, data)
-        shift, scale = self._standardization(target.dim, data)
+        shift, scale = self._standardization(target, data)
         with _forked_seed(generator):
             self.flow_ = self._build(target.dim, shift, scale)
         if self.mode == "reverse_kl":

@@ -1,6 +1,6 @@
 """MALA as a benchmark method: parallel chains with warm-up, burn-in and thinning.
 
-``n_chains`` chains start from N(0, init_scale² I) and run the MALA kernel of
+``n_chains`` chains start from N(loc, init_scale² I) and run the MALA kernel of
 :mod:`boltzbench.mcmc.mala` in three phases:
 
 1. warm-up, ``n_warmup`` steps: each chain adapts its own step size towards
@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from boltzbench.checkpoint import NO_CHECKPOINT, Checkpoint
 from boltzbench.mcmc import adaptation, diagnostics, mala, proposal
-from boltzbench.methods.base import Method, SampleSet, resolve_dtype
+from boltzbench.methods.base import Method, SampleSet, resolve_dtype, start_location
 from boltzbench.targets.base import Target
 
 __all__ = ["MALA"]
@@ -56,7 +56,7 @@ class MALA(Method):
     target_accept
         Acceptance rate aimed at during warm-up (0.574: Roberts & Rosenthal 1998).
     init_scale
-        Chains start from N(0, init_scale² I).
+        Chains start from N(loc, init_scale² I), loc the target's base_location (or 0).
     dtype
         "float32" or "float64": the dtype of positions (the target should match).
     """
@@ -103,7 +103,8 @@ class MALA(Method):
         dtype = resolve_dtype(self.dtype)
         potential = proposal.potential_from(target.energy_and_grad)
         x0 = torch.randn(self.n_chains, target.dim, generator=generator, dtype=dtype)
-        run = _Run.start(mala.init(self.init_scale * x0, potential), self.step_size)
+        x0 = start_location(target, dtype) + self.init_scale * x0
+        run = _Run.start(mala.init(x0, potential), self.step_size)
         run.restore(checkpoint, generator)
         schedule = _Schedule(
             self.n_warmup, self.n_burnin, self.thinning, math.ceil(n / self.n_chains)

@@ -30,11 +30,20 @@ weights, so that logmeanexp(log_weight) = log Ẑ and the normalized weights
 are right; ``attrs["log_Z_hat"]`` holds log Ẑ. Cost: each particle takes one
 energy-and-gradient evaluation at the start and one per MALA step
 (``n_leapfrog`` per HMC step), all through the target passed.
+
+Other annealing paths. The loop (:meth:`SMC.anneal`) only sees a :data:`Path`:
+a function x ↦ :class:`PathEnds` giving the energy and gradient of both ends,
+E₁ (the path's target) and E₀ = −log q₀ (a *normalized* base), so that
+π_β ∝ exp(−(1 − β) E₀ − β E₁) and Ẑ estimates ∫ exp(−E₁). The state caches both
+ends, so re-tempering and the weights cost no evaluation. :func:`gaussian_path`
+is the path above; FAB (:mod:`boltzbench.methods.fab`) anneals from a flow q to
+p²/q with ``ess_threshold = 0`` (plain AIS, no resampling).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from functools import partial
 from typing import NamedTuple
 
@@ -45,15 +54,21 @@ from tqdm.auto import tqdm
 from boltzbench.checkpoint import NO_CHECKPOINT, Checkpoint
 from boltzbench.estimators import normalized_kish_ess
 from boltzbench.mcmc import adaptation, hmc, mala, proposal
-from boltzbench.methods.base import Method, SampleSet, resolve_dtype
+from boltzbench.methods.base import Method, SampleSet, ShiftedTarget, resolve_dtype, start_location
 from boltzbench.targets.base import Target
 
 __all__ = [
     "SMC",
+    "Annealed",
     "TemperedState",
+    "PathEnds",
+    "Path",
     "beta_schedule",
     "base_energy_and_grad",
+    "gaussian_path",
+    "path_potential",
     "temper",
+    "temper_ends",
     "retemper",
     "tempered_potential",
     "incremental_log_weight",
@@ -67,11 +82,12 @@ TARGET_ACCEPT = {"mala": 0.574, "hmc": 0.651}
 
 
 class TemperedState(NamedTuple):
-    """A particle state at inverse temperature β, with the target's parts cached.
+    """A particle state at inverse temperature β, with both ends of the path cached.
 
     ``energy`` (E_β, float64) and ``grad`` (∇E_β) drive the MCMC kernel;
-    ``target_energy`` (E, float64) and ``target_grad`` (∇E) let the state be
-    re-tempered to a new β, and the weights computed, with no new evaluation.
+    ``target_energy`` (E, float64), ``target_grad`` (∇E), ``base_energy``
+    (E₀ = −log q₀, float64) and ``base_grad`` (∇E₀) let the state be re-tempered
+    to a new β, and the weights computed, with no new evaluation.
     Shapes: positions and gradients ``(n, dim)``, energies ``(n,)``.
     """
 
@@ -80,6 +96,43 @@ class TemperedState(NamedTuple):
     grad: Tensor
     target_energy: Tensor
     target_grad: Tensor
+    base_energy: Tensor
+    base_grad: Tensor
+
+
+class PathEnds(NamedTuple):
+    """Both ends of an annealing path at positions x (shapes as in :class:`TemperedState`).
+
+    ``target_energy``, ``target_grad``: E₁ and ∇E₁ of the unnormalized end
+    point; ``base_energy``, ``base_grad``: E₀ = −log q₀ and ∇E₀ of the
+    normalized start (so that Z₀ = 1 and Ẑ estimates ∫ exp(−E₁)).
+    """
+
+    target_energy: Tensor
+    target_grad: Tensor
+    base_energy: Tensor
+    base_grad: Tensor
+
+
+#: positions ``(n, dim)`` -> :class:`PathEnds` (one evaluation of each end per particle)
+Path = Callable[[Tensor], PathEnds]
+
+
+class Annealed(NamedTuple):
+    """The end of one :meth:`SMC.anneal` run.
+
+    ``state`` is the final :class:`TemperedState` (at β = 1); ``log_w`` the
+    log weights accumulated since the last resampling (float64, ``(n,)``; with
+    no resampling, the AIS log weights Σ_t log w_t); ``log_Z`` log Ẑ (scalar);
+    ``step_size`` the adapted ε at the end (scalar); ``trace`` the per-temperature
+    records (``ess_fraction``, ``resampled``, ``acceptance``, ``step_size``, ``log_Z``).
+    """
+
+    state: TemperedState
+    log_w: Tensor
+    log_Z: Tensor
+    step_size: Tensor
+    trace: dict[str, list[float]]
 
 
 def beta_schedule(n_temps: int, schedule: str = "geometric", beta_min: float = 1e-3) -> Tensor:
@@ -106,33 +159,62 @@ def base_energy_and_grad(x: Tensor, scale: float) -> tuple[Tensor, Tensor]:
     return e0, x / scale**2
 
 
+def gaussian_path(target: Target, base_scale: float) -> Path:
+    """The path from N(0, σ₀² I) (E₀ of :func:`base_energy_and_grad`) to ``target``."""
+
+    def ends(x: Tensor) -> PathEnds:
+        return PathEnds(*target.energy_and_grad(x), *base_energy_and_grad(x, base_scale))
+
+    return ends
+
+
+def temper_ends(x: Tensor, ends: PathEnds, beta: float) -> TemperedState:
+    """The state at inverse temperature β from both ends at x (no evaluation):
+    E_β = (1 − β) E₀ + β E₁ (E₀ alone at β = 0, so an infinite E₁ does no harm)."""
+    energy = ends.target_energy.to(torch.float64)
+    e0, g0 = ends.base_energy.to(torch.float64), ends.base_grad
+    e_beta = (1 - beta) * e0 + beta * energy if beta > 0 else e0
+    grad = (1 - beta) * g0 + beta * ends.target_grad
+    return TemperedState(x, e_beta, grad, energy, ends.target_grad, e0, g0)
+
+
 def temper(
     x: Tensor, energy: Tensor, grad: Tensor, beta: float, base_scale: float
 ) -> TemperedState:
-    """The state at inverse temperature β from the target's E(x) and ∇E(x) (no evaluation)."""
-    e0, g0 = base_energy_and_grad(x, base_scale)
-    energy = energy.to(torch.float64)
-    e_beta = (1 - beta) * e0 + beta * energy if beta > 0 else e0
-    return TemperedState(x, e_beta, (1 - beta) * g0 + beta * grad, energy, grad)
+    """The state at inverse temperature β from the target's E(x) and ∇E(x) and the
+    Gaussian base N(0, σ₀² I) (no target evaluation)."""
+    return temper_ends(x, PathEnds(energy, grad, *base_energy_and_grad(x, base_scale)), beta)
 
 
-def retemper(state: TemperedState, beta: float, base_scale: float) -> TemperedState:
-    """``state`` moved to inverse temperature β from its cached target parts."""
-    return temper(state.position, state.target_energy, state.target_grad, beta, base_scale)
+def retemper(state: TemperedState, beta: float, base_scale: float | None = None) -> TemperedState:
+    """``state`` moved to inverse temperature β from its cached ends (``base_scale``
+    is not needed any more: the base's parts are cached too)."""
+    ends = PathEnds(state.target_energy, state.target_grad, state.base_energy, state.base_grad)
+    return temper_ends(state.position, ends, beta)
 
 
-def tempered_potential(target: Target, beta: float, base_scale: float) -> proposal.Potential:
-    """Positions → :class:`TemperedState` at β: one target evaluation per particle."""
+def path_potential(path: Path, beta: float) -> proposal.Potential:
+    """Positions → :class:`TemperedState` at β: one evaluation of each end per particle."""
 
     def evaluate(x: Tensor) -> TemperedState:
-        return temper(x, *target.energy_and_grad(x), beta, base_scale)
+        return temper_ends(x, path(x), beta)
 
     return evaluate
 
 
-def incremental_log_weight(state: TemperedState, dbeta: float, base_scale: float) -> Tensor:
-    """log w = −Δβ (E(x) − E₀(x)), float64 shape ``(n,)``; −inf where E is not finite."""
-    delta = state.target_energy - base_energy_and_grad(state.position, base_scale)[0]
+def tempered_potential(target: Target, beta: float, base_scale: float) -> proposal.Potential:
+    """Positions → :class:`TemperedState` at β: one target evaluation per particle."""
+    return path_potential(gaussian_path(target, base_scale), beta)
+
+
+def incremental_log_weight(
+    state: TemperedState, dbeta: float, base_scale: float | None = None
+) -> Tensor:
+    """log w = −Δβ (E(x) − E₀(x)), float64 shape ``(n,)``; −inf where it is not finite.
+
+    E₀ is the cached base energy (``base_scale`` is not needed any more).
+    """
+    delta = state.target_energy - state.base_energy
     return torch.where(torch.isfinite(delta), -dbeta * delta, -torch.inf)
 
 
@@ -189,7 +271,7 @@ class SMC(Method):
     ess_threshold
         Resample when the normalized ESS falls below this (0: never, 1: always).
     base_scale
-        σ₀ of the base N(0, σ₀² I).
+        σ₀ of the base N(loc, σ₀² I), loc = the target's base_location (or 0).
     dtype
         "float32" or "float64": the dtype of positions (weights are float64).
     """
@@ -237,30 +319,55 @@ class SMC(Method):
         checkpoint: Checkpoint = NO_CHECKPOINT,
     ) -> SampleSet:
         """Anneal ``n`` particles from the base to ``target``; weighted samples and log Ẑ."""
-        betas = beta_schedule(self.n_temps, self.schedule, self.beta_min).tolist()
+        loc = start_location(target, resolve_dtype(self.dtype))
+        samples = self._anneal(ShiftedTarget(target, loc) if loc.any() else target, n, generator)
+        samples.x = samples.x + loc.to(samples.x.dtype)
+        return samples
+
+    def _anneal(self, target: Target, n: int, generator: torch.Generator) -> SampleSet:
+        """SMC from N(0, base_scale² I) to ``target``."""
         x = self.base_scale * torch.randn(
             n, target.dim, generator=generator, dtype=resolve_dtype(self.dtype)
         )
-        state = temper(x, *target.energy_and_grad(x), 0.0, self.base_scale)
-        log_w = torch.zeros(n, dtype=torch.float64)
+        return self._sample_set(self.anneal(gaussian_path(target, self.base_scale), x, generator))
+
+    def anneal(
+        self,
+        path: Path,
+        x: Tensor,
+        generator: torch.Generator,
+        step_size: float | Tensor | None = None,
+    ) -> Annealed:
+        """Anneal the particles ``x`` (shape ``(n, dim)``, drawn from the path's base)
+        along ``path`` over this schedule, resampling and moving as configured.
+
+        ``step_size`` is the initial ε (``self.step_size`` when None). Costs one
+        evaluation of both ends per particle at the start and one per MALA step
+        (``n_leapfrog`` per HMC step). With ``ess_threshold = 0`` this is AIS
+        (Neal 2001): ``log_w`` are then the AIS log weights.
+        """
+        betas = beta_schedule(self.n_temps, self.schedule, self.beta_min).tolist()
+        state = temper_ends(x, path(x), 0.0)
+        log_w = torch.zeros(x.shape[0], dtype=torch.float64)
         log_z = torch.zeros((), dtype=torch.float64)
-        log_eps = torch.tensor(math.log(self.step_size), dtype=torch.float64)
+        eps0 = self.step_size if step_size is None else float(step_size)
+        log_eps = torch.tensor(math.log(eps0), dtype=torch.float64)
         trace: dict[str, list[float]] = {
             k: [] for k in ("ess_fraction", "resampled", "acceptance", "step_size", "log_Z")
         }
         for t in tqdm(range(1, len(betas)), desc="smc", disable=None, leave=False):
-            inc = incremental_log_weight(state, betas[t] - betas[t - 1], self.base_scale)
+            inc = incremental_log_weight(state, betas[t] - betas[t - 1])
             log_w, log_z = log_w + inc, log_z + log_z_increment(log_w, inc)
             ess = normalized_kish_ess(log_w)
             resample = 0 < ess < self.ess_threshold
             if resample:
                 state = proposal.take(state, systematic_resample(log_w, generator))
                 log_w = torch.zeros_like(log_w)
-            state = retemper(state, betas[t], self.base_scale)
-            state, acceptance, log_eps = self._move(target, betas[t], state, log_eps, generator)
+            state = retemper(state, betas[t])
+            state, acceptance, log_eps = self._move(path, betas[t], state, log_eps, generator)
             for k, v in zip(trace, (ess, resample, acceptance, log_eps.exp(), log_z), strict=True):
                 trace[k].append(float(v))
-        return self._sample_set(state, log_w, log_z, betas, trace)
+        return Annealed(state, log_w, log_z, log_eps.exp(), trace)
 
     def _kernel(self):
         """The move ``step(generator, state, potential, step_size) -> (state, info)``."""
@@ -270,14 +377,14 @@ class SMC(Method):
 
     def _move(
         self,
-        target: Target,
+        path: Path,
         beta: float,
         state: TemperedState,
         log_eps: Tensor,
         generator: torch.Generator,
     ) -> tuple[TemperedState, float, Tensor]:
         """``n_moves`` kernel steps at β, adapting log ε; returns the mean acceptance too."""
-        step, potential = self._kernel(), tempered_potential(target, beta, self.base_scale)
+        step, potential = self._kernel(), path_potential(path, beta)
         delta = self.target_accept if self.target_accept is not None else TARGET_ACCEPT[self.kernel]
         rates = []
         for _ in range(self.n_moves):
@@ -288,10 +395,10 @@ class SMC(Method):
             )
         return state, (sum(rates) / len(rates) if rates else math.nan), log_eps
 
-    def _sample_set(
-        self, state: TemperedState, log_w: Tensor, log_z: Tensor, betas: list[float], trace: dict
-    ) -> SampleSet:
+    def _sample_set(self, run: Annealed) -> SampleSet:
         """The final particles, their weights (logmeanexp = log Ẑ) and the traces."""
+        state, log_w, log_z, trace = run.state, run.log_w, run.log_Z, run.trace
+        betas = beta_schedule(self.n_temps, self.schedule, self.beta_min).tolist()
         n = log_w.shape[0]
         log_weight = normalize_log_weights(log_w) + log_z + math.log(n)
         attrs = {

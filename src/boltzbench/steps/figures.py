@@ -25,6 +25,8 @@ from boltzbench.io import atomic_path, dataset_to_samples, load_model, read_stor
 from boltzbench.methods.base import SampleSet  # noqa: E402
 from boltzbench.metrics.evaluate import finite_rows, resample, subsample  # noqa: E402
 from boltzbench.provenance import now, provenance_attrs  # noqa: E402
+from boltzbench.steps.structure_figures import structure_figure, structured_kind  # noqa: E402
+from boltzbench.targets import build_target  # noqa: E402
 
 __all__ = ["run", "samples_figure", "training_figure", "resample_by_weight"]
 
@@ -62,7 +64,14 @@ def _marginals(axes, ref: np.ndarray, x: np.ndarray, title: str) -> None:
     axes[0].legend(fontsize=7)
 
 
-def run(*, inputs: dict, outputs: dict, targets: list[str], source: str = "") -> None:
+def run(
+    *,
+    inputs: dict,
+    outputs: dict,
+    targets: list[str],
+    target_specs: dict[str, dict] | None = None,
+    source: str = "",
+) -> None:
     """Every figure: one samples figure per target, and the training curves.
 
     Each PNG carries the provenance attributes as JSON in its ``boltzbench``
@@ -72,7 +81,7 @@ def run(*, inputs: dict, outputs: dict, targets: list[str], source: str = "") ->
     files = [*inputs["references"], *inputs["samples"], *inputs["models"]]
     attrs = provenance_attrs(
         "figures",
-        {"targets": targets},
+        {"targets": targets, "target_specs": target_specs},
         None,
         {f"input_{i}": p for i, p in enumerate(files)},
         started,
@@ -80,7 +89,8 @@ def run(*, inputs: dict, outputs: dict, targets: list[str], source: str = "") ->
     meta = {"boltzbench": json.dumps(attrs, sort_keys=True)}
     for target, ref, out in zip(targets, inputs["references"], outputs["samples"]):
         mine = [p for p in inputs["samples"] if _target_of(p) == target]
-        _save(samples_figure(target, ref, mine), out, meta)
+        spec = (target_specs or {}).get(target)
+        _save(samples_figure(target, ref, mine, spec), out, meta)
     _save(training_figure(inputs["models"]), outputs["training"], meta)
 
 
@@ -95,12 +105,24 @@ def _target_of(path: str) -> str:
     return Path(path).parent.parent.parent.name
 
 
-def samples_figure(target_name: str, reference: str, samples: list[str]) -> plt.Figure:
-    """The samples of each method (first seed) against the exact reference."""
+def samples_figure(
+    target_name: str, reference: str, samples: list[str], target_spec: dict | None = None
+) -> plt.Figure:
+    """The samples of each method (first seed) against the reference.
+
+    Molecules, particle systems and lattices get the panels of
+    :mod:`boltzbench.steps.structure_figures`; other targets scatter plots (2-D)
+    or marginal histograms.
+    """
     ref_x, _ = resample_by_weight(dataset_to_samples(read_store(reference)), N_SHOW)
     sets = [
         (_label(p), *resample_by_weight(dataset_to_samples(read_store(p)), N_SHOW)) for p in samples
     ]
+    target = build_target(target_spec) if target_spec else None
+    if target is not None and structured_kind(target):
+        named = [("reference", ref_x)]
+        named += [(name + (" (resampled)" if rw else ""), x) for name, x, rw in sets]
+        return structure_figure(target_name, target, named)
     ncol = 1 + len(sets)
     if ref_x.shape[1] == 2:
         lim = (float(ref_x.min()) - 5, float(ref_x.max()) + 5)

@@ -1,4 +1,8 @@
-"""Reference step: N exact samples of a target and their energies."""
+"""Reference step: one split of a target's reference samples, by its reference kind.
+
+``exact`` and ``mcmc`` references are generated here; an ``md`` reference is
+merged here from the replica stores of :mod:`boltzbench.steps.md`.
+"""
 
 from __future__ import annotations
 
@@ -7,26 +11,55 @@ from typing import Any
 
 import torch
 
-from boltzbench.hashing import derive_seed
-from boltzbench.io import samples_to_dataset, write_store
+from boltzbench.checkpoint import NO_CHECKPOINT, Checkpoint
+from boltzbench.hashing import derive_seed, hash_json
+from boltzbench.io import read_store, samples_to_dataset, write_store
 from boltzbench.methods.base import SampleSet
 from boltzbench.provenance import now, provenance_attrs
+from boltzbench.references import exact_reference, merge_md, resolve_reference
 from boltzbench.targets import build_target
+from boltzbench.targets.base import Target
 
-__all__ = ["run", "exact_reference"]
+__all__ = ["run", "generate"]
 
 log = logging.getLogger(__name__)
 
 
-def exact_reference(target_spec: dict[str, Any], n: int, gen: torch.Generator) -> SampleSet:
-    """``n`` i.i.d. samples from the target's exact sampler, in float64."""
-    target = build_target(target_spec).double()
-    if not target.exact_sampling:
-        raise ValueError(f"target {target_spec} has no exact sampler")
-    x = target.sample(n, gen).double()
-    with torch.no_grad():
-        energy = target.energy(x)
-    return SampleSet(x=x, energy=energy, attrs={"reference_method": "exact", "n_samples": n})
+def _mcmc(target: Target, n: int, gen: torch.Generator, params: dict, checkpoint: Checkpoint):
+    from boltzbench.mcmc.reference import mcmc_reference
+
+    return mcmc_reference(target, n, gen, checkpoint=checkpoint, **params)
+
+
+def _md(target: Target, n: int, replicas: list[str]) -> SampleSet:
+    frames = []
+    for path in replicas:
+        ds = read_store(path)
+        frames.append({k: ds[k].values for k in ("positions_nm", "energy_kT", "potential_kJ")})
+    return merge_md(frames, target, n)
+
+
+def generate(
+    target: Target,
+    spec: dict[str, Any] | None,
+    n: int,
+    gen: torch.Generator,
+    replicas: list[str] = (),
+    checkpoint: Checkpoint = NO_CHECKPOINT,
+) -> SampleSet:
+    """``n`` reference samples of ``target`` as its reference ``spec`` says."""
+    ref = resolve_reference(target, spec)
+    if ref["kind"] == "exact":
+        return exact_reference(target, n, gen)
+    if ref["kind"] == "mcmc":
+        return _mcmc(target, n, gen, ref["params"], checkpoint)
+    return _md(target, n, list(replicas))
+
+
+def _describe(target: Target) -> dict[str, Any]:
+    """What was done about the target's symmetries (stored with the samples)."""
+    com = getattr(target, "com_treatment", None)
+    return {"com_treatment": com} if com else {}
 
 
 def run(
@@ -37,13 +70,26 @@ def run(
     target: dict[str, Any],
     split: str,
     n: int,
+    checkpoint: str | None = None,
+    checkpoint_every: int = 0,
     source: str = "",
 ) -> None:
     started = now()
     seed = derive_seed("reference", target_name, split)
-    samples = exact_reference(target, n, torch.Generator().manual_seed(seed))
-    samples.attrs.update(target_name=target_name, split=split)
-    log.info("reference %s/%s: %d exact samples", target_name, split, n)
+    built = build_target(target).double()
     config = {"target_name": target_name, "target": target, "split": split, "n": n}
-    attrs = provenance_attrs("reference", config, seed=seed, started_at=started)
+    ckpt = Checkpoint(checkpoint, checkpoint_every, hash_json(["reference", config, source]))
+    samples = generate(
+        built,
+        target.get("reference"),
+        n,
+        torch.Generator().manual_seed(seed),
+        replicas=inputs.get("replicas", []),
+        checkpoint=ckpt,
+    )
+    samples.attrs.update(target_name=target_name, split=split, **_describe(built))
+    log.info("reference %s/%s: %d samples (%s)", target_name, split, n, samples.attrs)
+    replicas = {f"replica{i}": p for i, p in enumerate(inputs.get("replicas", []))}
+    attrs = provenance_attrs("reference", config, seed, replicas, started)
     write_store(samples_to_dataset(samples), outputs["store"], attrs)
+    ckpt.clear()

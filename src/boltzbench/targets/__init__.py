@@ -14,6 +14,8 @@ from boltzbench.targets.analytic import GMM, Funnel, ManyWell
 from boltzbench.targets.base import Target
 from boltzbench.targets.counting import BudgetExceeded, CountingTarget, EvalCounts
 from boltzbench.targets.gaussian import Gaussian
+from boltzbench.targets.lattice import Phi4
+from boltzbench.targets.particles import DoubleWell4, LennardJones, ParticleTarget
 
 __all__ = [
     "TARGETS",
@@ -23,6 +25,10 @@ __all__ = [
     "BudgetExceeded",
     "build_target",
     "target_factory",
+    "ParticleTarget",
+    "DoubleWell4",
+    "LennardJones",
+    "Phi4",
 ]
 
 TARGETS: Registry[Target] = Registry("target")
@@ -30,6 +36,10 @@ TARGETS.register("gmm40")(GMM)
 TARGETS.register("funnel")(Funnel)
 TARGETS.register("manywell")(ManyWell)
 TARGETS.register("gaussian")(Gaussian)
+TARGETS.register("dw4")(DoubleWell4)
+TARGETS.register("lj")(LennardJones)
+TARGETS.register("phi4")(Phi4)
+TARGETS.register_lazy("aldp", "boltzbench.targets.aldp:AlanineDipeptide")
 
 
 def target_factory(spec: dict[str, Any]):

@@ -43,6 +43,12 @@ class Target(torch.nn.Module):
         e = self.energy(x)
         return -e - self.log_Z if self.log_Z is not None else -e
 
+    def base_location(self) -> torch.Tensor | None:
+        """A typical configuration, shape ``(dim,)``, that samplers start around
+        (chains, SMC's base, a reverse-KL flow's initial proposal), or None for
+        the origin. Molecular targets return an energy minimum."""
+        return None
+
     def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """Exact samples, shape ``(n, dim)``; only when ``exact_sampling``."""
         raise NotImplementedError(f"{type(self).__name__} has no exact sampler")

@@ -75,6 +75,9 @@ class CountingTarget(Target):
         except AttributeError:
             return getattr(self._modules["target"], name)
 
+    def base_location(self) -> torch.Tensor | None:
+        return self.target.base_location()
+
     def reset(self) -> EvalCounts:
         """Return the counts so far and start again from zero."""
         old, self.counts = self.counts, EvalCounts()

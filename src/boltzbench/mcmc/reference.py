@@ -1,0 +1,400 @@
+"""Reference samples of a target without an exact sampler: long batched MCMC.
+
+:func:`mcmc_reference` runs ``n_chains`` independent chains (``algorithm="mala"``)
+or ``n_chains`` independent parallel-tempering ensembles of ``n_temps`` replicas
+each (``algorithm="pt"``, :mod:`boltzbench.mcmc.tempering`), all started from
+N(loc, init_scale² I) (loc: the target's ``base_location``, or 0), in three phases:
+
+1. warm-up, ``n_warmup`` steps: the step size of every replica (temperature ×
+   chain) is adapted by dual averaging (Hoffman & Gelman 2014,
+   :mod:`boltzbench.mcmc.adaptation`) towards an acceptance of 0.574 (MALA) or
+   0.651 (HMC); afterwards each temperature keeps one step size, the median
+   over its chains of the averaged ε̄. Adapting each replica on its own lets a
+   chain that starts in a steep region (e.g. overlapping particles, where a
+   shared step would always be rejected) shrink its step and relax; the median
+   ignores such stragglers;
+2. burn-in, ``n_burnin`` steps at the fixed step sizes, discarded;
+3. sampling: K = ⌈n / n_chains⌉ draws per chain, one every ``thinning`` steps,
+   of the β = 1 replicas. The ``n`` returned samples are the first ``n`` in
+   draw-major order (draw 1 of every chain, then draw 2, …).
+
+Plain MALA is parallel tempering with the one-temperature ladder β = (1,): the
+same loop with no swaps, each step a :func:`boltzbench.mcmc.mala.build_kernel`
+step of every chain.
+
+Convergence (Vehtari, Gelman, Simpson, Carpenter & Bürkner 2021): the
+rank-normalized split R̂ of the energy and of every coordinate of the kept
+draws (``rhat_max`` attr: the largest), and the autocorrelation ESS of the
+energy, pooled over chains (:mod:`boltzbench.mcmc.diagnostics`). When R̂
+exceeds the threshold, :func:`check_convergence` raises
+:class:`ConvergenceError`. For a target invariant under rotations and
+permutations (DW-4, LJ-13) the coordinates mix only as fast as the orientation
+diffuses and particles swap, which tempering does not speed up, and which no
+metric looks at; such a target provides ``invariant_features(x)`` (the sorted
+interatomic distances) and R̂ is checked on those instead of the coordinates
+(attr ``rhat_of`` says which).
+
+Cost: n_temps · n_chains · (1 + n_steps · L) energy-and-gradient evaluations,
+with L = n_leapfrog for HMC and 1 for MALA, all through ``target``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from boltzbench.checkpoint import NO_CHECKPOINT, Checkpoint
+from boltzbench.mcmc import adaptation, diagnostics, proposal, tempering
+from boltzbench.methods.base import SampleSet, resolve_dtype, start_location
+from boltzbench.targets.base import Target
+
+__all__ = ["mcmc_reference", "check_convergence", "ConvergenceError", "ALGORITHMS"]
+
+#: ``algorithm`` → the ``reference_method`` attr
+ALGORITHMS = {"pt": "parallel_tempering", "mala": "mala"}
+
+
+class ConvergenceError(RuntimeError):
+    """The chains did not converge: R̂ above the threshold."""
+
+
+def check_convergence(
+    rhat: float, rhat_max: float = 1.01, of: str = "energy and every coordinate"
+) -> None:
+    """Raise :class:`ConvergenceError` unless ``rhat`` ≤ ``rhat_max`` (NaN fails).
+
+    ``rhat_max = inf`` turns the check off; ``of`` says what R̂ was taken of.
+    """
+    if math.isinf(rhat_max) or rhat <= rhat_max:
+        return
+    raise ConvergenceError(
+        f"MCMC reference did not converge: R-hat = {rhat:.4g} > rhat_max = {rhat_max:g} "
+        f"(max over the {of} of the beta = 1 chains). "
+        "Raise n_warmup, n_burnin or thinning (longer chains), or for parallel tempering "
+        "n_temps / t_max (a hotter ladder crosses barriers)."
+    )
+
+
+def mcmc_reference(
+    target: Target,
+    n: int,
+    generator: torch.Generator,
+    *,
+    algorithm: str = "pt",
+    n_chains: int = 16,
+    n_warmup: int = 1000,
+    n_burnin: int = 1000,
+    thinning: int = 10,
+    n_temps: int = 8,
+    t_max: float = 10.0,
+    step_size: float = 0.1,
+    n_leapfrog: int = 1,
+    kernel: str = "mala",
+    rhat_max: float = 1.01,
+    init_scale: float = 1.0,
+    dtype: torch.dtype | str = torch.float64,
+    checkpoint: Checkpoint = NO_CHECKPOINT,
+) -> SampleSet:
+    """``n`` reference samples of ``target`` by long MCMC (see the module docstring).
+
+    Parameters
+    ----------
+    target
+        The target; every evaluation goes through ``target.energy_and_grad``.
+    n
+        Number of samples returned; needs ⌈n / n_chains⌉ ≥ 4 (for split R̂).
+    generator
+        Source of every random number.
+    algorithm
+        ``"pt"`` (parallel tempering) or ``"mala"`` (plain chains, β = 1 only).
+    n_chains
+        Independent chains (for ``"pt"``: independent ensembles).
+    n_warmup, n_burnin, thinning
+        Steps of step-size adaptation, of discarded burn-in, and between kept draws.
+    n_temps, t_max
+        The geometric ladder β_k = t_max^(−k/(n_temps−1)) (``"pt"`` only).
+    step_size
+        Initial step size ε₀ of every replica (units of x).
+    n_leapfrog
+        Leapfrog steps of the local HMC move (``kernel="hmc"``).
+    kernel
+        Local move of parallel tempering: ``"mala"`` or ``"hmc"``.
+    rhat_max
+        Largest R̂ accepted (``inf``: no check).
+    init_scale
+        Chains start from N(loc, init_scale² I), loc the target's base_location (or 0).
+    dtype
+        Dtype of the positions, a torch dtype or "float32"/"float64" (the target
+        should match).
+    checkpoint
+        Every ``checkpoint.every`` steps the whole loop is saved; a saved run resumes.
+
+    Raises
+    ------
+    ConvergenceError
+        When R̂ > ``rhat_max``.
+    """
+    config = _Config.make(
+        algorithm, n, n_chains, n_warmup, n_burnin, thinning, n_temps, t_max, kernel, n_leapfrog
+    )
+    potential = proposal.potential_from(target.energy_and_grad)
+    shape = (config.n_temps, n_chains, target.dim)
+    dtype = resolve_dtype(dtype) if isinstance(dtype, str) else dtype
+    x0 = start_location(target, dtype) + init_scale * torch.randn(
+        shape, generator=generator, dtype=dtype
+    )
+    run = _Run.start(tempering.init(x0, potential), step_size)
+    run.restore(checkpoint, generator)
+    step = tempering.build_kernel(config.betas, kernel)
+    while run.step < config.total:
+        run.advance(step, generator, potential, config)
+        if checkpoint.due(run.step) and run.step < config.total:
+            checkpoint.save(run.step, run.state_dict(generator))
+    samples = _sample_set(run, config, n, getattr(target, "invariant_features", None))
+    samples.attrs["rhat_threshold"] = rhat_max
+    check_convergence(samples.attrs["rhat_max"], rhat_max, samples.attrs["rhat_of"])
+    return samples
+
+
+class _Config(NamedTuple):
+    """The structural settings of a run, checked once."""
+
+    algorithm: str
+    kernel: str
+    betas: Tensor
+    t_max: float
+    n_chains: int
+    n_warmup: int
+    n_burnin: int
+    thinning: int
+    n_draws: int
+    n_leapfrog: int
+
+    @classmethod
+    def make(
+        cls,
+        algorithm,
+        n,
+        n_chains,
+        n_warmup,
+        n_burnin,
+        thinning,
+        n_temps,
+        t_max,
+        kernel,
+        n_leapfrog,
+    ) -> _Config:
+        if algorithm not in ALGORITHMS:
+            raise ValueError(f"algorithm must be one of {', '.join(ALGORITHMS)}, got {algorithm!r}")
+        if algorithm == "mala" and kernel != "mala":
+            raise ValueError(f"algorithm 'mala' runs MALA chains, got kernel={kernel!r}")
+        if n_chains < 1 or thinning < 1 or n_warmup < 0 or n_burnin < 0 or n_leapfrog < 1:
+            raise ValueError(
+                "need n_chains >= 1, thinning >= 1, n_warmup >= 0, n_burnin >= 0, n_leapfrog >= 1"
+            )
+        n_draws = math.ceil(n / n_chains)
+        if n_draws < 4:
+            raise ValueError(f"need n >= 4 * n_chains for split R-hat, got n={n}, {n_chains=}")
+        if algorithm == "mala":
+            n_temps, t_max = 1, 1.0
+        betas = tempering.geometric_ladder(n_temps, t_max)
+        return cls(
+            algorithm,
+            kernel,
+            betas,
+            float(t_max),
+            n_chains,
+            n_warmup,
+            n_burnin,
+            thinning,
+            n_draws,
+            n_leapfrog if kernel == "hmc" else 1,
+        )
+
+    @property
+    def n_temps(self) -> int:
+        return len(self.betas)
+
+    @property
+    def total(self) -> int:
+        """Kernel steps per chain."""
+        return self.n_warmup + self.n_burnin + self.n_draws * self.thinning
+
+    @property
+    def target_accept(self) -> float:
+        return tempering.LOCAL_KERNELS[self.kernel]
+
+    @property
+    def evaluations(self) -> int:
+        """Energy-and-gradient evaluations of the whole run, all temperatures."""
+        return self.n_temps * self.n_chains * (1 + self.total * self.n_leapfrog)
+
+
+class _Draws(NamedTuple):
+    """One kept draw of the β = 1 chains: positions ``(C, dim)``, energies ``(C,)``."""
+
+    position: Tensor
+    energy: Tensor
+
+
+@dataclass
+class _Run:
+    """The whole state of a run between two steps (what a checkpoint saves).
+
+    ``step`` steps are done. During warm-up ``adapt`` holds the dual-averaging
+    state (one per replica, ``(K, C)``); after it, ``step_size`` holds one ε per
+    temperature (shape ``(K,)``).
+    After warm-up, ``accept`` (``(K, C)``) sums the local acceptance rates,
+    ``swap_accept`` (``(K−1, C)``) the swap acceptance rates and ``swap_count``
+    (``(K−1,)``) the swap proposals; ``kept`` holds the kept draws.
+    """
+
+    step: int
+    state: tempering.State
+    adapt: adaptation.DualAveragingState
+    step_size: Tensor
+    accept: Tensor
+    swap_accept: Tensor
+    swap_count: Tensor
+    kept: list[_Draws] = field(default_factory=list)
+
+    @classmethod
+    def start(cls, state: tempering.State, step_size: float) -> _Run:
+        k, c = state.energy.shape
+        eps = torch.full((k, c), step_size, dtype=state.position.dtype)
+        zeros = state.energy.new_zeros
+        return cls(
+            0,
+            state,
+            adaptation.dual_averaging_init(eps),
+            eps[:, 0],
+            zeros(k, c),
+            zeros(k - 1, c),
+            zeros(k - 1),
+        )
+
+    def advance(self, step, generator, potential, config: _Config) -> None:
+        """One step of every replica, in the phase that ``self.step`` is in."""
+        warming = self.step < config.n_warmup
+        eps = torch.exp(self.adapt.log_step_size) if warming else self.step_size
+        self.state, info = step(generator, self.state, potential, eps, config.n_leapfrog)
+        self.step += 1
+        if warming:
+            self.adapt = adaptation.dual_averaging_update(
+                self.adapt, info.acceptance_rate, config.target_accept
+            )
+        else:
+            self._record(info, config)
+        if self.step == config.n_warmup:
+            self.step_size = adaptation.dual_averaging_final(self.adapt).median(1).values
+
+    def _record(self, info: tempering.Info, config: _Config) -> None:
+        """Add a post-warm-up step's statistics; keep the β = 1 replicas when due."""
+        self.accept = self.accept + info.acceptance_rate
+        self.swap_accept = self.swap_accept + info.swap_acceptance_rate
+        self.swap_count = self.swap_count + info.swap_proposed
+        after_burnin = self.step - config.n_warmup - config.n_burnin
+        if after_burnin > 0 and after_burnin % config.thinning == 0:
+            self.kept.append(_Draws(self.state.position[0], self.state.energy[0]))
+
+    def state_dict(self, generator: torch.Generator) -> dict:
+        return {
+            "step": self.step,
+            "state": self.state._asdict(),
+            "adapt": self.adapt._asdict(),
+            "step_size": self.step_size,
+            "accept": self.accept,
+            "swap_accept": self.swap_accept,
+            "swap_count": self.swap_count,
+            "kept": [k._asdict() for k in self.kept],
+            "generator": generator.get_state(),
+        }
+
+    def restore(self, checkpoint: Checkpoint, generator: torch.Generator) -> None:
+        saved = checkpoint.restore()
+        if saved is None:
+            return
+        _, s = saved
+        dev = self.state.position.device  # a checkpoint is loaded onto the CPU
+        on = lambda d: {k: v.to(dev) if torch.is_tensor(v) else v for k, v in d.items()}  # noqa: E731
+        self.step = s["step"]
+        self.state = tempering.State(**on(s["state"]))
+        self.adapt = adaptation.DualAveragingState(**on(s["adapt"]))
+        self.step_size, self.accept = s["step_size"].to(dev), s["accept"].to(dev)
+        self.swap_accept, self.swap_count = s["swap_accept"].to(dev), s["swap_count"].to(dev)
+        self.kept = [_Draws(**on(k)) for k in s["kept"]]
+        generator.set_state(s["generator"])
+
+
+def _sample_set(run: _Run, config: _Config, n: int, features=None) -> SampleSet:
+    """The first ``n`` kept draws with their diagnostics and attrs.
+
+    ``features`` (the target's ``invariant_features``, if any) maps positions
+    to the statistics whose R̂ is checked instead of the raw coordinates.
+    """
+    position = torch.stack([d.position for d in run.kept], 1)  # (C, K, dim)
+    energy = torch.stack([d.energy for d in run.kept], 1)  # (C, K)
+    checked = position if features is None else _features(features, position)
+    diag = _convergence(checked, energy)
+    n_local = config.total - config.n_warmup
+    accept = run.accept / max(n_local, 1)  # (temperatures, chains)
+    swap = run.swap_accept.mean(1) / run.swap_count.clamp(min=1)  # (temperatures − 1,)
+    attrs = {
+        "reference_method": ALGORITHMS[config.algorithm],
+        "local_kernel": config.kernel,
+        "n_chains": config.n_chains,
+        "n_temps": config.n_temps,
+        "t_max": config.t_max,
+        "n_warmup": config.n_warmup,
+        "n_burnin": config.n_burnin,
+        "thinning": config.thinning,
+        "n_leapfrog": config.n_leapfrog,
+        "n_steps": config.total,
+        "n_draws_per_chain": config.n_draws,
+        "n_samples": n,
+        "acceptance": float(accept[0].mean()),
+        "acceptance_mean": float(accept.mean()),
+        "swap_acceptance_mean": float(swap.mean()) if len(swap) else math.nan,
+        "rhat_energy": float(diag["rhat_energy"]),
+        "rhat_of": "energy and every coordinate"
+        if features is None
+        else "energy and the target's invariant features",
+        "rhat_max": float(torch.maximum(diag["rhat_energy"], diag["rhat_per_dim"].max())),
+        "ess_energy": float(diag["ess_energy"]),
+        "step_size": float(run.step_size[0]),
+        "energy_evaluations": config.evaluations,
+    }
+    return SampleSet(
+        x=position.transpose(0, 1).reshape(-1, position.shape[-1])[:n],
+        energy=energy.transpose(0, 1).reshape(-1)[:n],
+        diagnostics={
+            "rhat_per_dim": diag["rhat_per_dim"],
+            "ess_per_dim": diag["ess_per_dim"],
+            "acceptance_per_temperature": accept.mean(1),
+            "swap_acceptance_per_pair": swap,
+            "step_size_per_temperature": run.step_size,
+            "beta_per_temperature": config.betas,
+        },
+        attrs=attrs,
+    )
+
+
+def _features(features, position: Tensor) -> Tensor:
+    """``features`` of every kept draw: ``(C, K, dim)`` → ``(C, K, n_features)``."""
+    c, k, d = position.shape
+    with torch.no_grad():
+        return features(position.reshape(c * k, d)).reshape(c, k, -1)
+
+
+def _convergence(position: Tensor, energy: Tensor) -> dict[str, Tensor]:
+    """R̂ and ESS of kept draws: ``position`` ``(C, K, dim)``, ``energy`` ``(C, K)``."""
+    return {
+        "rhat_energy": diagnostics.rank_normalized_split_rhat(energy),
+        "rhat_per_dim": diagnostics.rank_normalized_split_rhat(position),
+        "ess_energy": diagnostics.effective_sample_size(energy),
+        "ess_per_dim": diagnostics.effective_sample_size(position),
+    }

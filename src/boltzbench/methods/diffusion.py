@@ -1,0 +1,444 @@
+"""Diffusion samplers trained from the energy: PIS and DDS, one method.
+
+A neural drift f_θ steers a discretized diffusion from a simple initial law to
+the target p ∝ p̃ = exp(−E) in ``n_steps`` steps (the chains, their reference
+processes and the path weights are in :mod:`boltzbench.methods.diffusion_util`):
+
+``kind="pis"`` — Path Integral Sampler (Zhang & Chen 2022)
+    dX = f_θ(X, t) dt + σ dW on [0, 1] from the Dirac at the target's base
+    location; Euler–Maruyama. The reference (f = 0) is Brownian motion, whose
+    terminal marginal N(loc, σ² I) stands in for the prior.
+``kind="dds"`` — Denoising Diffusion Sampler (Vargas, Grathwohl & Doucet 2023)
+    the learned reversal of an Ornstein–Uhlenbeck noising process with invariant
+    law N(loc, σ² I), started from X_0 ∼ N(loc, σ² I), discretized with DDS's
+    exponential integrator (exact OU transitions) on a cosine noise schedule.
+
+Both weigh the terminal sample X_N by the path-space importance weight
+(eq. 2 of the util module) log w = −E(X_N) − log N(X_N; loc, σ² I) − log dP^u/dR,
+for which mean exp(log w) is an unbiased estimate of Z for any control: the
+discretized reference chain's terminal marginal is exact.
+
+Losses (``loss``):
+
+``"kl"``
+    the reverse KL between path measures, KL(P^u ‖ Q*) = −ELBO + log Z, by
+    reparameterization through the solver (Zhang & Chen 2022, eq. 11; Vargas et
+    al. 2023, eq. 18): minimize mean[Σ_k ½|u_k|² + E(X_N) + log N(X_N; loc, σ²I)].
+    The zero-mean term Σ u_k · ε_k of −log w is left out of the loss (it only adds
+    variance to the gradient) but kept in the weights.
+``"log_variance"``
+    the variance over the batch of log w_u(X) = −E − log N − log dP^u/dR on
+    trajectories simulated with the current control *detached* (the behaviour
+    process v = stop-grad(u)), eq. (1) of the util module; its gradient needs
+    no derivative through the SDE solver (Richter & Berner 2023, "Improved
+    sampling via learned diffusions", ICLR, arXiv:2307.01198, Sec. 3).
+
+``langevin_preconditioning``: f_θ = NN₁(x, t) + NN₂(t) ⊙ ∇log p̃(x) (PIS-Grad).
+The score enters as a *detached input*: the KL gradient holds ∇log p̃(X_k) fixed
+(no second derivatives of E, as in the PIS and DDS implementations), so it is
+not the exact pathwise gradient of the KL; the log-variance loss is unaffected.
+The score is clipped elementwise to ±``score_clip`` (non-finite entries → 0),
+as PIS does.
+
+Costs, all through the target passed (so a CountingTarget counts them): each
+trajectory takes one energy evaluation at X_N (and its gradient for the KL
+loss), plus one energy-and-gradient evaluation per step with
+``langevin_preconditioning``. Training makes ``n_iter × batch_size``
+trajectories; sampling ``n``.
+
+Sampling returns x = X_N and log w; ``attrs`` holds ``log_Z_hat`` = log mean
+exp(log w) (the importance-weighted estimate log Ẑ_RW, the one the pipeline's
+Δlog Z reads) and ``log_Z_elbo`` = mean log w (the ELBO, a stochastic lower
+bound: log_Z_elbo ≤ log_Z_hat for every sample set by Jensen).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from boltzbench.checkpoint import NO_CHECKPOINT, Checkpoint
+from boltzbench.estimators import log_mean_exp, normalized_kish_ess
+from boltzbench.methods.base import DTYPES, Method, SampleSet, start_location
+from boltzbench.methods.diffusion_util import (
+    KINDS,
+    ControlNet,
+    Scheme,
+    dds_scheme,
+    forked_seed,
+    gaussian_log_density,
+    pis_scheme,
+    time_embedding,
+)
+from boltzbench.targets.base import Target
+
+__all__ = ["DiffusionSampler"]
+
+LOSSES = ("kl", "log_variance")
+
+
+def _choice(name: str, value: Any, valid) -> None:
+    if value not in valid:
+        raise ValueError(f"diffusion: unknown {name} {value!r}; valid choices: {', '.join(valid)}")
+
+
+class _Rollout(NamedTuple):
+    """One simulated batch: X_N ``(n, dim)``, Σ½|u|² and Σu·ε ``(n,)`` (float64), and,
+    when kept, the states X_0..X_{N−1}, scores, controls and noises ``(N, n, dim)``."""
+
+    x: Tensor
+    running: Tensor
+    martingale: Tensor
+    states: Tensor | None = None
+    scores: Tensor | None = None
+    controls: Tensor | None = None
+    noises: Tensor | None = None
+
+
+class _Chain:
+    """A sampler bound to a target: the scheme's coefficients, the time embeddings,
+    the base location and the network, all in the working dtype."""
+
+    def __init__(self, net: ControlNet, scheme: Scheme, loc: Tensor, score_clip: float):
+        dtype = next(net.parameters()).dtype
+        self.net, self.scheme, self.score_clip, self.dtype = net, scheme, score_clip, dtype
+        self.decay, self.noise = scheme.decay.to(dtype), scheme.noise.to(dtype)
+        self.gain = (scheme.drift / scheme.noise).to(dtype)  # u = gain · f
+        self.emb = time_embedding(scheme.times).to(dtype)
+        self.loc = loc.to(dtype)
+
+    def score(self, target: Target, x: Tensor) -> Tensor | None:
+        """Clipped ∇log p̃(x) = −∇E(x) (one energy-and-gradient evaluation per row), or None."""
+        if not self.net.langevin:
+            return None
+        _, grad = target.energy_and_grad(x.detach().to(torch.float64))
+        clip = self.score_clip
+        return (
+            torch.nan_to_num(-grad, nan=0.0, posinf=clip, neginf=-clip)
+            .clamp(-clip, clip)
+            .to(self.dtype)
+        )
+
+    def control(self, k: int, x: Tensor, score: Tensor | None) -> Tensor:
+        """u_k = (c_k / s_k) f_θ(x, t_k), shape ``(n, dim)``."""
+        return self.gain[k] * self.net(x, self.emb[k].expand(x.shape[0], -1), score)
+
+    def initial(self, n: int, generator: torch.Generator) -> Tensor:
+        """X_0: ``loc`` (PIS) or loc + σ ε (DDS), shape ``(n, dim)``."""
+        x = self.loc.expand(n, -1).clone()
+        if self.scheme.init_std > 0:
+            eps = torch.randn(n, x.shape[1], generator=generator, dtype=self.dtype)
+            x = x + self.scheme.init_std * eps
+        return x
+
+    def rollout(self, target: Target, n: int, generator: torch.Generator, keep=False) -> _Rollout:
+        """Simulate ``n`` paths X_{k+1} = a_k X_k + s_k (u_k + ε_k) (differentiable
+        unless called under no_grad); ``keep`` stores the path for the LV loss."""
+        x = self.initial(n, generator)
+        running = torch.zeros(n, dtype=torch.float64)
+        martingale = torch.zeros(n, dtype=torch.float64)
+        kept: list[tuple] = []
+        for k in range(self.scheme.n_steps):
+            score = self.score(target, x)
+            u = self.control(k, x, score)
+            eps = torch.randn(x.shape, generator=generator, dtype=self.dtype)
+            if keep:
+                kept.append((x, score, u, eps))
+            running = running + 0.5 * (u**2).sum(-1).to(torch.float64)
+            martingale = martingale + (u * eps).sum(-1).to(torch.float64)
+            x = self.decay[k] * x + self.noise[k] * (u + eps)
+        if not keep:
+            return _Rollout(x, running, martingale)
+        states, scores, controls, noises = zip(*kept, strict=True)
+        scores = None if scores[0] is None else torch.stack(scores)
+        stack = torch.stack
+        return _Rollout(
+            x, running, martingale, stack(states), scores, stack(controls), stack(noises)
+        )
+
+    def log_rnd(self, path: _Rollout) -> Tensor:
+        """log dP^u/dR along a kept path driven by the controls ``path.controls`` (v):
+        Σ_k [u_k · (v_k + ε_k) − ½|u_k|²] with u the current (differentiable) control, ``(n,)``."""
+        n_steps, n, dim = path.states.shape
+        emb = self.emb[:, None, :].expand(n_steps, n, -1).reshape(n_steps * n, -1)
+        scores = None if path.scores is None else path.scores.reshape(n_steps * n, dim)
+        f = self.net(path.states.reshape(n_steps * n, dim), emb, scores)
+        u = self.gain[:, None, None] * f.reshape(n_steps, n, dim)
+        terms = (u * (path.controls + path.noises)).sum(-1) - 0.5 * (u**2).sum(-1)
+        return terms.sum(0).to(torch.float64)
+
+    def log_reference(self, x: Tensor) -> Tensor:
+        """log N(x; loc, σ_N² I) of the reference chain's terminal marginal, ``(n,)``."""
+        return gaussian_log_density(x, self.loc, self.scheme.final_std)
+
+
+def _masked(log_w: Tensor, *parts: Tensor) -> Tensor:
+    """``log_w`` with −inf wherever it or any of ``parts`` (per row) is not finite."""
+    ok = torch.isfinite(log_w)
+    for p in parts:
+        ok &= torch.isfinite(p.reshape(p.shape[0], -1)).all(-1)
+    return torch.where(ok, log_w, torch.full_like(log_w, -math.inf))
+
+
+class DiffusionSampler(Method):
+    """PIS or DDS with a learned drift, trained on the energy; weighted samples.
+
+    Parameters
+    ----------
+    kind
+        ``"pis"`` (Path Integral Sampler) or ``"dds"`` (Denoising Diffusion Sampler).
+    loss
+        ``"kl"`` (reverse KL by reparameterization) or ``"log_variance"``
+        (Richter & Berner 2023); see the module docstring.
+    n_steps
+        Discretization steps N of the SDE (PIS: h = 1/N on [0, 1]).
+    sigma
+        Scale of the reference process in the target's units of x: PIS's diffusion
+        coefficient (terminal reference N(loc, σ² I) at t = 1), DDS's invariant
+        standard deviation (X_0 ∼ N(loc, σ² I)). It should cover the target.
+    hidden_features
+        Hidden widths of the control MLP (and of NN₂ with Langevin preconditioning).
+    n_iter
+        Adam steps.
+    batch_size
+        Trajectories per step.
+    lr
+        Adam learning rate (constant).
+    langevin_preconditioning
+        Use f = NN₁(x, t) + NN₂(t) ⊙ ∇log p̃(x) (one gradient evaluation per step).
+    score_clip
+        Elementwise clip of ∇log p̃ in the Langevin term (PIS uses 100).
+    clip_grad
+        Maximum global norm of the parameter gradient, or None for no clipping.
+    sample_batch_size
+        Trajectories per batch when sampling.
+    dtype
+        ``"float32"`` or ``"float64"`` for the network and the simulation; energies,
+        log weights and the returned samples are float64.
+
+    Defaults: pis, kl, 100 steps, σ = 1, (128, 128), 2000 steps of 256 paths,
+    lr 1e-3, no Langevin term, score clip 100, gradient clip 10, float32.
+    """
+
+    trainable = True
+    weighted = True
+    needs_data = False
+    #: a tiny configuration for conformance tests (seconds to fit)
+    fast_params: dict[str, Any] = {
+        "n_steps": 8,
+        "hidden_features": [16, 16],
+        "n_iter": 10,
+        "batch_size": 32,
+    }
+
+    def __init__(
+        self,
+        *,
+        kind: str = "pis",
+        loss: str = "kl",
+        n_steps: int = 100,
+        sigma: float = 1.0,
+        hidden_features: tuple[int, ...] | list[int] = (128, 128),
+        n_iter: int = 2000,
+        batch_size: int = 256,
+        lr: float = 1e-3,
+        langevin_preconditioning: bool = False,
+        score_clip: float = 100.0,
+        clip_grad: float | None = 10.0,
+        sample_batch_size: int = 4096,
+        dtype: str = "float32",
+    ):
+        _choice("kind", kind, KINDS)
+        _choice("loss", loss, LOSSES)
+        _choice("dtype", dtype, DTYPES)
+        if min(n_steps, n_iter, batch_size, sample_batch_size) < 1:
+            raise ValueError("diffusion: n_steps, n_iter and the batch sizes must be >= 1")
+        if not (sigma > 0 and lr > 0 and score_clip > 0):
+            raise ValueError("diffusion: sigma, lr and score_clip must be > 0")
+        if loss == "log_variance" and batch_size < 2:
+            raise ValueError("diffusion: the log-variance loss needs batch_size >= 2")
+        self.kind, self.loss, self.n_steps, self.sigma = kind, loss, n_steps, sigma
+        self.hidden_features = [int(h) for h in hidden_features]
+        self.n_iter, self.batch_size, self.lr = n_iter, batch_size, lr
+        self.langevin_preconditioning = bool(langevin_preconditioning)
+        self.score_clip, self.clip_grad = score_clip, clip_grad
+        self.sample_batch_size, self.dtype = sample_batch_size, dtype
+
+    # ---------------------------------------------------------------- building
+
+    def _scheme(self) -> Scheme:
+        make = pis_scheme if self.kind == "pis" else dds_scheme
+        return make(self.n_steps, self.sigma)
+
+    def _build(self, dim: int) -> ControlNet:
+        net = ControlNet(dim, self.hidden_features, self.langevin_preconditioning)
+        return net.to(DTYPES[self.dtype])
+
+    def _chain(self, target: Target) -> _Chain:
+        loc = start_location(target, DTYPES[self.dtype])
+        return _Chain(self.net_, self._scheme(), loc, self.score_clip)
+
+    # ---------------------------------------------------------------- losses
+
+    def _kl_loss(self, chain: _Chain, target: Target, generator) -> tuple[Tensor, Tensor]:
+        """(loss, log w): loss = mean[Σ½|u|² + E(X_N) + log N(X_N)], reparameterized."""
+        path = chain.rollout(target, self.batch_size, generator)
+        energy = target.energy(path.x.to(torch.float64))
+        cost = path.running + energy + chain.log_reference(path.x)
+        return cost.mean(), -(cost + path.martingale).detach()
+
+    def _log_variance_loss(self, chain: _Chain, target: Target, generator) -> tuple[Tensor, Tensor]:
+        """(loss, log w): loss = Var_batch[log w_u] on detached paths (Richter & Berner 2023)."""
+        with torch.no_grad():
+            path = chain.rollout(target, self.batch_size, generator, keep=True)
+            fixed = -target.energy(path.x.to(torch.float64)) - chain.log_reference(path.x)
+        log_w = fixed - chain.log_rnd(path)
+        return log_w.var(), log_w.detach()
+
+    # ---------------------------------------------------------------- training
+
+    def _diverged(self, step: int, what: str, last: float) -> RuntimeError:
+        return RuntimeError(
+            f"diffusion ({self.kind}, {self.loss}) diverged at step {step} of {self.n_iter}: "
+            f"{what}; last finite loss {last:.6g}. Try a smaller lr, a clip_grad, or a "
+            "different sigma."
+        )
+
+    def _step(self, chain, target, generator, opt, step: int, last: float) -> tuple[float, Tensor]:
+        """One Adam step; raises when the loss or the gradient norm is not finite."""
+        loss_fn = self._kl_loss if self.loss == "kl" else self._log_variance_loss
+        loss, log_w = loss_fn(chain, target, generator)
+        value = loss.item()
+        if not math.isfinite(value):
+            raise self._diverged(step, f"loss is {value}", last)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        clip = math.inf if self.clip_grad is None else self.clip_grad
+        norm = torch.nn.utils.clip_grad_norm_(self.net_.parameters(), clip)
+        if not torch.isfinite(norm):
+            raise self._diverged(step, f"gradient norm is {float(norm)}", value)
+        opt.step()
+        return value, log_w
+
+    def _state(self, opt, generator, history, last: float) -> dict[str, Any]:
+        return {
+            "net": self.net_.state_dict(),
+            "opt": opt.state_dict(),
+            "generator": generator.get_state(),
+            "history": history,
+            "last": last,
+        }
+
+    def _restore(self, checkpoint: Checkpoint, opt, generator, history) -> tuple[int, float]:
+        """(first step to run, last finite loss) after loading a checkpoint, if any."""
+        saved = checkpoint.restore()
+        if saved is None:
+            return 0, math.nan
+        step, state = saved
+        self.net_.load_state_dict(state["net"])
+        opt.load_state_dict(state["opt"])
+        generator.set_state(state["generator"])
+        history.update(state["history"])
+        return step, state["last"]
+
+    def fit(
+        self,
+        target: Target,
+        data: Tensor | None,
+        generator: torch.Generator,
+        checkpoint: Checkpoint = NO_CHECKPOINT,
+    ) -> DiffusionSampler:
+        """Build a zero-control network (seeded from ``generator``) and train it for
+        ``n_iter`` Adam steps; returns self. History: ``loss``, ``log_Z_elbo`` and
+        ``ess`` (the batch's mean log w and normalized Kish ESS) per step.
+
+        Every ``checkpoint.every`` steps the network, the optimizer, the generator's
+        state and the history are saved; a saved run is resumed exactly.
+        """
+        with forked_seed(generator):
+            self.net_ = self._build(target.dim)
+        chain = self._chain(target)
+        opt = torch.optim.Adam(self.net_.parameters(), lr=self.lr)
+        history: dict[str, list[float]] = {"loss": [], "log_Z_elbo": [], "ess": []}
+        start, last = self._restore(checkpoint, opt, generator, history)
+        desc = f"diffusion[{self.kind},{self.loss}]"
+        bar = tqdm(range(start, self.n_iter), desc=desc, disable=None, leave=False)
+        for step in bar:
+            last, log_w = self._step(chain, target, generator, opt, step, last)
+            history["loss"].append(last)
+            history["log_Z_elbo"].append(float(log_w.mean()))
+            history["ess"].append(normalized_kish_ess(log_w))
+            if checkpoint.due(step + 1) and step + 1 < self.n_iter:
+                checkpoint.save(step + 1, self._state(opt, generator, history, last))
+            if step % 50 == 0:
+                bar.set_postfix(loss=f"{last:.4g}", ess=f"{history['ess'][-1]:.3g}")
+        if not all(torch.isfinite(p).all() for p in self.net_.parameters()):
+            raise self._diverged(self.n_iter, "parameters are not finite", last)
+        self.history_ = history
+        return self
+
+    # ---------------------------------------------------------------- sampling
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "net_"):
+            raise RuntimeError("diffusion: call fit or load_model_state before sample")
+
+    @torch.no_grad()
+    def _sample_batch(self, chain: _Chain, target: Target, n: int, generator) -> tuple:
+        """x (float64 ``(n, dim)``), E(x) and log w (``(n,)``) for one batch of paths."""
+        path = chain.rollout(target, n, generator)
+        x = path.x.to(torch.float64)
+        energy = target.energy(x)
+        log_w = -energy - chain.log_reference(x) - path.running - path.martingale
+        return x, energy, _masked(log_w, x, energy)
+
+    def sample(
+        self,
+        target: Target,
+        n: int,
+        generator: torch.Generator,
+        checkpoint: Checkpoint = NO_CHECKPOINT,
+    ) -> SampleSet:
+        """Simulate ``n`` paths; x = X_N with path weights log w (−inf where non-finite)."""
+        self._check_fitted()
+        if n < 1:
+            raise ValueError(f"diffusion: n must be positive, got {n}")
+        chain = self._chain(target)
+        sizes = [self.sample_batch_size] * (n // self.sample_batch_size)
+        sizes += [n % self.sample_batch_size] if n % self.sample_batch_size else []
+        parts = [self._sample_batch(chain, target, m, generator) for m in sizes]
+        x, energy, log_w = (torch.cat(p) for p in zip(*parts, strict=True))
+        finite = log_w[torch.isfinite(log_w)]
+        attrs = {
+            "kind": self.kind,
+            "loss": self.loss,
+            "n_nonfinite": int((~torch.isfinite(log_w)).sum()),
+            "log_Z_hat": log_mean_exp(log_w),
+            "log_Z_elbo": float(finite.mean()) if finite.numel() == n else -math.inf,
+            "ess_kish": normalized_kish_ess(log_w),
+        }
+        return SampleSet(x=x, energy=energy, log_weight=log_w, attrs=attrs)
+
+    # ---------------------------------------------------------------- state
+
+    def model_state(self) -> dict[str, Tensor]:
+        """The control network's tensors, keys ``net.*``."""
+        self._check_fitted()
+        return {f"net.{k}": v.detach().clone() for k, v in self.net_.state_dict().items()}
+
+    def load_model_state(self, target: Target, state: dict[str, Tensor]) -> DiffusionSampler:
+        """Rebuild the network from this config and ``target.dim``, then load ``state``."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)  # the initial values are overwritten below
+            net = self._build(target.dim)
+        own = {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}
+        try:
+            net.load_state_dict(own, strict=True)
+        except RuntimeError as err:
+            raise ValueError(f"diffusion: model state does not match this config: {err}") from None
+        self.net_ = net
+        return self

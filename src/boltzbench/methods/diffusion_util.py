@@ -1,0 +1,205 @@
+"""Building blocks of the ``diffusion`` method: the discretized reference chains,
+the control network and the path-space log weights.
+
+Both samplers (PIS and DDS) are simulated as a Gaussian Markov chain of N steps,
+
+    X_{k+1} = a_k X_k + c_k f_θ(X_k, t_k) + s_k ε_k,      ε_k ∼ N(0, I),
+
+whose *reference* chain (f = 0) has a Gaussian terminal marginal
+N(loc, σ_N² I) known in closed form. With u_k = c_k f_θ(X_k, t_k) / s_k (the
+control in units of the step's noise), the log Radon–Nikodym derivative of the
+controlled chain P^u with respect to the reference chain R, along a path
+X_{k+1} = a_k X_k + s_k (v_k + ε_k) driven by a behaviour control v, is
+
+    log dP^u/dR (X) = Σ_k [u_k · (v_k + ε_k) − ½ |u_k|²]                    (1)
+
+(the ratio of the Gaussian transition densities; with v = u it is
+Σ_k [½|u_k|² + u_k · ε_k], the discrete Girsanov formula). The path-space
+importance weight of the terminal point is
+
+    log w = −E(X_N) − log N(X_N; loc, σ_N² I) − log dP^u/dR (X),             (2)
+
+and E_{P^u}[w] = Z exactly, for any control and any N: the reference chain's
+terminal marginal is exact, so there is no discretization bias in Ẑ (Zhang &
+Chen 2022, Sec. 3.3; Vargas et al. 2023, Sec. 3.2). The two kinds differ only in
+(a_k, c_k, s_k) and in the initial law (:class:`Scheme`).
+
+References
+----------
+Zhang & Chen 2022, "Path Integral Sampler: a stochastic control approach for
+sampling", ICLR, arXiv:2111.15141.
+Vargas, Grathwohl & Doucet 2023, "Denoising Diffusion Samplers", ICLR, arXiv:2302.13834.
+Nichol & Dhariwal 2021, "Improved denoising diffusion probabilistic models",
+arXiv:2102.09672 (the cosine noise schedule).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "KINDS",
+    "Scheme",
+    "pis_scheme",
+    "dds_scheme",
+    "cosine_alphas",
+    "time_embedding",
+    "ControlNet",
+    "gaussian_log_density",
+    "forked_seed",
+]
+
+#: sampler kinds
+KINDS = ("pis", "dds")
+#: sin/cos frequency pairs of the time embedding
+N_FREQ = 8
+
+
+class Scheme(NamedTuple):
+    """The coefficients of the discretized chain (see the module docstring).
+
+    Attributes
+    ----------
+    decay, drift, noise
+        a_k, c_k and s_k, each of shape ``(N,)`` (float64).
+    times
+        t_k ∈ [0, 1), the network's time input at step k, shape ``(N,)``.
+    init_std
+        Standard deviation of X_0 around ``loc`` (0: a Dirac).
+    final_std
+        σ_N, the standard deviation of the reference chain's terminal marginal.
+    """
+
+    decay: Tensor
+    drift: Tensor
+    noise: Tensor
+    times: Tensor
+    init_std: float
+    final_std: float
+
+    @property
+    def n_steps(self) -> int:
+        return self.decay.shape[0]
+
+
+def pis_scheme(n_steps: int, sigma: float) -> Scheme:
+    """PIS (Zhang & Chen 2022, eq. 5 and Sec. 3.3), Euler–Maruyama on [0, 1].
+
+    dX_t = f_θ(X_t, t) dt + σ dW_t from X_0 = loc (a Dirac): h = 1/N, a_k = 1,
+    c_k = h, s_k = σ√h. The reference chain (f = 0) is Brownian motion, so its
+    terminal marginal is exactly N(loc, σ² I) (σ_N = σ).
+    """
+    h = 1.0 / n_steps
+    ones = torch.ones(n_steps, dtype=torch.float64)
+    times = torch.arange(n_steps, dtype=torch.float64) * h
+    return Scheme(ones, h * ones, sigma * math.sqrt(h) * ones, times, 0.0, sigma)
+
+
+def cosine_alphas(n_steps: int, offset: float = 0.008, max_alpha: float = 0.999) -> Tensor:
+    """Per-step noise fractions α_j of the cosine schedule (Nichol & Dhariwal 2021, eq. 17).
+
+    ᾱ(s) = cos²(π/2 · (s + o)/(1 + o)) / cos²(π/2 · o/(1 + o)) on s = j/N, and
+    α_j = 1 − ᾱ(s_{j+1})/ᾱ(s_j), clipped to ``max_alpha``; shape ``(N,)``, float64,
+    in the *noising* direction (α grows with j).
+    """
+    s = torch.linspace(0.0, 1.0, n_steps + 1, dtype=torch.float64)
+    abar = torch.cos(0.5 * math.pi * (s + offset) / (1 + offset)) ** 2
+    return (1 - abar[1:] / abar[:-1]).clamp(1e-8, max_alpha)
+
+
+def dds_scheme(n_steps: int, sigma: float) -> Scheme:
+    """DDS with the exponential integrator (Vargas et al. 2023, Sec. 3.2).
+
+    The noising process is the Ornstein–Uhlenbeck dY = −β Y dt + σ√(2β) dB,
+    invariant law N(loc, σ² I). Its exact transition over a step is
+    Y' = √(1−α) Y + σ√α ε; the sampler runs the reversal from X_0 ∼ N(loc, σ² I):
+
+        X_{k+1} = √(1−α_k) X_k + 2σ² (1 − √(1−α_k)) f_θ(X_k, t_k) + σ √α_k ε_k,
+
+    with α_k = α_{N−1−k} of :func:`cosine_alphas` (the noising steps run
+    backwards) and f_θ ≈ ∇log q_t(x) + x/σ² (the score of the noised target plus
+    the OU drift term). The reference chain keeps N(loc, σ² I) at every step, so
+    σ_N = σ.
+    """
+    alpha = cosine_alphas(n_steps).flip(0)
+    decay = torch.sqrt(1 - alpha)
+    times = torch.arange(n_steps, dtype=torch.float64) / n_steps
+    return Scheme(decay, 2 * sigma**2 * (1 - decay), sigma * torch.sqrt(alpha), times, sigma, sigma)
+
+
+def time_embedding(t: Tensor, n_freq: int = N_FREQ) -> Tensor:
+    """Fourier features [sin(π j t), cos(π j t)]_{j=1..n_freq} of t ∈ [0, 1].
+
+    Shape ``(n, 2 n_freq)`` for ``t`` of shape ``(n,)``.
+    """
+    freqs = math.pi * torch.arange(1, n_freq + 1, dtype=t.dtype)
+    arg = t[:, None] * freqs
+    return torch.cat([torch.sin(arg), torch.cos(arg)], dim=-1)
+
+
+def _mlp(sizes: list[int]) -> nn.Sequential:
+    """Linear layers with SiLU in between; the last layer starts at zero."""
+    layers: list[nn.Module] = []
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        layers.append(nn.Linear(n_in, n_out))
+        if i < len(sizes) - 2:
+            layers.append(nn.SiLU())
+    nn.init.zeros_(layers[-1].weight)
+    nn.init.zeros_(layers[-1].bias)
+    return nn.Sequential(*layers)
+
+
+class ControlNet(nn.Module):
+    """The drift f_θ(x, t): an MLP of (x, time embedding), optionally Langevin-preconditioned.
+
+    ``langevin=False``: f = NN₁(x, t). ``langevin=True`` (PIS-Grad, Zhang & Chen
+    2022, Sec. 4; also used by DDS): f = NN₁(x, t) + NN₂(t) ⊙ ∇log p̃(x), with
+    NN₂ a per-coordinate MLP of t alone. The last layers start at zero, so an
+    untrained network is the zero control (the sampler is then the reference
+    chain, and log w is a plain importance weight).
+
+    Parameters
+    ----------
+    dim
+        Dimension of x.
+    hidden_features
+        Hidden widths of NN₁ (NN₂ uses the same widths).
+    langevin
+        Whether to add the NN₂(t) ⊙ ∇log p̃(x) term.
+    """
+
+    def __init__(self, dim: int, hidden_features: list[int], langevin: bool):
+        super().__init__()
+        emb = 2 * N_FREQ
+        self.langevin = langevin
+        self.net = _mlp([dim + emb, *hidden_features, dim])
+        self.coef = _mlp([emb, *hidden_features, dim]) if langevin else None
+
+    def forward(self, x: Tensor, emb: Tensor, score: Tensor | None = None) -> Tensor:
+        """f_θ at ``x`` ``(n, dim)``, time embedding ``emb`` ``(n, 2·N_FREQ)``, and
+        ``score`` = ∇log p̃(x) ``(n, dim)`` (needed when ``langevin``)."""
+        f = self.net(torch.cat([x, emb], dim=-1))
+        if self.coef is not None:
+            f = f + self.coef(emb) * score
+        return f
+
+
+def gaussian_log_density(x: Tensor, loc: Tensor, std: float) -> Tensor:
+    """log N(x; loc, std² I), float64, shape ``(n,)`` for ``x`` of shape ``(n, dim)``."""
+    z = (x.to(torch.float64) - loc.to(torch.float64)) / std
+    return -0.5 * (z**2).sum(-1) - x.shape[-1] * (math.log(std) + 0.5 * math.log(2 * math.pi))
+
+
+@contextmanager
+def forked_seed(generator: torch.Generator) -> Iterator[None]:
+    """Seed the global RNG from ``generator`` inside a fork (for nn.Module initialization)."""
+    seed = int(torch.randint(2**62, (), generator=generator))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield

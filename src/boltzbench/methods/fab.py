@@ -1,0 +1,570 @@
+"""FAB: a normalizing flow trained by annealed importance sampling with the α = 2 divergence.
+
+Midgley, Stimper, Simm, Schölkopf & Hernández-Lobato 2023, "Flow Annealed
+Importance Sampling Bootstrap", ICLR, arXiv:2208.01893 (FAB).
+
+The flow q_θ is the coupling flow of :class:`~boltzbench.methods.flow.FlowMethod`
+(built by it). It is trained to minimise the mass-covering divergence
+
+    D₂(p‖q_θ) ∝ ∫ p(x)² / q_θ(x) dx,
+
+whose gradient is ∇_θ D₂ ∝ −E_{g}[∇_θ log q_θ(x)] with g ∝ p²/q_θ, the
+distribution that minimises the variance of its importance-sampling estimate
+(FAB, Sec. 3). FAB estimates it with annealed importance sampling (AIS; Neal
+2001) from q_θ to g. On the geometric path π_β ∝ q^(1−β) g^β, in reduced
+energies,
+
+    E₀ = −log q,   E_g = 2E + log q,   E_β = (1 − β) E₀ + β E_g = 2βE − (1 − 2β) log q,
+
+each AIS step adds the incremental log weight −Δβ (E_g − E₀) = −2Δβ (E + log q),
+so that mean(w) is an unbiased estimate of Z_g = ∫ exp(−2E)/q (with no MCMC
+move, w = p̃²/q² exactly). The AIS itself is :meth:`SMC.anneal
+<boltzbench.methods.smc.SMC.anneal>` with no resampling (``ess_threshold = 0``),
+along the path :func:`annealing_path` whose base is the flow (log q and ∇ log q
+by autograd) instead of SMC's Gaussian.
+
+Training, one AIS run per iteration (``n_iter`` of them), ``batch_size`` particles:
+
+``replay = False`` (FAB Algorithm 1)
+    one gradient step on the surrogate loss L(θ) = −Σ_i w̄_i log q_θ(x_i), with
+    x_i the AIS samples and w̄_i their self-normalized AIS weights, both held
+    fixed (detached), so that ∇L estimates the D₂ gradient above.
+``replay = True`` (FAB Algorithm 2, prioritized replay buffer)
+    the AIS samples, their log weights and log q_θ(x_i) go into a buffer of the
+    last ``buffer_size`` samples. Once it holds ``min_buffer_size`` rows, each
+    iteration makes ``n_updates_per_batch`` gradient steps, each on
+    L(θ) = −mean log q_θ(x) over ``batch_size`` rows drawn without replacement
+    with probability ∝ w (the Gumbel top-k trick; Kool, van Hoof & Welling 2019).
+    Since g depends on θ, after each step the drawn rows' weights are moved to
+    the new target p²/q_θ': log w += log q_θ(x) − log q_θ'(x).
+
+The step size of the AIS moves is one ε shared by the particles, adapted by
+Robbins–Monro after every move (as in :class:`~boltzbench.methods.smc.SMC`) and
+carried from one AIS run to the next.
+
+Sampling draws x ∼ q_θ with importance weights log w = −E(x) − log q(x)
+(:meth:`FlowMethod.sample <boltzbench.methods.flow.FlowMethod.sample>`);
+mean(w) is unbiased for Z. With ``sample_ais`` an AIS run from q_θ to p (same
+settings) on another ``n`` particles also reports ``log_Z_ais`` and
+``ess_ais``, at a cost of ``1 + n_temps · n_moves · (1 or n_leapfrog)``
+evaluations per particle.
+
+Costs: every AIS run makes ``batch_size · (1 + n_temps · n_moves · k)``
+energy-and-gradient evaluations (k = 1 for MALA, ``n_leapfrog`` for HMC), all
+through the target passed, so a :class:`~boltzbench.targets.CountingTarget`
+counts them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from boltzbench.checkpoint import NO_CHECKPOINT, Checkpoint
+from boltzbench.estimators import log_mean_exp, normalized_kish_ess
+from boltzbench.methods.base import DTYPES, Method, SampleSet
+from boltzbench.methods.flow import FlowMethod, _forked_seed
+from boltzbench.methods.smc import SMC, Annealed, Path, PathEnds
+from boltzbench.targets.base import Target
+
+__all__ = ["FAB", "ReplayBuffer", "LogDensity", "flow_log_density", "annealing_path"]
+
+#: x ``(n, dim)`` -> (log q(x) ``(n,)``, ∇ log q(x) ``(n, dim)``), both detached
+LogDensity = Callable[[Tensor], tuple[Tensor, Tensor]]
+
+
+def flow_log_density(flow: Callable[[], Any]) -> LogDensity:
+    """log q and ∇_x log q of a lazy zuko flow (``flow().log_prob``), by autograd.
+
+    Only the gradient with respect to x is taken; the flow's parameters get none.
+    """
+
+    def log_q_and_grad(x: Tensor) -> tuple[Tensor, Tensor]:
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            log_q = flow().log_prob(x)
+            (grad,) = torch.autograd.grad(log_q.sum(), x)
+        return log_q.detach(), grad.detach()
+
+    return log_q_and_grad
+
+
+def annealing_path(target: Target, log_q: LogDensity, power: float = 2.0) -> Path:
+    """The AIS path from a normalized q to g ∝ p̃^a q^(1−a), a = ``power``.
+
+    E_g = a E − (1 − a) log q: a = 2 is FAB's AIS target p²/q (E_g = 2E + log q),
+    a = 1 the target p itself. The base end is E₀ = −log q. One target and one
+    ``log_q`` evaluation per particle; the target sees float64 positions.
+    """
+
+    def ends(x: Tensor) -> PathEnds:
+        energy, grad = target.energy_and_grad(x.to(torch.float64))
+        grad = grad.to(x.dtype)
+        lq, g_lq = log_q(x)
+        lq = lq.to(torch.float64)
+        if power != 1:
+            energy, grad = power * energy + (power - 1) * lq, power * grad + (power - 1) * g_lq
+        return PathEnds(energy, grad, -lq, -g_lq)
+
+    return ends
+
+
+class ReplayBuffer:
+    """FAB's prioritized replay buffer (FAB Algorithm 2): the last ``capacity`` AIS samples.
+
+    Each row holds x (``(dim,)``), its AIS log weight log w (float64) with respect
+    to p²/q_θ, and log q_θ(x) for the θ that log w refers to.
+
+    Parameters
+    ----------
+    capacity
+        The most rows kept; the oldest are overwritten first.
+    dim
+        Dimension of x.
+    dtype
+        dtype of x and log q.
+    """
+
+    def __init__(self, capacity: int, dim: int, dtype: torch.dtype):
+        self.x = torch.zeros(capacity, dim, dtype=dtype)
+        self.log_w = torch.full((capacity,), -math.inf, dtype=torch.float64)
+        self.log_q = torch.zeros(capacity, dtype=dtype)
+        self.head, self.size = 0, 0
+
+    @property
+    def capacity(self) -> int:
+        return self.x.shape[0]
+
+    def __len__(self) -> int:
+        return self.size
+
+    def add(self, x: Tensor, log_w: Tensor, log_q: Tensor) -> None:
+        """Append rows (the last ``capacity`` of them if more), overwriting the oldest."""
+        x, log_w, log_q = x[-self.capacity :], log_w[-self.capacity :], log_q[-self.capacity :]
+        idx = (self.head + torch.arange(x.shape[0])) % self.capacity
+        self.x[idx] = x.detach().to(self.x.dtype)
+        self.log_w[idx] = log_w.detach().to(torch.float64)
+        self.log_q[idx] = log_q.detach().to(self.log_q.dtype)
+        self.head = (self.head + x.shape[0]) % self.capacity
+        self.size = min(self.size + x.shape[0], self.capacity)
+
+    def sample(self, k: int, generator: torch.Generator) -> Tensor:
+        """Indices of up to ``k`` distinct rows drawn with probability ∝ w, shape ``(m,)``.
+
+        Gumbel top-k: the k largest log w_i + G_i, G_i ∼ Gumbel(0, 1), are a draw
+        of k rows without replacement, successively ∝ w (Kool et al. 2019).
+        Rows of weight zero (log w = −inf) are never drawn, so m = min(k, rows
+        of positive weight).
+        """
+        log_w = self.log_w[: self.size]
+        u = torch.rand(self.size, generator=generator, dtype=torch.float64)
+        gumbel = -torch.log(-torch.log(u.clamp(1e-300, 1.0 - 1e-16)))
+        valid = torch.isfinite(log_w)
+        m = min(k, int(valid.sum()))
+        keys = torch.where(valid, log_w + gumbel, torch.full_like(log_w, -math.inf))
+        return torch.topk(keys, m).indices
+
+    def adjust(self, idx: Tensor, log_q_new: Tensor) -> None:
+        """Move rows ``idx`` to the new AIS target p²/q': log w += log q − log q'.
+
+        Rows whose adjustment is not finite are left as they were (FAB Alg. 2).
+        """
+        log_q_new = log_q_new.detach().to(self.log_q.dtype)
+        delta = (self.log_q[idx] - log_q_new).to(torch.float64)
+        ok = torch.isfinite(delta)
+        self.log_w[idx[ok]] += delta[ok]
+        self.log_q[idx[ok]] = log_q_new[ok]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "x": self.x,
+            "log_w": self.log_w,
+            "log_q": self.log_q,
+            "head": self.head,
+            "size": self.size,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.x, self.log_w, self.log_q = state["x"], state["log_w"], state["log_q"]
+        self.head, self.size = int(state["head"]), int(state["size"])
+
+
+class _Run:
+    """Everything the training's future depends on, saved and restored as one:
+    the flow, optimizer and scheduler, the generator, the history, the buffer,
+    the AIS step size and the last finite loss."""
+
+    def __init__(self, flow, opt, sched, generator, buffer, step_size: float):
+        self.flow, self.opt, self.sched, self.generator = flow, opt, sched, generator
+        self.buffer, self.step_size = buffer, float(step_size)
+        self.history: dict[str, list[float]] = {
+            k: [] for k in ("loss", "lr", "ess_ais", "acceptance", "step_size")
+        }
+        self.last = math.nan
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "flow": self.flow.state_dict(),
+            "opt": self.opt.state_dict(),
+            "sched": self.sched.state_dict(),
+            "generator": self.generator.get_state(),
+            "history": self.history,
+            "buffer": None if self.buffer is None else self.buffer.state_dict(),
+            "step_size": self.step_size,
+            "last": self.last,
+        }
+
+    def restore(self, checkpoint: Checkpoint) -> int:
+        """The first iteration to run after loading a checkpoint, if any (else 0)."""
+        saved = checkpoint.restore()
+        if saved is None:
+            return 0
+        step, state = saved
+        self.flow.load_state_dict(state["flow"])
+        self.opt.load_state_dict(state["opt"])
+        self.sched.load_state_dict(state["sched"])
+        self.generator.set_state(state["generator"])
+        self.history = state["history"]
+        if self.buffer is not None:
+            self.buffer.load_state_dict(state["buffer"])
+        self.step_size, self.last = float(state["step_size"]), float(state["last"])
+        return step
+
+
+class FAB(Method):
+    """Flow Annealed importance sampling Bootstrap (Midgley et al. 2023), weighted samples.
+
+    Parameters
+    ----------
+    n_iter
+        AIS runs (outer iterations).
+    batch_size
+        AIS particles per run, and rows per gradient step.
+    n_temps
+        AIS annealing steps T from q (β = 0) to p²/q (β = 1), i.e. T − 1
+        intermediate distributions (FAB used 2 for GMM-40, 4 for ManyWell-32).
+    schedule, beta_min
+        The β schedule (:func:`~boltzbench.methods.smc.beta_schedule`); FAB
+        spaces β linearly.
+    kernel
+        AIS move: "hmc" (as in FAB) or "mala".
+    n_moves
+        Kernel steps per intermediate distribution (0: plain importance sampling).
+    n_leapfrog
+        Leapfrog steps per HMC move.
+    step_size
+        Initial ε of the moves (units of x), adapted towards ``target_accept``
+        by Robbins–Monro with gain ``adapt_gain`` and carried across AIS runs.
+    target_accept
+        None: 0.574 for MALA, 0.651 for HMC.
+    adapt_gain
+        Robbins–Monro gain on log ε.
+    replay
+        Use the prioritized replay buffer (FAB Algorithm 2) or not (Algorithm 1).
+    buffer_size, min_buffer_size
+        Rows kept in the buffer, and rows needed before the first update.
+    n_updates_per_batch
+        Gradient steps per AIS run with the buffer.
+    lr, weight_decay, grad_clip, lr_schedule
+        AdamW settings, as for :class:`~boltzbench.methods.flow.FlowMethod`
+        (the cosine schedule runs over all gradient steps).
+    transforms, hidden_features, coupling, bins, bound, activation
+        The coupling flow (:class:`~boltzbench.methods.flow.FlowMethod`).
+    init_scale
+        The initial flow is N(loc, init_scale² I), loc the target's
+        base_location or 0 (units of x).
+    sample_batch_size
+        Rows per batch when sampling.
+    sample_ais
+        Also run AIS from the flow to p in :meth:`sample` (``log_Z_ais``,
+        ``ess_ais`` in attrs); costs evaluations, see the module docstring.
+    dtype
+        "float32" or "float64" for the flow and the AIS positions; energies,
+        weights and samples are float64.
+    """
+
+    trainable = True
+    weighted = True
+    needs_data = False
+    #: a tiny configuration for conformance tests (seconds to fit)
+    fast_params: dict[str, Any] = {
+        "transforms": 2,
+        "hidden_features": [16, 16],
+        "bins": 4,
+        "n_iter": 6,
+        "batch_size": 32,
+        "n_temps": 2,
+        "buffer_size": 256,
+        "min_buffer_size": 64,
+        "n_updates_per_batch": 2,
+    }
+
+    def __init__(
+        self,
+        *,
+        n_iter: int = 1000,
+        batch_size: int = 128,
+        n_temps: int = 3,
+        schedule: str = "linear",
+        beta_min: float = 1e-3,
+        kernel: str = "hmc",
+        n_moves: int = 1,
+        n_leapfrog: int = 5,
+        step_size: float = 0.5,
+        target_accept: float | None = None,
+        adapt_gain: float = 0.5,
+        replay: bool = True,
+        buffer_size: int = 12800,
+        min_buffer_size: int = 1280,
+        n_updates_per_batch: int = 4,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        grad_clip: float | None = 100.0,
+        lr_schedule: str = "cosine",
+        transforms: int = 6,
+        hidden_features: tuple[int, ...] | list[int] = (64, 64),
+        coupling: str = "spline",
+        bins: int = 8,
+        bound: float = 5.0,
+        activation: str = "relu",
+        init_scale: float = 1.0,
+        sample_batch_size: int = 4096,
+        sample_ais: bool = False,
+        dtype: str = "float32",
+    ):
+        self.n_iter, self.batch_size, self.n_temps = n_iter, batch_size, n_temps
+        self.schedule, self.beta_min, self.kernel = schedule, beta_min, kernel
+        self.n_moves, self.n_leapfrog, self.step_size = n_moves, n_leapfrog, step_size
+        self.target_accept, self.adapt_gain = target_accept, adapt_gain
+        self.replay, self.buffer_size = replay, buffer_size
+        self.min_buffer_size, self.n_updates_per_batch = min_buffer_size, n_updates_per_batch
+        self.lr, self.weight_decay, self.grad_clip = lr, weight_decay, grad_clip
+        self.lr_schedule, self.transforms = lr_schedule, transforms
+        self.hidden_features = [int(h) for h in hidden_features]
+        self.coupling, self.bins, self.bound, self.activation = coupling, bins, bound, activation
+        self.init_scale, self.sample_batch_size = init_scale, sample_batch_size
+        self.sample_ais, self.dtype = sample_ais, dtype
+        self._validate()
+
+    def _validate(self) -> None:
+        if min(self.n_iter, self.batch_size, self.n_updates_per_batch) < 1:
+            raise ValueError("fab: n_iter, batch_size and n_updates_per_batch must be >= 1")
+        if self.replay and not self.batch_size <= self.min_buffer_size <= self.buffer_size:
+            raise ValueError(
+                "fab: need batch_size <= min_buffer_size <= buffer_size, got "
+                f"{self.batch_size}, {self.min_buffer_size}, {self.buffer_size}"
+            )
+        if self.replay and self._fill_iterations() >= self.n_iter:
+            raise ValueError(
+                f"fab: n_iter = {self.n_iter} AIS runs of {self.batch_size} never fill the "
+                f"buffer to min_buffer_size = {self.min_buffer_size}"
+            )
+        self._flow_method()  # validates the flow and optimizer settings
+        self._ais()  # validates the AIS settings
+
+    # ---------------------------------------------------------------- parts
+
+    def _flow_method(self) -> FlowMethod:
+        """The reverse-KL-mode FlowMethod that builds, pushes and samples FAB's flow.
+
+        Its ``n_iter`` is the number of gradient steps (the length of the lr schedule).
+        """
+        return FlowMethod(
+            mode="reverse_kl",
+            transforms=self.transforms,
+            hidden_features=self.hidden_features,
+            coupling=self.coupling,
+            bins=self.bins,
+            bound=self.bound,
+            activation=self.activation,
+            n_iter=self.n_updates(),
+            batch_size=self.batch_size,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            grad_clip=self.grad_clip,
+            lr_schedule=self.lr_schedule,
+            init_scale=self.init_scale,
+            sample_batch_size=self.sample_batch_size,
+            dtype=self.dtype,
+        )
+
+    def _ais(self) -> SMC:
+        """The annealer: SMC's loop without resampling, i.e. AIS."""
+        return SMC(
+            n_temps=self.n_temps,
+            schedule=self.schedule,
+            beta_min=self.beta_min,
+            kernel=self.kernel,
+            n_moves=self.n_moves,
+            n_leapfrog=self.n_leapfrog,
+            step_size=self.step_size,
+            target_accept=self.target_accept,
+            adapt_gain=self.adapt_gain,
+            ess_threshold=0.0,
+            dtype=self.dtype,
+        )
+
+    def _fill_iterations(self) -> int:
+        """AIS runs before the buffer holds ``min_buffer_size`` rows (no update in them)."""
+        return math.ceil(self.min_buffer_size / self.batch_size) - 1 if self.replay else 0
+
+    def n_updates(self) -> int:
+        """Gradient steps in :meth:`fit`."""
+        if not self.replay:
+            return self.n_iter
+        return max(1, (self.n_iter - self._fill_iterations()) * self.n_updates_per_batch)
+
+    def evaluations_per_ais_particle(self) -> int:
+        """Energy-and-gradient evaluations per particle of one AIS run."""
+        return self._ais().evaluations_per_particle()
+
+    # ---------------------------------------------------------------- training
+
+    def _anneal(
+        self, flow: FlowMethod, target: Target, n: int, step_size: float, power: float, generator
+    ) -> Annealed:
+        """AIS with n particles from the flow q to p^a q^(1−a), a = ``power``."""
+        with torch.no_grad():
+            x, _ = flow._push(flow._base_noise(n, target.dim, generator))
+        path = annealing_path(target, flow_log_density(flow.flow_), power)
+        return self._ais().anneal(path, x, generator, step_size)
+
+    def _diverged(self, it: int, what: str, last: float) -> RuntimeError:
+        return RuntimeError(
+            f"fab diverged at iteration {it} of {self.n_iter}: {what}; last finite loss "
+            f"{last:.6g}. Try a smaller lr, a grad_clip, or a different init_scale."
+        )
+
+    def _update(self, run: _Run, params, loss: Tensor, it: int) -> None:
+        """One AdamW step with clipping; raises when the loss or gradient is not finite."""
+        value = loss.item()
+        if not math.isfinite(value):
+            raise self._diverged(it, f"loss is {value}", run.last)
+        run.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        clip = math.inf if self.grad_clip is None else self.grad_clip
+        norm = torch.nn.utils.clip_grad_norm_(params, clip)
+        if not torch.isfinite(norm):
+            raise self._diverged(it, f"gradient norm is {float(norm)}", value)
+        run.history["lr"].append(run.sched.get_last_lr()[0])
+        run.opt.step()
+        run.sched.step()
+        run.history["loss"].append(value)
+        run.last = value
+
+    def _weighted_step(self, run: _Run, params, ais: Annealed, it: int) -> None:
+        """FAB Algorithm 1: L = −Σ w̄_i log q_θ(x_i), x and w̄ held fixed."""
+        w_bar = torch.softmax(ais.log_w, 0)
+        keep = w_bar > 0  # rows of weight zero add nothing (and may have log q = −inf)
+        if not keep.any():
+            raise self._diverged(it, "no AIS sample has a finite weight", run.last)
+        log_q = run.flow().log_prob(ais.state.position[keep].detach())
+        self._update(run, params, -(w_bar[keep].to(log_q.dtype) * log_q).sum(), it)
+
+    def _replay_steps(self, run: _Run, params, it: int) -> None:
+        """FAB Algorithm 2: steps on −mean log q_θ over rows drawn ∝ w, then reweight them."""
+        for _ in range(self.n_updates_per_batch):
+            idx = run.buffer.sample(self.batch_size, run.generator)
+            if idx.numel() == 0:
+                raise self._diverged(it, "no buffer row has a finite weight", run.last)
+            x = run.buffer.x[idx]
+            self._update(run, params, -run.flow().log_prob(x).mean(), it)
+            with torch.no_grad():
+                run.buffer.adjust(idx, run.flow().log_prob(x))
+
+    def _iteration(self, run: _Run, flow: FlowMethod, target: Target, params, it: int) -> None:
+        """One AIS run towards p²/q_θ and the gradient steps it feeds."""
+        ais = self._anneal(flow, target, self.batch_size, run.step_size, 2.0, run.generator)
+        run.step_size = float(ais.step_size)
+        run.history["ess_ais"].append(normalized_kish_ess(ais.log_w))
+        run.history["acceptance"].append(float(torch.tensor(ais.trace["acceptance"]).nanmean()))
+        run.history["step_size"].append(run.step_size)
+        if not self.replay:
+            self._weighted_step(run, params, ais, it)
+            return
+        run.buffer.add(ais.state.position, ais.log_w, -ais.state.base_energy)
+        if len(run.buffer) >= self.min_buffer_size:
+            self._replay_steps(run, params, it)
+
+    def fit(
+        self,
+        target: Target,
+        data: Tensor | None,
+        generator: torch.Generator,
+        checkpoint: Checkpoint = NO_CHECKPOINT,
+    ) -> FAB:
+        """Build a fresh flow (seeded from ``generator``) and train it by FAB; returns self.
+
+        Makes ``n_iter · batch_size · evaluations_per_ais_particle()``
+        energy-and-gradient evaluations. ``data`` is ignored. ``history_`` holds
+        ``loss`` and ``lr`` per gradient step, and per AIS run ``ess_ais`` (the
+        normalized Kish ESS of the AIS weights towards p²/q), ``acceptance`` and
+        ``step_size``.
+        """
+        flow = self._flow_method()
+        shift, scale = flow._standardization(target, None)
+        with _forked_seed(generator):
+            flow.flow_ = flow._build(target.dim, shift, scale)
+        params, opt, sched = flow._optimizer()
+        buffer = ReplayBuffer(self.buffer_size, target.dim, DTYPES[self.dtype])
+        run = _Run(
+            flow.flow_, opt, sched, generator, buffer if self.replay else None, self.step_size
+        )
+        start = run.restore(checkpoint)
+        for it in tqdm(range(start, self.n_iter), desc="fab", disable=None, leave=False):
+            self._iteration(run, flow, target, params, it)
+            if checkpoint.due(it + 1) and it + 1 < self.n_iter:
+                checkpoint.save(it + 1, run.state_dict())
+        if not all(torch.isfinite(p).all() for p in params):
+            raise self._diverged(self.n_iter, "parameters are not finite", run.last)
+        self.history_ = run.history
+        self.flow_, self.ais_step_size_ = flow, run.step_size
+        return self
+
+    # ---------------------------------------------------------------- sampling
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "flow_"):
+            raise RuntimeError("fab: call fit or load_model_state before sample")
+
+    def sample(
+        self,
+        target: Target,
+        n: int,
+        generator: torch.Generator,
+        checkpoint: Checkpoint = NO_CHECKPOINT,
+    ) -> SampleSet:
+        """Draw ``n`` samples x ∼ q with log w = −E(x) − log q(x) (−inf where non-finite).
+
+        With ``sample_ais``, also anneal ``n`` further particles from q to p and
+        report ``log_Z_ais`` (log mean of the AIS weights) and ``ess_ais``.
+        """
+        self._check_fitted()
+        samples = self.flow_.sample(target, n, generator)
+        samples.attrs["mode"] = "fab"
+        if self.sample_ais:
+            with torch.no_grad():
+                ais = self._anneal(self.flow_, target, n, self.ais_step_size_, 1.0, generator)
+            samples.attrs["log_Z_ais"] = log_mean_exp(ais.log_w)
+            samples.attrs["ess_ais"] = normalized_kish_ess(ais.log_w)
+        return samples
+
+    # ---------------------------------------------------------------- state
+
+    def model_state(self) -> dict[str, Tensor]:
+        """The flow's tensors (keys ``flow.*``) and the adapted AIS step size."""
+        self._check_fitted()
+        state = self.flow_.model_state()
+        state["ais.step_size"] = torch.tensor(self.ais_step_size_, dtype=torch.float64)
+        return state
+
+    def load_model_state(self, target: Target, state: dict[str, Tensor]) -> FAB:
+        """Rebuild the flow from this config and ``target.dim``, then load ``state``."""
+        self.flow_ = self._flow_method().load_model_state(target, state)
+        self.ais_step_size_ = float(state.get("ais.step_size", self.step_size))
+        return self

@@ -1,0 +1,402 @@
+"""Flow-proposal MCMC: a trained normalizing flow as the proposal of MH chains.
+
+``fit`` trains a flow exactly as :class:`~boltzbench.methods.flow.FlowMethod`
+does (it *is* a FlowMethod built from ``flow_params``: ``"mle"`` on reference
+samples or ``"reverse_kl"`` on the energy). ``sample`` then runs ``n_chains``
+chains of the kernel ``kernel`` from :mod:`boltzbench.mcmc.flow_proposal`:
+
+``"imh"``
+    independent Metropolis–Hastings with the flow as proposal (Tierney 1994;
+    Albergo et al. 2019; Gabrié, Rotskoff & Vanden-Eijnden 2022);
+``"mixed"``
+    ``n_local`` MALA steps, then one flow jump (Gabrié et al. 2022, Algorithm 1).
+
+The chains start at flow draws, then run in three phases, counted in *steps*
+(one jump for ``"imh"``; ``n_local`` MALA steps and a jump for ``"mixed"``):
+
+1. warm-up, ``n_warmup`` steps: with ``"mixed"`` each chain adapts its MALA
+   step size towards ``target_accept`` by dual averaging (Hoffman & Gelman
+   2014, :mod:`boltzbench.mcmc.adaptation`) on the mean acceptance rate of the
+   step's MALA moves, and keeps the averaged step size; ``"imh"`` has nothing
+   to adapt, so its warm-up is more burn-in;
+2. burn-in, ``n_burnin`` steps, discarded;
+3. sampling: K = ⌈n / n_chains⌉ kept draws per chain, one every ``thinning``
+   steps, returned draw-major (draw 1 of every chain, then draw 2, …), first n.
+
+The samples are unweighted draws from p (``weighted = False``).
+
+**Cost.** With S = n_warmup + n_burnin + K · thinning steps per chain, ``sample``
+makes, all through the target passed to it,
+
+* ``"imh"``: n_chains · (1 + S) energy evaluations and no gradients;
+* ``"mixed"``: n_chains · (1 + S · (n_local + 1)) energy-and-gradient
+  evaluations (a jump takes ∇E at the proposal too: the next MALA step needs it);
+
+the 1 is the initial state. Training costs nothing more for ``"mle"`` and
+n_iter × batch_size energy-and-gradient evaluations for ``"reverse_kl"``
+(counted during ``fit``, not here). Flow evaluations (draws and log q) are not
+target evaluations.
+
+**Diagnostics**, over all n_chains × K kept draws: ``ess_per_dim`` and
+``ess_energy`` are the autocorrelation ESS of Vehtari et al. 2021
+(:mod:`boltzbench.mcmc.diagnostics`), ``ess_min`` the smallest over coordinates,
+``ess_per_energy_evaluation`` = ess_min / (every energy evaluation of the
+``sample`` call: initial states, warm-up, burn-in and sampling steps, the
+formula above), ``rhat_max`` the largest split R̂. ``acceptance_flow`` and
+``acceptance_local`` are the fractions of flow jumps and of MALA moves accepted
+after warm-up (``acceptance_local`` is NaN for ``"imh"``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from boltzbench.checkpoint import NO_CHECKPOINT, Checkpoint
+from boltzbench.mcmc import adaptation, diagnostics
+from boltzbench.mcmc import flow_proposal as fp
+from boltzbench.methods.base import Method, SampleSet
+from boltzbench.methods.flow import FlowMethod
+from boltzbench.methods.mala import _Draws, _Schedule
+from boltzbench.targets.base import Target
+
+__all__ = ["FlowMCMC", "KERNELS"]
+
+#: the kernels ``FlowMCMC`` can run
+KERNELS = ("imh", "mixed")
+
+
+class FlowMCMC(Method):
+    """MCMC with a trained normalizing flow as proposal: IMH or MALA + flow jumps.
+
+    Parameters
+    ----------
+    flow_params
+        Keywords of :class:`~boltzbench.methods.flow.FlowMethod` (its ``mode``
+        decides ``needs_data``: ``"mle"`` trains on reference samples).
+    kernel
+        ``"imh"`` (independent MH, Tierney 1994) or ``"mixed"`` (``n_local``
+        MALA steps then one flow jump, Gabrié et al. 2022).
+    n_local
+        MALA steps per flow jump (``"mixed"`` only; >= 1).
+    n_chains
+        Number of parallel chains.
+    n_warmup, n_burnin
+        Steps of step-size adaptation and of further burn-in (both discarded).
+    thinning
+        Steps between kept draws.
+    step_size
+        Initial MALA step size ε₀ (units of x), adapted during warm-up.
+    target_accept
+        MALA acceptance aimed at (0.574: Roberts & Rosenthal 1998).
+
+    Notes
+    -----
+    A step is one jump (``"imh"``) or ``n_local`` MALA moves and one jump
+    (``"mixed"``). Chains run in float64, whatever the flow's dtype.
+    """
+
+    trainable = True
+    weighted = False
+    #: small settings for the conformance suite (CI)
+    fast_params: dict[str, Any] = {
+        "flow_params": dict(FlowMethod.fast_params),
+        "n_local": 2,
+        "n_chains": 8,
+        "n_warmup": 20,
+        "n_burnin": 5,
+        "thinning": 1,
+    }
+
+    def __init__(
+        self,
+        *,
+        flow_params: dict[str, Any] | None = None,
+        kernel: str = "mixed",
+        n_local: int = 5,
+        n_chains: int = 64,
+        n_warmup: int = 200,
+        n_burnin: int = 100,
+        thinning: int = 1,
+        step_size: float = 0.1,
+        target_accept: float = 0.574,
+    ):
+        if kernel not in KERNELS:
+            raise ValueError(f"flow_mcmc: unknown kernel {kernel!r}; valid: {', '.join(KERNELS)}")
+        if n_chains < 1 or thinning < 1 or n_warmup < 0 or n_burnin < 0 or n_local < 1:
+            raise ValueError(
+                "flow_mcmc: need n_chains, thinning, n_local >= 1 and n_warmup, n_burnin >= 0"
+            )
+        if not (step_size > 0 and 0 < target_accept < 1):
+            raise ValueError("flow_mcmc: need step_size > 0 and 0 < target_accept < 1")
+        self.flow_params = dict(flow_params or {})
+        FlowMethod(**self.flow_params)  # checks the flow's keywords now
+        self.kernel, self.n_local, self.n_chains = kernel, n_local, n_chains
+        self.n_warmup, self.n_burnin, self.thinning = n_warmup, n_burnin, thinning
+        self.step_size, self.target_accept = step_size, target_accept
+
+    @property
+    def needs_data(self) -> bool:  # type: ignore[override]
+        """True when the flow trains by maximum likelihood (``mode="mle"``)."""
+        return FlowMethod(**self.flow_params).needs_data
+
+    # ---------------------------------------------------------------- the flow
+
+    def fit(
+        self,
+        target: Target,
+        data: Tensor | None,
+        generator: torch.Generator,
+        checkpoint: Checkpoint = NO_CHECKPOINT,
+    ) -> FlowMCMC:
+        """Train the flow (:meth:`FlowMethod.fit`, with its checkpoints); returns self."""
+        self.flow_ = FlowMethod(**self.flow_params).fit(target, data, generator, checkpoint)
+        self.history_ = self.flow_.history_
+        return self
+
+    def model_state(self) -> dict[str, Tensor]:
+        """The flow's tensors (:meth:`FlowMethod.model_state`)."""
+        self._check_fitted()
+        return self.flow_.model_state()
+
+    def load_model_state(self, target: Target, state: dict[str, Tensor]) -> FlowMCMC:
+        """Rebuild the flow from ``flow_params`` and load ``state`` into it."""
+        self.flow_ = FlowMethod(**self.flow_params).load_model_state(target, state)
+        return self
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "flow_"):
+            raise RuntimeError("flow_mcmc: call fit or load_model_state before sample")
+
+    # ---------------------------------------------------------------- costs
+
+    def n_steps(self, n: int) -> int:
+        """Steps per chain (warm-up, burn-in and sampling) for ``n`` samples."""
+        return self.n_warmup + self.n_burnin + math.ceil(n / self.n_chains) * self.thinning
+
+    def n_evaluations(self, n: int) -> dict[str, int]:
+        """Energy and gradient evaluations of ``sample(…, n, …)`` (see the module docstring)."""
+        per_step = 1 if self.kernel == "imh" else self.n_local + 1
+        energy = self.n_chains * (1 + self.n_steps(n) * per_step)
+        return {"energy": energy, "grad": 0 if self.kernel == "imh" else energy}
+
+    # ---------------------------------------------------------------- sampling
+
+    def sample(
+        self,
+        target: Target,
+        n: int,
+        generator: torch.Generator,
+        checkpoint: Checkpoint = NO_CHECKPOINT,
+    ) -> SampleSet:
+        """Run the chains and return ``n`` unweighted draws (see the module docstring).
+
+        Every ``checkpoint.every`` steps the chains, the adaptation, the kept
+        draws and the generator's state are saved; a saved run is resumed.
+        """
+        self._check_fitted()
+        if n < 1:
+            raise ValueError(f"flow_mcmc: n must be positive, got {n}")
+        chains = _Chains.build(self, target)
+        y0, log_q0 = chains.propose(generator, self.n_chains)
+        run = _Run.start(fp.init(y0, log_q0, chains.evaluate), self.step_size)
+        run.restore(checkpoint, generator)
+        schedule = _Schedule(
+            self.n_warmup, self.n_burnin, self.thinning, math.ceil(n / self.n_chains)
+        )
+        bar = tqdm(
+            total=schedule.total, initial=run.step, desc="flow_mcmc", disable=None, leave=False
+        )
+        with bar:
+            while run.step < schedule.total:
+                run.advance(chains, generator, schedule, self.target_accept)
+                bar.update()
+                if checkpoint.due(run.step) and run.step < schedule.total:
+                    checkpoint.save(run.step, run.state_dict(generator))
+        return self._sample_set(run, n, self.n_burnin + schedule.n_draws * self.thinning)
+
+    def _sample_set(self, run: _Run, n: int, n_counted: int) -> SampleSet:
+        """The first ``n`` kept draws with the attrs and diagnostics of the module docstring."""
+        draws = _Draws(*map(torch.stack, zip(*run.kept, strict=True)))  # (K, chains, ...)
+        chains_first = draws.position.transpose(0, 1)
+        ess = diagnostics.effective_sample_size(chains_first)
+        ess_energy = diagnostics.effective_sample_size(draws.energy.T)
+        short = chains_first.shape[1] < 4
+        rhat = ess * math.nan if short else diagnostics.split_rhat(chains_first)
+        acc_flow, acc_local = run.accepted_flow / n_counted, run.accepted_local / n_counted
+        step_size = run.step_size
+        if self.kernel == "imh":  # no MALA moves, no step size
+            acc_local, step_size = acc_local * math.nan, step_size * math.nan
+        evals = self.n_evaluations(n)
+        attrs = {
+            "kernel": self.kernel,
+            "acceptance_flow": float(acc_flow.mean()),
+            "acceptance_local": float(acc_local.mean()),
+            "step_size": float(step_size.mean()),
+            "n_chains": self.n_chains,
+            "n_steps": self.n_steps(n),
+            "n_draws_per_chain": draws.position.shape[0],
+            "n_samples": n,
+            "n_energy_evaluations": evals["energy"],
+            "n_grad_evaluations": evals["grad"],
+            "ess_energy": float(ess_energy),
+            "ess_min": float(ess.min()),
+            "ess_mean": float(ess.mean()),
+            "ess_per_energy_evaluation": float(ess.min()) / evals["energy"],
+            "rhat_max": float(rhat.max()),
+        }
+        diag = {
+            "ess_per_dim": ess,
+            "rhat_per_dim": rhat,
+            "acceptance_flow_per_chain": acc_flow,
+            "acceptance_local_per_chain": acc_local,
+            "step_size_per_chain": step_size,
+        }
+        dim = draws.position.shape[-1]
+        x, energy = draws.position.reshape(-1, dim)[:n], draws.energy.reshape(-1)[:n]
+        return SampleSet(x=x, energy=energy, diagnostics=diag, attrs=attrs)
+
+
+class _Moves(NamedTuple):
+    """What one step did, per chain (shape ``(chains,)``; the MALA fields are None for IMH).
+
+    Attributes
+    ----------
+    local_accepted
+        Fraction of the step's MALA moves accepted.
+    local_rate
+        Mean of their acceptance rates min(1, α) (what the step-size adaptation uses).
+    jumped
+        Whether the flow jump was accepted.
+    """
+
+    local_accepted: Tensor | None
+    local_rate: Tensor | None
+    jumped: Tensor
+
+
+@dataclass
+class _Chains:
+    """The flow as proposal, the target's evaluator and the kernel of one run."""
+
+    propose: fp.Proposal
+    evaluate: fp.Evaluate
+    kernel: Callable[..., tuple[fp.State, Any]]
+    mixed: bool
+
+    @classmethod
+    def build(cls, method: FlowMCMC, target: Target) -> _Chains:
+        propose, log_prob = _flow_proposal(method.flow_, target.dim)
+        if method.kernel == "imh":
+            return cls(propose, fp.energy_only(target.energy), fp.build_kernel(propose), False)
+        kernel = fp.build_mixed_kernel(propose, log_prob, method.n_local)
+        return cls(propose, target.energy_and_grad, kernel, True)
+
+    def step(
+        self, generator: torch.Generator, state: fp.State, step_size: Tensor
+    ) -> tuple[fp.State, _Moves]:
+        """One step of every chain (``step_size``: the MALA ε per chain, unused by IMH)."""
+        if not self.mixed:
+            state, info = self.kernel(generator, state, self.evaluate)
+            return state, _Moves(None, None, info.is_accepted)
+        state, info = self.kernel(generator, state, self.evaluate, step_size)
+        return state, _Moves(info.local_accepted, info.local_acceptance_rate, info.jump.is_accepted)
+
+
+def _flow_proposal(flow: FlowMethod, dim: int) -> tuple[fp.Proposal, Callable[[Tensor], Tensor]]:
+    """``propose(generator, n) -> (y, log q(y))`` and ``log_prob(x)`` of a fitted flow.
+
+    Draws push base noise from ``generator`` through the flow (its ``_push``,
+    the same path as :meth:`FlowMethod.sample`); the results are float64.
+    """
+
+    @torch.no_grad()
+    def propose(generator: torch.Generator, n: int) -> tuple[Tensor, Tensor]:
+        x, log_q = flow._push(flow._base_noise(n, dim, generator))
+        return x.to(torch.float64), log_q.to(torch.float64)
+
+    @torch.no_grad()
+    def log_prob(x: Tensor) -> Tensor:
+        return flow.flow_().log_prob(x.to(flow._dtype)).to(torch.float64)
+
+    return propose, log_prob
+
+
+@dataclass
+class _Run:
+    """The whole state of a run between two steps (what a checkpoint saves).
+
+    ``step`` steps are done. During warm-up ``adapt`` holds the dual-averaging
+    state; after it, ``step_size`` holds the averaged MALA step sizes ε̄ (per
+    chain). ``accepted_local`` and ``accepted_flow`` sum, after warm-up, the
+    fraction of MALA moves and the jumps accepted; ``kept`` holds the kept draws.
+    """
+
+    step: int
+    state: fp.State
+    adapt: adaptation.DualAveragingState
+    step_size: Tensor
+    accepted_local: Tensor
+    accepted_flow: Tensor
+    kept: list[_Draws] = field(default_factory=list)
+
+    @classmethod
+    def start(cls, state: fp.State, step_size: float) -> _Run:
+        eps = torch.full(state.energy.shape, step_size, dtype=state.position.dtype)
+        adapt = adaptation.dual_averaging_init(eps)
+        zero = torch.zeros_like(eps)
+        return cls(0, state, adapt, eps, zero, zero.clone())
+
+    def advance(self, chains: _Chains, generator, schedule: _Schedule, target_accept: float):
+        """One step of every chain, in the phase that ``step`` is in."""
+        warming = self.step < schedule.n_warmup
+        eps = torch.exp(self.adapt.log_step_size) if warming else self.step_size
+        self.state, moves = chains.step(generator, self.state, eps)
+        self.step += 1
+        if warming and moves.local_rate is not None:
+            self.adapt = adaptation.dual_averaging_update(
+                self.adapt, moves.local_rate, target_accept
+            )
+        elif not warming:
+            if moves.local_accepted is not None:
+                self.accepted_local = self.accepted_local + moves.local_accepted
+            self.accepted_flow = self.accepted_flow + moves.jumped.to(self.accepted_flow)
+            after_burnin = self.step - schedule.n_warmup - schedule.n_burnin
+            if after_burnin > 0 and after_burnin % schedule.thinning == 0:
+                self.kept.append(_Draws(self.state.position, self.state.energy))
+        if self.step == schedule.n_warmup:
+            self.step_size = adaptation.dual_averaging_final(self.adapt)
+
+    def state_dict(self, generator: torch.Generator) -> dict:
+        return {
+            "step": self.step,
+            "state": self.state._asdict(),
+            "adapt": self.adapt._asdict(),
+            "step_size": self.step_size,
+            "accepted_local": self.accepted_local,
+            "accepted_flow": self.accepted_flow,
+            "kept": [k._asdict() for k in self.kept],
+            "generator": generator.get_state(),
+        }
+
+    def restore(self, checkpoint: Checkpoint, generator: torch.Generator) -> None:
+        saved = checkpoint.restore()
+        if saved is None:
+            return
+        _, s = saved
+        dev = self.state.position.device  # a checkpoint is loaded onto the CPU
+        on = lambda d: {k: v.to(dev) if torch.is_tensor(v) else v for k, v in d.items()}  # noqa: E731
+        self.step = s["step"]
+        self.step_size = s["step_size"].to(dev)
+        self.accepted_local = s["accepted_local"].to(dev)
+        self.accepted_flow = s["accepted_flow"].to(dev)
+        self.state = fp.State(**on(s["state"]))
+        self.adapt = adaptation.DualAveragingState(**on(s["adapt"]))
+        self.kept = [_Draws(**on(k)) for k in s["kept"]]
+        generator.set_state(s["generator"])

@@ -1,0 +1,305 @@
+"""Torsion-angle metrics of alanine dipeptide: Ramachandran divergences, torus W2, chirality.
+
+Alanine dipeptide targets expose ``positions(x) -> (n, 22, 3)`` in nm and
+``mdtraj_topology`` (ACE–ALA–NME, as shipped by openmmtools). Torsions are
+dihedral angles in radians from ``mdtraj.compute_dihedrals`` (IUPAC sign
+convention), wrapped to [−π, π), on atom quadruples looked up by
+(residue name, atom name) in the topology:
+
+=============  ==========================================  ===================
+torsion        atoms                                       shipped indices
+=============  ==========================================  ===================
+φ              ACE C, ALA N, ALA CA, ALA C                 4, 6, 8, 14
+ψ              ALA N, ALA CA, ALA C, NME N                 6, 8, 14, 16
+ω₁             ACE CH3, ACE C, ALA N, ALA CA               1, 4, 6, 8
+ω₂             ALA CA, ALA C, NME N, NME C                 8, 14, 16, 18
+ACE methyl     ACE H1, ACE CH3, ACE C, ALA N               0, 1, 4, 6
+ALA methyl     ALA N, ALA CA, ALA CB, ALA HB1              6, 8, 10, 11
+NME methyl     ALA C, NME N, NME C, NME H1                 14, 16, 18, 19
+=============  ==========================================  ===================
+
+φ and ψ are mdtraj's own ``compute_phi``/``compute_psi`` quadruples. mdtraj
+finds no ω or χ for the capped residues (its ω needs a CA on both sides), so the
+others are defined here.
+
+Chirality is :func:`boltzbench.targets.internal.is_l_form`: L-alanine iff the
+improper torsion ζ = dihedral(CA, N, C, CB) (atoms 8, 6, 14, 10) is > 0
+(PROCHECK's Cα check; ζ ≈ +0.617 rad on the shipped structure). A mirror
+image flips its sign.
+
+Histogram divergences use equal-width bins over [−π, π) per angle, with an
+additive pseudo-count ε on the bin probabilities, p̃ = (p + ε) / (1 + K ε)
+for K bins, so that KL stays finite when a bin is empty.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from boltzbench.metrics.distributional import EMD_NUM_ITER_MAX, OTNotConverged
+from boltzbench.metrics.evaluate import finite_rows
+from boltzbench.targets.base import Target
+from boltzbench.targets.internal import is_l_form
+
+if TYPE_CHECKING:  # only for annotations
+    from boltzbench.methods.base import SampleSet
+
+__all__ = [
+    "TORSION_ATOMS",
+    "OTHER_TORSIONS",
+    "RAMACHANDRAN_BINS",
+    "TORSION_BINS",
+    "PSEUDO_COUNT",
+    "has_torsions",
+    "torsion_indices",
+    "torsion_angles",
+    "wrap_angle",
+    "angle_histogram",
+    "smooth",
+    "kl_divergence",
+    "js_divergence",
+    "torus_cost",
+    "torus_wasserstein2",
+    "ramachandran_kl",
+    "ramachandran_js",
+    "torsion_kl_phi",
+    "torsion_kl_psi",
+    "torsion_kl_other",
+    "torus_w2",
+    "wrong_chirality",
+]
+
+#: (residue name, atom name) quadruples of every torsion (see the module docstring)
+TORSION_ATOMS: dict[str, tuple[tuple[str, str], ...]] = {
+    "phi": (("ACE", "C"), ("ALA", "N"), ("ALA", "CA"), ("ALA", "C")),
+    "psi": (("ALA", "N"), ("ALA", "CA"), ("ALA", "C"), ("NME", "N")),
+    "omega_1": (("ACE", "CH3"), ("ACE", "C"), ("ALA", "N"), ("ALA", "CA")),
+    "omega_2": (("ALA", "CA"), ("ALA", "C"), ("NME", "N"), ("NME", "C")),
+    "methyl_ace": (("ACE", "H1"), ("ACE", "CH3"), ("ACE", "C"), ("ALA", "N")),
+    "methyl_ala": (("ALA", "N"), ("ALA", "CA"), ("ALA", "CB"), ("ALA", "HB1")),
+    "methyl_nme": (("ALA", "C"), ("NME", "N"), ("NME", "C"), ("NME", "H1")),
+}
+#: the torsions averaged by :func:`torsion_kl_other`
+OTHER_TORSIONS = ("omega_1", "omega_2", "methyl_ace", "methyl_ala", "methyl_nme")
+#: bins per angle of the 2-D (φ, ψ) histogram: 36 × 36 bins of 10°
+RAMACHANDRAN_BINS = 36
+#: bins of each 1-D torsion histogram: 60 bins of 6°
+TORSION_BINS = 60
+#: additive pseudo-count ε on bin probabilities before renormalizing
+PSEUDO_COUNT = 1e-6
+
+
+def has_torsions(target: Target) -> bool:
+    """Whether ``target`` is alanine dipeptide (has ``mdtraj_topology`` and ``positions``)."""
+    return hasattr(target, "mdtraj_topology") and hasattr(target, "positions")
+
+
+def torsion_indices(topology, names: tuple[str, ...]) -> np.ndarray:
+    """Atom indices ``(len(names), 4)`` of the torsions ``names`` in an mdtraj ``topology``."""
+    index = {(a.residue.name, a.name): a.index for a in topology.atoms}
+    return np.array([[index[atom] for atom in TORSION_ATOMS[name]] for name in names])
+
+
+def wrap_angle(theta: np.ndarray) -> np.ndarray:
+    """Angles mapped to [−π, π) (θ − 2π ⌊(θ + π) / 2π⌋), in float64."""
+    theta = np.asarray(theta, dtype=np.float64)
+    return theta - 2 * math.pi * np.floor((theta + math.pi) / (2 * math.pi))
+
+
+def torsion_angles(x: torch.Tensor, target: Target, names: tuple[str, ...]) -> np.ndarray:
+    """Torsions ``names`` of the rows of ``x``, radians in [−π, π), shape ``(n, len(names))``.
+
+    Positions from ``target.positions(x)`` (nm), dihedrals from
+    ``mdtraj.compute_dihedrals`` on a ``mdtraj.Trajectory`` with
+    ``target.mdtraj_topology`` (mdtraj computes in float32: ~1e-6 rad).
+    """
+    import mdtraj  # imported here: only alanine dipeptide needs it
+
+    with torch.no_grad():
+        pos = target.positions(x.detach().to(torch.float64)).cpu().numpy()
+    traj = mdtraj.Trajectory(pos.astype(np.float32), target.mdtraj_topology)
+    idx = torsion_indices(target.mdtraj_topology, names)
+    return wrap_angle(mdtraj.compute_dihedrals(traj, idx, periodic=False))
+
+
+def angle_histogram(angles: np.ndarray, bins: int) -> np.ndarray:
+    """Normalized histogram of ``angles`` ``(n, k)`` on the k-torus, shape ``(bins**k,)``.
+
+    ``bins`` equal-width bins per angle over [−π, π) (angles are wrapped
+    first, so π falls in the first bin); the joint bin index is row-major in
+    the k angles. Sums to 1 (n ≥ 1).
+    """
+    a = wrap_angle(np.atleast_2d(angles.T).T)
+    idx = np.clip(np.floor((a + math.pi) / (2 * math.pi) * bins).astype(np.int64), 0, bins - 1)
+    flat = np.ravel_multi_index(tuple(idx.T), (bins,) * a.shape[1])
+    return np.bincount(flat, minlength=bins ** a.shape[1]) / a.shape[0]
+
+
+def smooth(p: np.ndarray, eps: float = PSEUDO_COUNT) -> np.ndarray:
+    """p̃ = (p + ε) / (1 + K ε) for a probability vector ``p`` of K bins."""
+    return (p + eps) / (1.0 + p.size * eps)
+
+
+def kl_divergence(p: np.ndarray, q: np.ndarray) -> float:
+    """KL(p ‖ q) = Σ_k p_k log(p_k / q_k) in nats, with 0 log 0 = 0 (∞ if q_k = 0 < p_k)."""
+    m = p > 0
+    if np.any(q[m] == 0):
+        return math.inf
+    return float(np.sum(p[m] * np.log(p[m] / q[m])))
+
+
+def js_divergence(p: np.ndarray, q: np.ndarray) -> float:
+    """Jensen–Shannon ½ KL(p ‖ m) + ½ KL(q ‖ m), m = (p + q)/2, in nats, ∈ [0, log 2]."""
+    m = 0.5 * (p + q)
+    return 0.5 * kl_divergence(p, m) + 0.5 * kl_divergence(q, m)
+
+
+def torus_cost(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cost C_ij = Σ_k min(|Δθ_k|, 2π − |Δθ_k|)² between rows of ``a`` (n, k) and ``b`` (m, k).
+
+    The squared geodesic distance on the flat torus [−π, π)^k. Inputs are
+    wrapped to [−π, π) first, so |Δθ_k| < 2π.
+    """
+    a, b = wrap_angle(a), wrap_angle(b)
+    cost = np.zeros((a.shape[0], b.shape[0]))
+    for k in range(a.shape[1]):
+        d = np.abs(a[:, k, None] - b[None, :, k])
+        cost += np.minimum(d, 2 * math.pi - d) ** 2
+    return cost
+
+
+def torus_wasserstein2(a: np.ndarray, b: np.ndarray, num_iter_max: int = EMD_NUM_ITER_MAX) -> float:
+    """Exact W2 (radians, not W2²) on the flat torus between uniform measures on ``a`` and ``b``.
+
+    sqrt of POT ``ot.emd2`` (network simplex) with :func:`torus_cost`. Raises
+    :class:`~boltzbench.metrics.distributional.OTNotConverged` when the solver
+    does not report an optimal solution.
+    """
+    cost = torus_cost(a, b)
+    wa, wb = (
+        np.full(cost.shape[0], 1.0 / cost.shape[0]),
+        np.full(cost.shape[1], 1.0 / cost.shape[1]),
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # replaced by the check below
+        import ot
+
+        w2_sq, log = ot.emd2(wa, wb, cost, numItermax=num_iter_max, log=True)
+    if log["result_code"] != 1:
+        raise OTNotConverged(f"ot.emd2 on the torus did not converge: {log['warning']}")
+    return math.sqrt(max(float(w2_sq), 0.0))
+
+
+def _histogram_kl(ref: np.ndarray, ang: np.ndarray, bins: int) -> float:
+    """KL(ref ‖ samples) between ε-smoothed angle histograms of ``bins`` per angle."""
+    return kl_divergence(smooth(angle_histogram(ref, bins)), smooth(angle_histogram(ang, bins)))
+
+
+def ramachandran_kl(
+    x: torch.Tensor,
+    energy: torch.Tensor,
+    ref_x: torch.Tensor,
+    ref_energy: torch.Tensor,
+    target: Target,
+    generator: torch.Generator,
+) -> float:
+    """KL(ref ‖ samples) on ε-smoothed 36 × 36 (φ, ψ) histograms, nats."""
+    names = ("phi", "psi")
+    ref, ang = torsion_angles(ref_x, target, names), torsion_angles(x, target, names)
+    return _histogram_kl(ref, ang, RAMACHANDRAN_BINS)
+
+
+def ramachandran_js(
+    x: torch.Tensor,
+    energy: torch.Tensor,
+    ref_x: torch.Tensor,
+    ref_energy: torch.Tensor,
+    target: Target,
+    generator: torch.Generator,
+) -> float:
+    """Jensen–Shannon divergence on the unsmoothed 36 × 36 (φ, ψ) histograms, nats."""
+    names = ("phi", "psi")
+    p = angle_histogram(torsion_angles(ref_x, target, names), RAMACHANDRAN_BINS)
+    q = angle_histogram(torsion_angles(x, target, names), RAMACHANDRAN_BINS)
+    return js_divergence(p, q)
+
+
+def _torsion_kl(
+    x: torch.Tensor, ref_x: torch.Tensor, target: Target, names: tuple[str, ...]
+) -> float:
+    """Mean over ``names`` of the 1-D KL(ref ‖ samples), ε-smoothed, 60 bins."""
+    ref, ang = torsion_angles(ref_x, target, names), torsion_angles(x, target, names)
+    kls = [_histogram_kl(ref[:, k], ang[:, k], TORSION_BINS) for k in range(len(names))]
+    return float(np.mean(kls))
+
+
+def torsion_kl_phi(
+    x: torch.Tensor,
+    energy: torch.Tensor,
+    ref_x: torch.Tensor,
+    ref_energy: torch.Tensor,
+    target: Target,
+    generator: torch.Generator,
+) -> float:
+    """1-D KL(ref ‖ samples) of φ (see :func:`_torsion_kl`)."""
+    return _torsion_kl(x, ref_x, target, ("phi",))
+
+
+def torsion_kl_psi(
+    x: torch.Tensor,
+    energy: torch.Tensor,
+    ref_x: torch.Tensor,
+    ref_energy: torch.Tensor,
+    target: Target,
+    generator: torch.Generator,
+) -> float:
+    """1-D KL(ref ‖ samples) of ψ (see :func:`_torsion_kl`)."""
+    return _torsion_kl(x, ref_x, target, ("psi",))
+
+
+def torsion_kl_other(
+    x: torch.Tensor,
+    energy: torch.Tensor,
+    ref_x: torch.Tensor,
+    ref_energy: torch.Tensor,
+    target: Target,
+    generator: torch.Generator,
+) -> float:
+    """Mean 1-D KL(ref ‖ samples) over :data:`OTHER_TORSIONS` (see :func:`_torsion_kl`)."""
+    return _torsion_kl(x, ref_x, target, OTHER_TORSIONS)
+
+
+def torus_w2(
+    x: torch.Tensor,
+    energy: torch.Tensor,
+    ref_x: torch.Tensor,
+    ref_energy: torch.Tensor,
+    target: Target,
+    generator: torch.Generator,
+) -> float:
+    """W2 on the flat (φ, ψ) torus (see :func:`torus_wasserstein2`), radians."""
+    names = ("phi", "psi")
+    return torus_wasserstein2(
+        torsion_angles(x, target, names), torsion_angles(ref_x, target, names)
+    )
+
+
+def wrong_chirality(samples: SampleSet, target: Target) -> float:
+    """Fraction of the finite rows that are not L-form; 0.0 when there are none.
+
+    Rows whose energy and x are finite (:func:`~boltzbench.metrics.evaluate.finite_rows`);
+    L-form by ``is_l_form`` of ``target.positions(x)`` flattened to ``(n, 66)``
+    (ζ > 0; a NaN ζ of a degenerate geometry counts as not L).
+    """
+    finite = finite_rows(samples)
+    n = finite.x.shape[0]
+    if n == 0:
+        return 0.0
+    with torch.no_grad():
+        pos = target.positions(finite.x).to(torch.float64).reshape(n, -1)
+    return float((~is_l_form(pos)).to(torch.float64).mean())
