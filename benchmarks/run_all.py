@@ -16,6 +16,7 @@ BENCHMARKS = (
     "bench_bridge",
     "bench_reference",
     "bench_diffusion",
+    "bench_flow_matching",
 )
 
 for name in BENCHMARKS:

@@ -165,7 +165,7 @@ def test_trains_on_a_gaussian_mixture_within_a_cpu_minute(gen):
     method = FlowMatching(**params).fit(target, data, gen)
     s = method.sample(target, 2000, gen)
     assert time.process_time() - t0 < 60
-    # measured: ESS 0.90, W2 0.52 (the noise floor of 2000 vs 2000 exact samples is ~0.3-0.4)
+    # measured: ESS 0.91, W2 0.44, 4 CPU s (W2 of 2000 vs 2000 exact samples: ~0.3)
     assert s.attrs["ess_kish"] > 0.6
     assert wasserstein2(s.x, target.sample(2000, gen)) < 0.8
     assert s.attrs["log_Z_hat"] == pytest.approx(target.log_Z, abs=0.1)

@@ -90,12 +90,15 @@ def test_leaderboard_has_molecular_metrics_beside_floors(run):
     assert (run / "results/figures/aldp_samples.png").stat().st_size > 1000
 
 
-def test_a_lost_md_replica_reruns_only_its_chain(run, tmp_path):
+def test_a_lost_md_replica_reruns_alone(run, tmp_path):
+    """A replica killed before it wrote leaves no store and no merged split:
+    asking for the split again reruns that replica and the merge, nothing else."""
     work = tmp_path / "copy"
-    shutil.copytree(run, work, symlinks=True)
-    victim = work / "results/aldp/md/eval/replica0.zarr"
-    shutil.rmtree(victim)
-    jobs = planned_jobs(snakemake(work, MOLECULAR, "-n"))
-    replicas = [wc for r, wc in jobs if r == "md_replica"]
-    assert replicas == [{"target": "aldp", "split": "eval", "replica": "0"}]
-    assert "train" not in {r for r, _ in jobs}  # the flow trains on the train split only
+    shutil.copytree(run, work, symlinks=True)  # copy2: modification times kept
+    shutil.rmtree(work / "results/aldp/md/eval/replica0.zarr")
+    shutil.rmtree(work / "results/aldp/reference/eval.zarr")
+    jobs = planned_jobs(snakemake(work, MOLECULAR, "-n", "results/aldp/reference/eval.zarr"))
+    assert sorted(r for r, _ in jobs) == ["md_replica", "reference"]
+    assert [wc for r, wc in jobs if r == "md_replica"] == [
+        {"target": "aldp", "split": "eval", "replica": "0"}
+    ]

@@ -7,8 +7,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from boltzbench.config import reference_sizes, validate_config
-from boltzbench.hashing import PACKAGE_ROOT, closure_hash
+from boltzbench.hashing import closure_hash
 from boltzbench.methods import METHODS as METHOD_REGISTRY
+from boltzbench.targets import TARGETS as TARGET_REGISTRY
 from boltzbench.targets import target_factory
 
 CFG = validate_config(config)
@@ -25,8 +26,9 @@ def source(step):
 
     Snakemake's code trigger does not see modules imported from src/, so each
     rule gets, as a param, the hash of the boltzbench files its step imports
-    (found statically), plus the module of the job's method and the file of a
-    user target. Changing code reruns exactly the jobs that run it.
+    (found statically), plus the modules of the job's method and target (a
+    lazily registered one, such as aldp, is not in any step's imports), or the
+    file of a user target. Changing code reruns exactly the jobs that run it.
     """
 
     def params(wildcards):
@@ -37,9 +39,11 @@ def source(step):
             )
         extra = ()
         if "target" in wildcards.keys():
-            where = Path(inspect.getfile(target_factory(target_spec(wildcards))))
-            if PACKAGE_ROOT not in where.resolve().parents:  # a user target
-                extra = (str(where),)
+            kind = CFG.targets[wildcards.target].kind
+            if kind:  # a registered target, possibly imported lazily (aldp)
+                modules.append(TARGET_REGISTRY.module_of(kind))
+            else:  # a user target: its file
+                extra = (str(Path(inspect.getfile(target_factory(target_spec(wildcards))))),)
         return closure_hash(*modules, extra_files=extra)
 
     return params

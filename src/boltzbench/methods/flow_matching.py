@@ -4,6 +4,7 @@ Training (needs reference samples). Conditional flow matching (Lipman et al.
 2023, "Flow matching for generative modeling", ICLR, arXiv:2210.02747, eqs.
 20–23) regresses a vector field v_θ(x, t) on the velocity of the optimal-transport
 (straight-line) conditional path from a base sample x₀ ∼ N(loc, base_scale² I)
+(or a diagonal Gaussian fitted to the data's spread: ``base_scale="data"``)
 to a data sample x₁:
 
     x_t = (1 − (1 − σ_min) t) x₀ + t x₁,      u_t = x₁ − (1 − σ_min) x₀,
@@ -394,7 +395,8 @@ class FlowMatching(Method):
         positive = (hidden_features, n_layers, n_iter, batch_size, n_ode_steps, n_probes)
         _check(min(positive) >= 1 and sample_batch_size >= 1, "sizes and counts must be >= 1")
         _check(lr > 0, "lr must be > 0")
-        _check(base_scale == "data" or base_scale > 0, "base_scale must be > 0 or 'data'")
+        number = isinstance(base_scale, (int, float)) and not isinstance(base_scale, bool)
+        _check(base_scale == "data" or (number and base_scale > 0), "base_scale: > 0 or 'data'")
         _check(0 <= sigma_min < 1, f"sigma_min must be in [0, 1), got {sigma_min}")
         _check(exact_trace_max_dim >= 0, "exact_trace_max_dim must be >= 0")
         _check(equivariant in ("auto", True, False), "equivariant must be 'auto', True or False")

@@ -60,7 +60,10 @@ def ramachandran_row(axes, target, sets) -> None:
             vmax=12,
         )
         ax.set(title=title, xlabel="φ (rad)", ylabel="ψ (rad)")
-    plt.colorbar(img, ax=list(axes), label="−log p(φ, ψ) (k_BT)", shrink=0.8)
+    fig = axes[0].figure
+    fig.subplots_adjust(right=0.9)
+    cax = fig.add_axes((0.92, 0.16, 0.012, 0.66))
+    fig.colorbar(img, cax=cax, label="−log p(φ, ψ) (k_BT)")
 
 
 def distance_row(axes, target, sets) -> None:
@@ -96,6 +99,7 @@ def structure_figure(target_name: str, target, sets: list[tuple[str, np.ndarray]
     """One row: ``sets`` = [("reference", x), (method, x), ...] for a structured target."""
     kind = structured_kind(target)
     fig, axes = plt.subplots(1, len(sets), figsize=(3.4 * len(sets), 3.4), squeeze=False)
+    fig.subplots_adjust(top=0.82, bottom=0.16)
     drawn = [(ax, s) for ax, s in zip(axes[0], sets) if len(s[1])]
     for ax, (title, x) in zip(axes[0], sets):
         if not len(x):
