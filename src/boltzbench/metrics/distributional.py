@@ -23,6 +23,7 @@ __all__ = [
     "EMD_NUM_ITER_MAX",
     "OTNotConverged",
     "wasserstein2",
+    "w2_from_cost",
     "gaussian_mmd",
     "median_bandwidth",
     "w2",
@@ -62,8 +63,15 @@ def wasserstein2(x: torch.Tensor, y: torch.Tensor, num_iter_max: int = EMD_NUM_I
     """
     xs, ys = _numpy64(x), _numpy64(y)
     cost = scipy.spatial.distance.cdist(xs, ys, metric="sqeuclidean")
-    a = np.full(xs.shape[0], 1.0 / xs.shape[0])
-    b = np.full(ys.shape[0], 1.0 / ys.shape[0])
+    return w2_from_cost(cost, num_iter_max)
+
+
+def w2_from_cost(cost: np.ndarray, num_iter_max: int = EMD_NUM_ITER_MAX) -> float:
+    """sqrt of the exact OT cost between uniform measures for a squared-distance ``cost``
+    matrix (n, m): POT ``ot.emd2`` (network simplex). Raises :class:`OTNotConverged`
+    when the solver does not report an optimal solution within ``num_iter_max``."""
+    a = np.full(cost.shape[0], 1.0 / cost.shape[0])
+    b = np.full(cost.shape[1], 1.0 / cost.shape[1])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # replaced by the check below
         import ot  # imported here: POT pulls in scikit-learn, ~1 s per job
@@ -71,7 +79,7 @@ def wasserstein2(x: torch.Tensor, y: torch.Tensor, num_iter_max: int = EMD_NUM_I
         w2_sq, log = ot.emd2(a, b, cost, numItermax=num_iter_max, log=True)
     if log["result_code"] != _EMD_OPTIMAL:
         raise OTNotConverged(
-            f"ot.emd2 on {xs.shape[0]}×{ys.shape[0]} points did not converge "
+            f"ot.emd2 on {cost.shape[0]}×{cost.shape[1]} points did not converge "
             f"(result_code={log['result_code']}: {log['warning']}); raise num_iter_max"
         )
     return math.sqrt(max(float(w2_sq), 0.0))

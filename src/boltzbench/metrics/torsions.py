@@ -35,13 +35,12 @@ for K bins, so that KL stays finite when a bin is empty.
 from __future__ import annotations
 
 import math
-import warnings
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from boltzbench.metrics.distributional import EMD_NUM_ITER_MAX, OTNotConverged
+from boltzbench.metrics.distributional import EMD_NUM_ITER_MAX, w2_from_cost
 from boltzbench.metrics.evaluate import finite_rows
 from boltzbench.targets.base import Target
 from boltzbench.targets.internal import is_l_form
@@ -180,19 +179,7 @@ def torus_wasserstein2(a: np.ndarray, b: np.ndarray, num_iter_max: int = EMD_NUM
     :class:`~boltzbench.metrics.distributional.OTNotConverged` when the solver
     does not report an optimal solution.
     """
-    cost = torus_cost(a, b)
-    wa, wb = (
-        np.full(cost.shape[0], 1.0 / cost.shape[0]),
-        np.full(cost.shape[1], 1.0 / cost.shape[1]),
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # replaced by the check below
-        import ot
-
-        w2_sq, log = ot.emd2(wa, wb, cost, numItermax=num_iter_max, log=True)
-    if log["result_code"] != 1:
-        raise OTNotConverged(f"ot.emd2 on the torus did not converge: {log['warning']}")
-    return math.sqrt(max(float(w2_sq), 0.0))
+    return w2_from_cost(torus_cost(a, b), num_iter_max)
 
 
 def _histogram_kl(ref: np.ndarray, ang: np.ndarray, bins: int) -> float:
