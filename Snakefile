@@ -36,3 +36,4 @@ rule all:
     input:
         rules.aggregate.output,
         rules.figures.output,
+        rules.budget_sweep.output if SWEEP else [],

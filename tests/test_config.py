@@ -123,6 +123,38 @@ def test_shipped_configs_are_valid():
             },
             ["'targets.ala.reference'", "production_steps", "save_every_steps"],
         ),
+        # data-based training needs reference data on every target it runs on
+        (
+            {"targets__dw": {"kind": "dw4"}, "methods__flow_mle__targets": ["user", "dw"]},
+            ["'methods.flow_mle'", "reference samples", "'dw'", "targets.dw.reference"],
+        ),
+        # evaluation budgets
+        ({"methods__smc__budget": {"nope": 1000}}, ["'methods.smc.budget'", "nope", "gmm40"]),
+        ({"methods__smc__budget": 0}, ["'methods.smc.budget'", "greater than 0"]),
+        (
+            {"methods__flow_rkl__budget": 500},
+            ["'methods.flow_rkl.budget'", "none for training", "n_samples = 500"],
+        ),
+        (
+            {"budget_sweep": {"target": "nope", "budgets": [1, 2, 3]}},
+            ["'budget_sweep.target'", "nope", "gmm40"],
+        ),
+        (
+            {"budget_sweep": {"target": "gmm40", "budgets": [1000, 2000]}},
+            ["'budget_sweep.budgets'", "at least 3"],
+        ),
+        (
+            {"budget_sweep": {"target": "user", "budgets": [1, 2, 3], "methods": ["flow_rkl"]}},
+            ["'budget_sweep.methods'", "flow_rkl", "'user'"],
+        ),
+        (
+            {"budget_sweep": {"target": "gmm40", "budgets": [1, 2, 3], "metric": "w3"}},
+            ["'budget_sweep.metric'", "w3", "energy_w1"],
+        ),
+        (
+            {"budget_sweep": {"target": "gmm40", "budgets": [400, 2000, 9000]}},
+            ["'budget_sweep.budgets'", "'flow_rkl-budget400'", "none for training"],
+        ),
     ],
 )
 def test_bad_config_names_the_key(changes, must_mention):

@@ -65,3 +65,31 @@ def test_method_conformance(name, gen, tmp_path):
 def test_method_refuses_unknown_params(name):
     with pytest.raises(Exception, match="no_such_param"):
         METHODS.build(name, no_such_param=1)
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_method_stops_at_its_budget(name, gen):
+    """Fit and sample under a budget cut short on purpose: the counted evaluations
+    never exceed it, and the method still returns samples."""
+    from boltzbench.steps.common import training_budget
+
+    cls = METHODS.get(name)
+    method = cls(**cls.fast_params)
+    n = 64
+    # energy-trained methods: a little over what sampling needs; others: half of it
+    energy_trained = method.trainable and not method.needs_data
+    budget = method.sample_cost(n) + 150 if energy_trained else max(method.sample_cost(n) // 2, 1)
+    fit_target = CountingTarget(Gaussian(dim=2, rho=0.5), training_budget(method, budget, n))
+    data = fit_target.target.sample(512, gen) if method.needs_data else None
+    method.fit(fit_target, data, gen)
+    used = fit_target.counts.energy
+    assert used <= fit_target.budget
+    sample_target = CountingTarget(fit_target.target, budget - used)
+    s = method.sample(sample_target, n, gen)
+    total = used + sample_target.counts.energy
+    assert total <= budget, (total, budget)
+    assert 1 <= s.x.shape[0] <= n and torch.isfinite(s.energy).any()
+    if energy_trained:  # 150 evaluations cannot pay for the whole fast training run
+        assert fit_target.exhausted
+    elif method.sample_cost(n) > n:  # chains and SMC were cut short or shortened
+        assert sample_target.exhausted or s.attrs.get("n_temps", 0) < getattr(method, "n_temps", 0)

@@ -109,6 +109,27 @@ def test_leaderboard_is_finite_for_every_target_and_method(run):
     assert "reference (noise floor)" in md and "N_eval" in md
 
 
+def test_budget_sweep_stays_within_its_budgets(run):
+    cfg = yaml.safe_load(TINY.read_text())
+    sweep = cfg["budget_sweep"]
+    table = pd.read_csv(run / "results/budget_sweep.csv")
+    expected = {(m, b) for m in sweep["methods"] for b in sweep["budgets"]}
+    assert set(zip(table.base_method, table.budget)) == expected
+    assert (table.target == sweep["target"]).all()
+    assert (table.total_n_energy_mean <= table.budget).all()
+    assert (table.budget_mean == table.budget).all()  # the store records its budget
+    smc = table[table.base_method == "smc"].sort_values("budget")
+    # SMC's full ladder (20 temperatures, 2 moves, 500 particles) costs 20,500: every
+    # budget here shortens it, so more budget buys strictly more evaluations and a
+    # larger share of the modes
+    assert smc.total_n_energy_mean.is_monotonic_increasing
+    assert (smc.total_n_energy_mean > smc.budget - 500 * 2).all()
+    assert table.ess_per_1e6_evals_mean.map(math.isfinite).all()
+    assert (run / "results/figures/budget_sweep.png").stat().st_size > 1000
+    board = pd.read_csv(run / "results/leaderboard.csv")
+    assert not board.method.str.contains("-budget").any()  # kept out of the leaderboard
+
+
 def test_figures_exist(run):
     cfg = yaml.safe_load(TINY.read_text())
     for t in cfg["targets"]:
@@ -121,7 +142,8 @@ def test_figures_carry_provenance(run):
 
     for png in run.glob("results/figures/*.png"):
         attrs = json.loads(Image.open(png).text["boltzbench"])
-        assert attrs["boltzbench_step"] == "figures" and len(attrs["config_sha256"]) == 64
+        assert attrs["boltzbench_step"] in ("figures", "budget_sweep")
+        assert len(attrs["config_sha256"]) == 64
 
 
 def test_every_artifact_carries_provenance(run):

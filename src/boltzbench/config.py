@@ -23,7 +23,15 @@ from pydantic import (
 
 from boltzbench.registry import RegistryError, check_kwargs
 
-__all__ = ["Config", "ConfigError", "validate_config", "config_schema", "reference_sizes"]
+__all__ = [
+    "Config",
+    "ConfigError",
+    "validate_config",
+    "config_schema",
+    "reference_sizes",
+    "sweep_methods",
+    "sweep_members",
+]
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
 
@@ -99,10 +107,42 @@ class MethodSpec(_Section):
         default_factory=dict,
         description="Per-target parameter overrides: {target name: {param: value}}.",
     )
+    budget: PositiveInt | dict[str, PositiveInt] | None = Field(
+        None,
+        description=(
+            "Evaluation budget: the most target energy evaluations (rows, with or without "
+            "gradient) that training and sampling together may make, one number for every "
+            "target or {target name: number}. Training gets what sampling n_samples does "
+            "not need; a method stops where the next evaluation would exceed it. "
+            "Default: no budget."
+        ),
+    )
 
     def params_for(self, target: str) -> dict[str, Any]:
         """The effective parameters on ``target``: ``params`` updated by its override."""
         return {**self.params, **self.overrides.get(target, {})}
+
+    def budget_for(self, target: str) -> int | None:
+        """The evaluation budget on ``target`` (None: none)."""
+        if isinstance(self.budget, dict):
+            return self.budget.get(target)
+        return self.budget
+
+
+class BudgetSweepSpec(_Section):
+    """Runs of some methods on one target at several budgets (the metric-vs-budget figure)."""
+
+    target: str = Field(..., description="The target of the sweep.")
+    budgets: list[PositiveInt] = Field(
+        ..., min_length=3, description="Evaluation budgets, at least three, e.g. [1e4, 1e5, 1e6]."
+    )
+    methods: list[str] | None = Field(
+        None, description="Methods swept (default: every method that runs on the target)."
+    )
+    seeds: list[int] | None = Field(None, description="Seeds of the sweep (default: seeds).")
+    metric: str = Field(
+        "w2", description="Metric on the figure's y axis (its _reweighted form for weighted sets)."
+    )
 
 
 class ReferenceSpec(_Section):
@@ -159,6 +199,14 @@ class Config(_Section):
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
     targets: dict[str, TargetSpec] = Field(..., min_length=1, description="Targets by name.")
     methods: dict[str, MethodSpec] = Field(..., min_length=1, description="Methods by name.")
+    budget_sweep: BudgetSweepSpec | None = Field(
+        None,
+        description=(
+            "Extra runs of methods on one target at several evaluation budgets; they are "
+            "named '<method>-budget<N>', kept out of the leaderboard's tables and shown in "
+            "budget_sweep.csv and figures/budget_sweep.png."
+        ),
+    )
 
 
 def config_schema() -> dict[str, Any]:
@@ -166,8 +214,13 @@ def config_schema() -> dict[str, Any]:
     return Config.model_json_schema()
 
 
+#: pydantic's names of the members of a union, which it puts into an error's location
+_UNION_TAG = re.compile(r"^(constrained-\w+|int|str|float|bool|none|\w+\[.*\])$")
+
+
 def _format_error(err: dict[str, Any], model: type[BaseModel]) -> str:
-    key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    loc = [str(p) for p in err["loc"] if not _UNION_TAG.match(str(p))]
+    key = ".".join(loc) or "(top level)"
     if err["type"] == "extra_forbidden":
         parent = _model_at(model, err["loc"][:-1])
         valid = ", ".join(parent.model_fields) if parent else "?"
@@ -210,10 +263,8 @@ def _check_names(section: str, names: list[str]) -> None:
             )
 
 
-def _check_targets(cfg: Config) -> dict[str, Any]:
-    """Build every target once, so a bad kind, callable or parameter fails now,
-    and check how its reference sets are made."""
-    from boltzbench.references import check_reference
+def _build_targets(cfg: Config) -> dict[str, Any]:
+    """Build every target once, so a bad kind, callable or parameter fails now."""
     from boltzbench.targets import build_target
 
     built = {}
@@ -224,12 +275,19 @@ def _check_targets(cfg: Config) -> dict[str, Any]:
             raise ConfigError(f"config key 'targets.{name}': {err}") from None
         except (TypeError, ValueError) as err:
             raise ConfigError(f"config key 'targets.{name}.params': {err}") from None
+    return built
+
+
+def _check_references(cfg: Config, built: dict[str, Any]) -> None:
+    """Check how every target's reference sets are made."""
+    from boltzbench.references import check_reference
+
+    for name, spec in cfg.targets.items():
         sizes = reference_sizes(cfg, name)
         try:
             check_reference(built[name], spec.model_dump().get("reference"), sizes)
         except (RegistryError, TypeError, ValueError) as err:
             raise ConfigError(f"config key 'targets.{name}.reference': {err}") from None
-    return built
 
 
 def reference_sizes(cfg: Config, target: str) -> dict[str, int]:
@@ -262,6 +320,98 @@ def _check_methods(cfg: Config, targets: dict[str, Any]) -> None:
             _build_method(factory, spec.kind, spec.params_for(t), sub)
 
 
+def _check_data(cfg: Config, built: dict[str, Any]) -> None:
+    """Refuse a data-based method on a target that has no reference data to train on."""
+    from boltzbench.methods import METHODS
+
+    for name, spec in cfg.methods.items():
+        for t in spec.targets or list(cfg.targets):
+            has_data = cfg.targets[t].reference is not None or built[t].exact_sampling
+            method = METHODS.build(spec.kind, **spec.params_for(t))
+            if getattr(method, "needs_data", False) and not has_data:
+                raise ConfigError(
+                    f"config key 'methods.{name}': it trains on reference samples, but target "
+                    f"{t!r} has none (no exact sampler and no 'targets.{t}.reference'); add "
+                    f"one or leave {t!r} out of 'methods.{name}.targets'"
+                )
+
+
+def _check_budgets(cfg: Config, methods: dict[str, MethodSpec], sweep: bool = False) -> None:
+    """A budget names known targets and leaves training something to spend."""
+    from boltzbench.methods import METHODS
+
+    n = cfg.sampling.n_samples
+    for name, spec in methods.items():
+        key = "budget_sweep.budgets" if sweep else f"methods.{name}.budget"
+        for t in spec.budget if isinstance(spec.budget, dict) else []:
+            if t not in cfg.targets:
+                raise ConfigError(
+                    f"config key '{key}': unknown target {t!r}; valid choices: "
+                    f"{', '.join(cfg.targets)}"
+                )
+        for t in spec.targets or list(cfg.targets):
+            budget = spec.budget_for(t)
+            method = METHODS.build(spec.kind, **spec.params_for(t))
+            energy_trained = method.trainable and not getattr(method, "needs_data", False)
+            if budget is not None and energy_trained and budget <= method.sample_cost(n):
+                raise ConfigError(
+                    f"config key '{key}': {budget} evaluations for {name!r} on {t!r} leave "
+                    f"none for training: drawing sampling.n_samples = {n} samples costs "
+                    f"{method.sample_cost(n)}"
+                )
+
+
+def sweep_methods(cfg: Config) -> dict[str, MethodSpec]:
+    """The runs of ``budget_sweep``: ``{"<method>-budget<N>": its spec at budget N}``."""
+    sweep = cfg.budget_sweep
+    if sweep is None:
+        return {}
+    names = sweep.methods or [
+        m for m, spec in cfg.methods.items() if sweep.target in (spec.targets or cfg.targets)
+    ]
+    return {
+        f"{m}-budget{b}": cfg.methods[m].model_copy(update={"budget": b, "targets": [sweep.target]})
+        for m in names
+        for b in sweep.budgets
+    }
+
+
+def sweep_members(cfg: Config) -> dict[str, dict[str, Any]]:
+    """``{sweep run name: {"method": base method, "budget": N}}``."""
+    return {
+        name: {"method": name.rsplit("-budget", 1)[0], "budget": spec.budget}
+        for name, spec in sweep_methods(cfg).items()
+    }
+
+
+def _check_sweep(cfg: Config) -> None:
+    from boltzbench.metrics import METRICS
+
+    sweep = cfg.budget_sweep
+    if sweep is None:
+        return
+    if sweep.target not in cfg.targets:
+        raise ConfigError(
+            f"config key 'budget_sweep.target': unknown target {sweep.target!r}; valid "
+            f"choices: {', '.join(cfg.targets)}"
+        )
+    for m in sweep.methods or []:
+        spec = cfg.methods.get(m)
+        if spec is None or sweep.target not in (spec.targets or cfg.targets):
+            raise ConfigError(
+                f"config key 'budget_sweep.methods': {m!r} is not a method that runs on "
+                f"{sweep.target!r}"
+            )
+    if sweep.metric.removesuffix("_reweighted") not in METRICS:
+        raise ConfigError(
+            f"config key 'budget_sweep.metric': unknown metric {sweep.metric!r}; valid "
+            f"choices: {', '.join(METRICS.names())}"
+        )
+    clash = set(sweep_methods(cfg)) & set(cfg.methods)
+    if clash:
+        raise ConfigError(f"config key 'methods': names {sorted(clash)} are taken by budget_sweep")
+
+
 def _build_method(factory, kind: str, params: dict[str, Any], key: str):
     try:
         check_kwargs(factory, params, f"method {kind!r}")
@@ -277,11 +427,16 @@ def validate_config(raw: dict[str, Any]) -> Config:
     try:
         cfg = Config.model_validate(raw)
     except ValidationError as err:
-        lines = [_format_error(e, Config) for e in err.errors()]
+        lines = list(dict.fromkeys(_format_error(e, Config) for e in err.errors()))
         raise ConfigError("invalid config:\n  " + "\n  ".join(lines)) from None
     _check_positive_seeds(cfg)
     _check_names("targets", list(cfg.targets))
     _check_names("methods", list(cfg.methods))
-    targets = _check_targets(cfg)
+    targets = _build_targets(cfg)
     _check_methods(cfg, targets)
+    _check_data(cfg, targets)
+    _check_references(cfg, targets)
+    _check_sweep(cfg)
+    _check_budgets(cfg, cfg.methods)
+    _check_budgets(cfg, sweep_methods(cfg), sweep=True)
     return cfg

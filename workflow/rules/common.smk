@@ -6,7 +6,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
-from boltzbench.config import reference_sizes, validate_config
+from boltzbench.config import reference_sizes, sweep_members, sweep_methods, validate_config
 from boltzbench.hashing import closure_hash
 from boltzbench.methods import METHODS as METHOD_REGISTRY
 from boltzbench.targets import TARGETS as TARGET_REGISTRY
@@ -18,6 +18,11 @@ LOGS = f"{RESULTS}/logs"
 TARGETS = list(CFG.targets)
 METHODS = list(CFG.methods)
 SEEDS = list(CFG.seeds)
+# the budget sweep's runs are methods of their own, named '<method>-budget<N>'
+SWEEP = sweep_members(CFG)
+SWEEP_SEEDS = (CFG.budget_sweep.seeds or SEEDS) if CFG.budget_sweep else []
+SWEEP_TARGETS = [CFG.budget_sweep.target] if CFG.budget_sweep else []
+ALL_METHODS = {**CFG.methods, **sweep_methods(CFG)}
 NAME_RE = r"[A-Za-z0-9][A-Za-z0-9_-]*"
 
 
@@ -35,7 +40,7 @@ def source(step):
         modules = [f"boltzbench.steps.{step}", "boltzbench.steps.adapter"]
         if "method" in wildcards.keys():
             modules.append(
-                METHOD_REGISTRY.module_of(CFG.methods[wildcards.method].kind)
+                METHOD_REGISTRY.module_of(ALL_METHODS[wildcards.method].kind)
             )
         extra = ()
         if "target" in wildcards.keys():
@@ -64,8 +69,13 @@ def target_spec(wildcards):
 
 def method_spec(wildcards):
     """The method's kind and its effective params on this target (overrides applied)."""
-    spec = CFG.methods[wildcards.method]
+    spec = ALL_METHODS[wildcards.method]
     return canonical({"kind": spec.kind, "params": spec.params_for(wildcards.target)})
+
+
+def method_budget(wildcards):
+    """The method's evaluation budget on this target (None: none)."""
+    return ALL_METHODS[wildcards.method].budget_for(wildcards.target)
 
 
 def method_targets(method):
@@ -73,8 +83,13 @@ def method_targets(method):
 
 
 def runs():
-    """Every (target, method, seed) in the run matrix."""
+    """Every (target, method, seed) of the leaderboard's run matrix."""
     return [(t, m, s) for m in METHODS for t in method_targets(m) for s in SEEDS]
+
+
+def sweep_runs():
+    """Every (target, method, seed) of the budget sweep."""
+    return [(ALL_METHODS[m].targets[0], m, s) for m in SWEEP for s in SWEEP_SEEDS]
 
 
 def needs_data(wildcards):
@@ -84,10 +99,10 @@ def needs_data(wildcards):
     return getattr(method, "needs_data", False)
 
 
-def run_paths(pattern, seeds=None):
+def run_paths(pattern, seeds=None, matrix=runs):
     return [
         pattern.format(target=t, method=m, seed=s)
-        for t, m, s in runs()
+        for t, m, s in matrix()
         if seeds is None or s in seeds
     ]
 

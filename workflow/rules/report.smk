@@ -72,3 +72,31 @@ rule figures:
         source=source("figures"),
     script:
         "../scripts/figures.py"
+
+
+rule budget_sweep:
+    input:
+        metrics=run_paths(
+            f"{RESULTS}/{{target}}/{{method}}/seed{{seed}}/metrics.json", matrix=sweep_runs
+        ),
+        floors=expand(f"{RESULTS}/{{target}}/noise_floor.json", target=SWEEP_TARGETS),
+    output:
+        csv=f"{RESULTS}/budget_sweep.csv",
+        figure=report(
+            f"{RESULTS}/figures/budget_sweep.png",
+            category="Figures",
+            caption="../report/budget_sweep.rst",
+        ),
+    log:
+        f"{LOGS}/budget_sweep.log",
+    benchmark:
+        f"{LOGS}/benchmarks/budget_sweep.tsv"
+    conda:
+        "../../envs/boltzbench.yaml"
+    params:
+        members=SWEEP,
+        target=SWEEP_TARGETS[0] if SWEEP_TARGETS else "",
+        metric=CFG.budget_sweep.metric if CFG.budget_sweep else "",
+        source=source("budget_sweep"),
+    script:
+        "../scripts/budget_sweep.py"

@@ -21,6 +21,7 @@ rule sample:
         method=method_spec,
         seed=lambda w: int(w.seed),
         n_samples=CFG.sampling.n_samples,
+        budget=method_budget,
         device=CFG.device,
         checkpoint=f"{RESULTS}/checkpoints/{{target}}/{{method}}/seed{{seed}}/sample.pt",
         checkpoint_every=CFG.checkpoint.every,

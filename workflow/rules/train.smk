@@ -20,6 +20,8 @@ rule train:
         method_name="{method}",
         method=method_spec,
         seed=lambda w: int(w.seed),
+        n_samples=CFG.sampling.n_samples,
+        budget=method_budget,
         device=CFG.device,
         checkpoint=f"{RESULTS}/checkpoints/{{target}}/{{method}}/seed{{seed}}/train.pt",
         checkpoint_every=CFG.checkpoint.every,

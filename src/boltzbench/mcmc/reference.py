@@ -40,6 +40,7 @@ with L = n_leapfrog for HMC and 1 for MALA, all through ``target``.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -51,6 +52,7 @@ from boltzbench.checkpoint import NO_CHECKPOINT, Checkpoint
 from boltzbench.mcmc import adaptation, diagnostics, proposal, tempering
 from boltzbench.methods.base import SampleSet, resolve_dtype, start_location
 from boltzbench.targets.base import Target
+from boltzbench.targets.counting import BudgetExceeded
 
 __all__ = ["mcmc_reference", "check_convergence", "ConvergenceError", "ALGORITHMS"]
 
@@ -150,10 +152,11 @@ def mcmc_reference(
     run = _Run.start(tempering.init(x0, potential), step_size)
     run.restore(checkpoint, generator)
     step = tempering.build_kernel(config.betas, kernel)
-    while run.step < config.total:
-        run.advance(step, generator, potential, config)
-        if checkpoint.due(run.step) and run.step < config.total:
-            checkpoint.save(run.step, run.state_dict(generator))
+    with contextlib.suppress(BudgetExceeded):  # a spent evaluation budget ends the run
+        while run.step < config.total:
+            run.advance(step, generator, potential, config)
+            if checkpoint.due(run.step) and run.step < config.total:
+                checkpoint.save(run.step, run.state_dict(generator))
     samples = _sample_set(run, config, n, getattr(target, "invariant_features", None))
     samples.attrs["rhat_threshold"] = rhat_max
     check_convergence(samples.attrs["rhat_max"], rhat_max, samples.attrs["rhat_of"])
@@ -231,7 +234,11 @@ class _Config(NamedTuple):
     @property
     def evaluations(self) -> int:
         """Energy-and-gradient evaluations of the whole run, all temperatures."""
-        return self.n_temps * self.n_chains * (1 + self.total * self.n_leapfrog)
+        return self.evaluations_of(self.total)
+
+    def evaluations_of(self, steps: int) -> int:
+        """Energy-and-gradient evaluations of the first ``steps`` steps, all temperatures."""
+        return self.n_temps * self.n_chains * (1 + steps * self.n_leapfrog)
 
 
 class _Draws(NamedTuple):
@@ -336,11 +343,12 @@ def _sample_set(run: _Run, config: _Config, n: int, features=None) -> SampleSet:
     ``features`` (the target's ``invariant_features``, if any) maps positions
     to the statistics whose R̂ is checked instead of the raw coordinates.
     """
-    position = torch.stack([d.position for d in run.kept], 1)  # (C, K, dim)
-    energy = torch.stack([d.energy for d in run.kept], 1)  # (C, K)
+    kept = run.kept or [_Draws(run.state.position[0], run.state.energy[0])]  # budget spent
+    position = torch.stack([d.position for d in kept], 1)  # (C, K, dim)
+    energy = torch.stack([d.energy for d in kept], 1)  # (C, K)
     checked = position if features is None else _features(features, position)
     diag = _convergence(checked, energy)
-    n_local = config.total - config.n_warmup
+    n_local = run.step - config.n_warmup
     accept = run.accept / max(n_local, 1)  # (temperatures, chains)
     swap = run.swap_accept.mean(1) / run.swap_count.clamp(min=1)  # (temperatures − 1,)
     attrs = {
@@ -353,9 +361,10 @@ def _sample_set(run: _Run, config: _Config, n: int, features=None) -> SampleSet:
         "n_burnin": config.n_burnin,
         "thinning": config.thinning,
         "n_leapfrog": config.n_leapfrog,
-        "n_steps": config.total,
-        "n_draws_per_chain": config.n_draws,
-        "n_samples": n,
+        "n_steps": run.step,
+        "n_steps_planned": config.total,
+        "n_draws_per_chain": len(kept),
+        "n_samples": min(n, energy.numel()),
         "acceptance": float(accept[0].mean()),
         "acceptance_mean": float(accept.mean()),
         "swap_acceptance_mean": float(swap.mean()) if len(swap) else math.nan,
@@ -366,7 +375,7 @@ def _sample_set(run: _Run, config: _Config, n: int, features=None) -> SampleSet:
         "rhat_max": float(torch.maximum(diag["rhat_energy"], diag["rhat_per_dim"].max())),
         "ess_energy": float(diag["ess_energy"]),
         "step_size": float(run.step_size[0]),
-        "energy_evaluations": config.evaluations,
+        "energy_evaluations": config.evaluations_of(run.step),
     }
     return SampleSet(
         x=position.transpose(0, 1).reshape(-1, position.shape[-1])[:n],
@@ -391,7 +400,17 @@ def _features(features, position: Tensor) -> Tensor:
 
 
 def _convergence(position: Tensor, energy: Tensor) -> dict[str, Tensor]:
-    """R̂ and ESS of kept draws: ``position`` ``(C, K, dim)``, ``energy`` ``(C, K)``."""
+    """R̂ and ESS of kept draws: ``position`` ``(C, K, dim)``, ``energy`` ``(C, K)``
+    (NaN with fewer than 4 draws per chain, after a run cut short by a budget)."""
+    if energy.shape[1] < 4:
+        nan = energy.new_tensor(math.nan)
+        per_dim = position.new_full(position.shape[-1:], math.nan)
+        return {
+            "rhat_energy": nan,
+            "rhat_per_dim": per_dim,
+            "ess_energy": nan,
+            "ess_per_dim": per_dim,
+        }
     return {
         "rhat_energy": diagnostics.rank_normalized_split_rhat(energy),
         "rhat_per_dim": diagnostics.rank_normalized_split_rhat(position),

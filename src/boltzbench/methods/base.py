@@ -33,7 +33,18 @@ import torch
 from boltzbench.checkpoint import NO_CHECKPOINT, Checkpoint
 from boltzbench.targets.base import Target
 
-__all__ = ["Method", "SampleSet", "DTYPES", "resolve_dtype", "start_location", "ShiftedTarget"]
+__all__ = [
+    "Method",
+    "SampleSet",
+    "DTYPES",
+    "resolve_dtype",
+    "start_location",
+    "ShiftedTarget",
+    "TrainingDiverged",
+    "remaining_budget",
+    "affordable",
+    "batch_sizes",
+]
 
 #: the floating-point types a method's ``dtype`` parameter may name
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -44,6 +55,54 @@ def resolve_dtype(name: str) -> torch.dtype:
     if name not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {name!r}")
     return DTYPES[name]
+
+
+class TrainingDiverged(RuntimeError):
+    """A training loop met a non-finite loss, gradient or parameter.
+
+    The message names the method, the step and the last finite loss; the train
+    step adds the target and writes no model.
+    """
+
+
+def remaining_budget(target: Target) -> int | None:
+    """Energy evaluations ``target`` still allows, or None when it has no cap.
+
+    A :class:`~boltzbench.targets.CountingTarget` with a ``budget`` refuses any
+    call that would exceed it (:class:`~boltzbench.targets.BudgetExceeded`,
+    raised before evaluating). Loops stop at that refusal; one-shot methods
+    (importance sampling, SMC) size themselves with this number first.
+    """
+    remaining = getattr(target, "remaining", None)
+    return remaining() if callable(remaining) else None
+
+
+def affordable(target: Target, n: int, per_row: int = 1) -> int:
+    """How many of ``n`` rows, each costing ``per_row`` evaluations, the budget allows.
+
+    Fewer than ``n`` marks the counting target ``exhausted`` (the run stops at it).
+    """
+    left = remaining_budget(target)
+    if left is None:
+        return n
+    m = max(0, min(n, left // per_row))
+    if m < n:
+        target.exhausted = True
+    return m
+
+
+def batch_sizes(target: Target, n: int, batch: int, per_row: int = 1) -> list[int]:
+    """Sizes of the batches that draw ``n`` rows (fewer when the budget allows fewer).
+
+    Raises RuntimeError when the budget allows not a single row.
+    """
+    m = affordable(target, n, per_row)
+    if m < 1:
+        raise RuntimeError(
+            f"the evaluation budget is spent ({remaining_budget(target)} evaluations left, "
+            f"one sample costs {per_row}); raise the budget"
+        )
+    return [batch] * (m // batch) + ([m % batch] if m % batch else [])
 
 
 def start_location(target: Target, dtype: torch.dtype) -> torch.Tensor:
@@ -143,8 +202,22 @@ class Method:
         generator: torch.Generator,
         checkpoint: Checkpoint = NO_CHECKPOINT,
     ) -> SampleSet:
-        """Draw ``n`` samples from the fitted method."""
+        """Draw ``n`` samples from the fitted method.
+
+        Under an evaluation budget (a CountingTarget with ``budget``) a method
+        stops when the next evaluation would exceed it and returns what it
+        has, so it may return fewer than ``n`` rows.
+        """
         raise NotImplementedError
+
+    def sample_cost(self, n: int) -> int:
+        """Energy evaluations that ``sample(…, n, …)`` plans to make.
+
+        The train step reserves them out of an evaluation budget, so that a
+        trained method can still draw its samples. Default: one per sample
+        (importance weights).
+        """
+        return n
 
     def model_state(self) -> dict[str, torch.Tensor]:
         """Tensors that make up the fitted model (empty for untrained methods)."""

@@ -63,7 +63,15 @@ from tqdm.auto import tqdm
 
 from boltzbench.checkpoint import NO_CHECKPOINT, Checkpoint
 from boltzbench.estimators import log_mean_exp, normalized_kish_ess
-from boltzbench.methods.base import DTYPES, Method, SampleSet, start_location
+from boltzbench.methods.base import (
+    DTYPES,
+    Method,
+    SampleSet,
+    TrainingDiverged,
+    affordable,
+    batch_sizes,
+    start_location,
+)
 from boltzbench.methods.diffusion_util import (
     KINDS,
     ControlNet,
@@ -75,6 +83,7 @@ from boltzbench.methods.diffusion_util import (
     time_embedding,
 )
 from boltzbench.targets.base import Target
+from boltzbench.targets.counting import BudgetExceeded
 
 __all__ = ["DiffusionSampler"]
 
@@ -301,8 +310,8 @@ class DiffusionSampler(Method):
 
     # ---------------------------------------------------------------- training
 
-    def _diverged(self, step: int, what: str, last: float) -> RuntimeError:
-        return RuntimeError(
+    def _diverged(self, step: int, what: str, last: float) -> TrainingDiverged:
+        return TrainingDiverged(
             f"diffusion ({self.kind}, {self.loss}) diverged at step {step} of {self.n_iter}: "
             f"{what}; last finite loss {last:.6g}. Try a smaller lr, a clip_grad, or a "
             "different sigma."
@@ -367,8 +376,14 @@ class DiffusionSampler(Method):
         start, last = self._restore(checkpoint, opt, generator, history)
         desc = f"diffusion[{self.kind},{self.loss}]"
         bar = tqdm(range(start, self.n_iter), desc=desc, disable=None, leave=False)
+        per_step = self.sample_cost(self.batch_size)
         for step in bar:
-            last, log_w = self._step(chain, target, generator, opt, step, last)
+            if affordable(target, 1, per_step) < 1:  # the budget cannot pay for another batch
+                break
+            try:
+                last, log_w = self._step(chain, target, generator, opt, step, last)
+            except BudgetExceeded:  # the evaluation budget is spent: stop training here
+                break
             history["loss"].append(last)
             history["log_Z_elbo"].append(float(log_w.mean()))
             history["ess"].append(normalized_kish_ess(log_w))
@@ -408,8 +423,8 @@ class DiffusionSampler(Method):
         if n < 1:
             raise ValueError(f"diffusion: n must be positive, got {n}")
         chain = self._chain(target)
-        sizes = [self.sample_batch_size] * (n // self.sample_batch_size)
-        sizes += [n % self.sample_batch_size] if n % self.sample_batch_size else []
+        sizes = batch_sizes(target, n, self.sample_batch_size, self.sample_cost(1))
+        n = sum(sizes)
         parts = [self._sample_batch(chain, target, m, generator) for m in sizes]
         x, energy, log_w = (torch.cat(p) for p in zip(*parts, strict=True))
         finite = log_w[torch.isfinite(log_w)]
@@ -422,6 +437,10 @@ class DiffusionSampler(Method):
             "ess_kish": normalized_kish_ess(log_w),
         }
         return SampleSet(x=x, energy=energy, log_weight=log_w, attrs=attrs)
+
+    def sample_cost(self, n: int) -> int:
+        """One energy evaluation per path, plus one per step with Langevin preconditioning."""
+        return n * (1 + (self.n_steps if self.langevin_preconditioning else 0))
 
     # ---------------------------------------------------------------- state
 

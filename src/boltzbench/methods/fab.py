@@ -67,7 +67,7 @@ from tqdm.auto import tqdm
 
 from boltzbench.checkpoint import NO_CHECKPOINT, Checkpoint
 from boltzbench.estimators import log_mean_exp, normalized_kish_ess
-from boltzbench.methods.base import DTYPES, Method, SampleSet
+from boltzbench.methods.base import DTYPES, Method, SampleSet, TrainingDiverged, affordable
 from boltzbench.methods.flow import FlowMethod, _forked_seed
 from boltzbench.methods.smc import SMC, Annealed, Path, PathEnds
 from boltzbench.targets.base import Target
@@ -434,8 +434,8 @@ class FAB(Method):
         path = annealing_path(target, flow_log_density(flow.flow_), power)
         return self._ais().anneal(path, x, generator, step_size)
 
-    def _diverged(self, it: int, what: str, last: float) -> RuntimeError:
-        return RuntimeError(
+    def _diverged(self, it: int, what: str, last: float) -> TrainingDiverged:
+        return TrainingDiverged(
             f"fab diverged at iteration {it} of {self.n_iter}: {what}; last finite loss "
             f"{last:.6g}. Try a smaller lr, a grad_clip, or a different init_scale."
         )
@@ -516,7 +516,10 @@ class FAB(Method):
             flow.flow_, opt, sched, generator, buffer if self.replay else None, self.step_size
         )
         start = run.restore(checkpoint)
+        per_run = self.batch_size * self.evaluations_per_ais_particle()
         for it in tqdm(range(start, self.n_iter), desc="fab", disable=None, leave=False):
+            if affordable(target, 1, per_run) < 1:  # the budget cannot pay for one more AIS run
+                break
             self._iteration(run, flow, target, params, it)
             if checkpoint.due(it + 1) and it + 1 < self.n_iter:
                 checkpoint.save(it + 1, run.state_dict())
@@ -547,12 +550,19 @@ class FAB(Method):
         self._check_fitted()
         samples = self.flow_.sample(target, n, generator)
         samples.attrs["mode"] = "fab"
-        if self.sample_ais:
+        n_ais = n * self.evaluations_per_ais_particle()
+        if self.sample_ais and affordable(target, 1, n_ais) < 1:
+            samples.attrs["log_Z_ais"] = samples.attrs["ess_ais"] = math.nan  # over budget
+        elif self.sample_ais:
             with torch.no_grad():
                 ais = self._anneal(self.flow_, target, n, self.ais_step_size_, 1.0, generator)
             samples.attrs["log_Z_ais"] = log_mean_exp(ais.log_w)
             samples.attrs["ess_ais"] = normalized_kish_ess(ais.log_w)
         return samples
+
+    def sample_cost(self, n: int) -> int:
+        """``n`` flow samples, and an AIS run of ``n`` particles with ``sample_ais``."""
+        return n * (1 + (self.evaluations_per_ais_particle() if self.sample_ais else 0))
 
     # ---------------------------------------------------------------- state
 

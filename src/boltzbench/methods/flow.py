@@ -19,9 +19,11 @@ It is trained in one of two modes:
     matters when the data are few: ManyWell-32 with 20 000 rows overfits.
 
 Both modes use AdamW with gradient clipping and a cosine learning-rate schedule.
-A non-finite loss or gradient raises a RuntimeError naming the step and the last
-finite loss. All randomness comes from the ``generator`` passed in; the global
-torch RNG is left as it was.
+A non-finite loss or gradient raises :class:`~boltzbench.methods.base.TrainingDiverged`
+naming the step and the last finite loss. Under an evaluation budget, reverse-KL
+training stops at the first step the budget cannot pay for, and sampling draws
+as many samples as the rest allows. All randomness comes from the ``generator``
+passed in; the global torch RNG is left as it was.
 
 Sampling draws x ∼ q and returns importance weights log w = −E(x) − log q(x):
 mean exp(log w) is an unbiased estimate of Z, and self-normalized estimates are
@@ -49,9 +51,17 @@ from zuko.lazy import Flow
 
 from boltzbench.checkpoint import NO_CHECKPOINT, Checkpoint
 from boltzbench.estimators import log_mean_exp, normalized_kish_ess
-from boltzbench.methods.base import DTYPES, Method, SampleSet, start_location
+from boltzbench.methods.base import (
+    DTYPES,
+    Method,
+    SampleSet,
+    TrainingDiverged,
+    batch_sizes,
+    start_location,
+)
 from boltzbench.methods.flows_util import ACTIVATIONS, COUPLINGS, coupling_flow
 from boltzbench.targets.base import Target
+from boltzbench.targets.counting import BudgetExceeded
 
 __all__ = ["FlowMethod"]
 
@@ -400,8 +410,8 @@ class FlowMethod(Method):
             sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
         return params, opt, sched
 
-    def _diverged(self, step: int, what: str, last: float) -> RuntimeError:
-        return RuntimeError(
+    def _diverged(self, step: int, what: str, last: float) -> TrainingDiverged:
+        return TrainingDiverged(
             f"flow ({self.mode}) diverged at step {step} of {self.n_iter}: {what}; "
             f"last finite loss {last:.6g}. Try a smaller lr, a grad_clip, or a "
             "different init_scale."
@@ -443,8 +453,12 @@ class FlowMethod(Method):
         start, last = loop.restore(checkpoint)
         bar = tqdm(range(start, self.n_iter), desc=f"flow[{self.mode}]", disable=None, leave=False)
         for step in bar:
-            history["lr"].append(sched.get_last_lr()[0])
-            last, extra = self._step(loss_fn, params, opt, sched, step, last)
+            lr = sched.get_last_lr()[0]
+            try:
+                last, extra = self._step(loss_fn, params, opt, sched, step, last)
+            except BudgetExceeded:  # the evaluation budget is spent: stop training here
+                break
+            history["lr"].append(lr)
             history["loss"].append(last)
             if keeper is not None:
                 extra |= keeper.check(step + 1, self.flow_)
@@ -513,8 +527,7 @@ class FlowMethod(Method):
         self._check_fitted()
         if n < 1:
             raise ValueError(f"flow: n must be positive, got {n}")
-        sizes = [self.sample_batch_size] * (n // self.sample_batch_size)
-        sizes += [n % self.sample_batch_size] if n % self.sample_batch_size else []
+        sizes = batch_sizes(target, n, self.sample_batch_size)
         parts = [self._sample_batch(target, m, generator) for m in sizes]
         x, log_q, energy = (torch.cat(p) for p in zip(*parts, strict=True))
         ok = torch.isfinite(energy) & torch.isfinite(log_q) & torch.isfinite(x).all(-1)

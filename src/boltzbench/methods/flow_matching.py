@@ -67,7 +67,15 @@ from tqdm.auto import tqdm
 
 from boltzbench.checkpoint import NO_CHECKPOINT, Checkpoint
 from boltzbench.estimators import log_mean_exp, normalized_kish_ess
-from boltzbench.methods.base import DTYPES, Method, SampleSet, resolve_dtype, start_location
+from boltzbench.methods.base import (
+    DTYPES,
+    Method,
+    SampleSet,
+    TrainingDiverged,
+    batch_sizes,
+    resolve_dtype,
+    start_location,
+)
 from boltzbench.methods.egnn import EGNN
 from boltzbench.methods.flow import _forked_seed, _Loop, _Minibatches
 from boltzbench.targets.base import Target
@@ -477,8 +485,8 @@ class FlowMatching(Method):
         loss.batches = batches  # its position goes into checkpoints (see flow._Loop)
         return loss
 
-    def _diverged(self, step: int, what: str, last: float) -> RuntimeError:
-        return RuntimeError(
+    def _diverged(self, step: int, what: str, last: float) -> TrainingDiverged:
+        return TrainingDiverged(
             f"flow_matching diverged at step {step} of {self.n_iter}: {what}; "
             f"last finite loss {last:.6g}. Try a smaller lr."
         )
@@ -571,8 +579,7 @@ class FlowMatching(Method):
         if not hasattr(self, "field_"):
             raise RuntimeError("flow_matching: call fit or load_model_state before sample")
         _check(n >= 1, f"n must be positive, got {n}")
-        sizes = [self.sample_batch_size] * (n // self.sample_batch_size)
-        sizes += [n % self.sample_batch_size] if n % self.sample_batch_size else []
+        sizes = batch_sizes(target, n, self.sample_batch_size)
         with torch.no_grad():
             parts = [self._sample_batch(target, m, generator) for m in sizes]
         x, log_q, energy = (torch.cat(p) for p in zip(*parts, strict=True))

@@ -49,6 +49,7 @@ after warm-up (``acceptance_local`` is NaN for ``"imh"``).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -65,6 +66,7 @@ from boltzbench.methods.base import Method, SampleSet
 from boltzbench.methods.flow import FlowMethod
 from boltzbench.methods.mala import _Draws, _Schedule
 from boltzbench.targets.base import Target
+from boltzbench.targets.counting import BudgetExceeded
 
 __all__ = ["FlowMCMC", "KERNELS"]
 
@@ -182,8 +184,12 @@ class FlowMCMC(Method):
 
     def n_evaluations(self, n: int) -> dict[str, int]:
         """Energy and gradient evaluations of ``sample(…, n, …)`` (see the module docstring)."""
+        return self._evaluations(self.n_steps(n))
+
+    def _evaluations(self, steps: int) -> dict[str, int]:
+        """Energy and gradient evaluations of ``steps`` steps of every chain."""
         per_step = 1 if self.kernel == "imh" else self.n_local + 1
-        energy = self.n_chains * (1 + self.n_steps(n) * per_step)
+        energy = self.n_chains * (1 + steps * per_step)
         return {"energy": energy, "grad": 0 if self.kernel == "imh" else energy}
 
     # ---------------------------------------------------------------- sampling
@@ -213,17 +219,23 @@ class FlowMCMC(Method):
         bar = tqdm(
             total=schedule.total, initial=run.step, desc="flow_mcmc", disable=None, leave=False
         )
-        with bar:
+        with bar, contextlib.suppress(BudgetExceeded):  # a spent budget ends the run
             while run.step < schedule.total:
                 run.advance(chains, generator, schedule, self.target_accept)
                 bar.update()
                 if checkpoint.due(run.step) and run.step < schedule.total:
                     checkpoint.save(run.step, run.state_dict(generator))
-        return self._sample_set(run, n, self.n_burnin + schedule.n_draws * self.thinning)
+        return self._sample_set(run, n, run.step - self.n_warmup)
+
+    def sample_cost(self, n: int) -> int:
+        return self.n_evaluations(n)["energy"]
 
     def _sample_set(self, run: _Run, n: int, n_counted: int) -> SampleSet:
-        """The first ``n`` kept draws with the attrs and diagnostics of the module docstring."""
-        draws = _Draws(*map(torch.stack, zip(*run.kept, strict=True)))  # (K, chains, ...)
+        """The first ``n`` kept draws with the attrs and diagnostics of the module docstring
+        (the chains' current states when a budget ended the run before the first kept draw)."""
+        kept = run.kept or [_Draws(run.state.position, run.state.energy)]
+        draws = _Draws(*map(torch.stack, zip(*kept, strict=True)))  # (K, chains, ...)
+        n_counted = n_counted if n_counted > 0 else math.nan
         chains_first = draws.position.transpose(0, 1)
         ess = diagnostics.effective_sample_size(chains_first)
         ess_energy = diagnostics.effective_sample_size(draws.energy.T)
@@ -233,16 +245,17 @@ class FlowMCMC(Method):
         step_size = run.step_size
         if self.kernel == "imh":  # no MALA moves, no step size
             acc_local, step_size = acc_local * math.nan, step_size * math.nan
-        evals = self.n_evaluations(n)
+        evals = self._evaluations(run.step)
         attrs = {
             "kernel": self.kernel,
             "acceptance_flow": float(acc_flow.mean()),
             "acceptance_local": float(acc_local.mean()),
             "step_size": float(step_size.mean()),
             "n_chains": self.n_chains,
-            "n_steps": self.n_steps(n),
+            "n_steps": run.step,
+            "n_steps_planned": self.n_steps(n),
             "n_draws_per_chain": draws.position.shape[0],
-            "n_samples": n,
+            "n_samples": min(n, draws.energy.numel()),
             "n_energy_evaluations": evals["energy"],
             "n_grad_evaluations": evals["grad"],
             "ess_energy": float(ess_energy),

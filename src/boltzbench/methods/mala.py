@@ -15,12 +15,17 @@ Every step costs one energy-and-gradient evaluation per chain, so a call costs
 n_chains · (1 + n_warmup + n_burnin + K · thinning) of each, all through the
 target passed to :meth:`MALA.sample` (and so counted by a CountingTarget).
 
+Under an evaluation budget the run stops at the first step the budget cannot
+pay for: the draws kept so far are returned (the chains' current states when
+it stopped before the first kept draw), and ``n_steps`` says how far it got.
+
 Diagnostics are computed on all n_chains × K kept draws: ``ess_per_dim`` is the
 autocorrelation ESS of Vehtari et al. 2021 (:mod:`boltzbench.mcmc.diagnostics`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -33,6 +38,7 @@ from boltzbench.checkpoint import NO_CHECKPOINT, Checkpoint
 from boltzbench.mcmc import adaptation, diagnostics, mala, proposal
 from boltzbench.methods.base import Method, SampleSet, resolve_dtype, start_location
 from boltzbench.targets.base import Target
+from boltzbench.targets.counting import BudgetExceeded
 
 __all__ = ["MALA"]
 
@@ -111,15 +117,22 @@ class MALA(Method):
         )
         kernel = mala.build_kernel()
         bar = tqdm(total=schedule.total, initial=run.step, desc="mala", disable=None, leave=False)
-        with bar:
+        with bar, contextlib.suppress(BudgetExceeded):  # a spent budget ends the run
             while run.step < schedule.total:
                 run.advance(kernel, generator, potential, schedule, self.target_accept)
                 bar.update()
                 if checkpoint.due(run.step) and run.step < schedule.total:
                     checkpoint.save(run.step, run.state_dict(generator))
-        acceptance = run.accept / (self.n_burnin + schedule.n_draws * self.thinning)
-        draws = _Draws(*map(torch.stack, zip(*run.kept, strict=True)))
-        return self._sample_set(draws, n, acceptance, run.step_size)
+        after_warmup = run.step - self.n_warmup
+        acceptance = run.accept / after_warmup if after_warmup > 0 else run.accept * math.nan
+        draws = _Draws(*map(torch.stack, zip(*run.draws(), strict=True)))
+        samples = self._sample_set(draws, n, acceptance, run.step_size)
+        samples.attrs.update(n_steps=run.step, n_steps_planned=schedule.total)
+        return samples
+
+    def sample_cost(self, n: int) -> int:
+        """One evaluation per chain at the start and per step."""
+        return self.n_chains * (1 + self.n_steps(n))
 
     def _sample_set(
         self, draws: _Draws, n: int, acceptance: Tensor, step_size: Tensor
@@ -137,7 +150,7 @@ class MALA(Method):
             "n_chains": self.n_chains,
             "n_steps": self.n_steps(n),
             "n_draws_per_chain": draws.position.shape[0],
-            "n_samples": n,
+            "n_samples": min(n, draws.energy.numel()),
             "ess_min": float(ess.min()),
             "ess_mean": float(ess.mean()),
             "rhat_max": float(rhat.max()),
@@ -215,6 +228,11 @@ class _Run:
                 self.kept.append(_Draws(self.state.position, self.state.energy))
         if self.step == schedule.n_warmup:
             self.step_size = adaptation.dual_averaging_final(self.adapt)
+
+    def draws(self) -> list[_Draws]:
+        """The kept draws; the chains' current states when a budget ended the run before
+        the first kept draw."""
+        return self.kept or [_Draws(self.state.position, self.state.energy)]
 
     def state_dict(self, generator: torch.Generator) -> dict:
         return {

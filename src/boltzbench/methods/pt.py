@@ -60,6 +60,12 @@ class ParallelTempering(Method):
         self.step_size, self.kernel, self.n_leapfrog = step_size, kernel, n_leapfrog
         self.init_scale, self.dtype = init_scale, dtype
 
+    def sample_cost(self, n: int) -> int:
+        """One evaluation per replica at the start and per step (``n_leapfrog`` with HMC)."""
+        steps = self.n_warmup + self.n_burnin + math.ceil(n / self.n_chains) * self.thinning
+        leapfrog = self.n_leapfrog if self.kernel == "hmc" else 1
+        return self.n_temps * self.n_chains * (1 + steps * leapfrog)
+
     def sample(
         self,
         target: Target,

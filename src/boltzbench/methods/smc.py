@@ -54,7 +54,14 @@ from tqdm.auto import tqdm
 from boltzbench.checkpoint import NO_CHECKPOINT, Checkpoint
 from boltzbench.estimators import normalized_kish_ess
 from boltzbench.mcmc import adaptation, hmc, mala, proposal
-from boltzbench.methods.base import Method, SampleSet, ShiftedTarget, resolve_dtype, start_location
+from boltzbench.methods.base import (
+    Method,
+    SampleSet,
+    ShiftedTarget,
+    remaining_budget,
+    resolve_dtype,
+    start_location,
+)
 from boltzbench.targets.base import Target
 
 __all__ = [
@@ -318,11 +325,35 @@ class SMC(Method):
         generator: torch.Generator,
         checkpoint: Checkpoint = NO_CHECKPOINT,
     ) -> SampleSet:
-        """Anneal ``n`` particles from the base to ``target``; weighted samples and log Ẑ."""
+        """Anneal ``n`` particles from the base to ``target``; weighted samples and log Ẑ.
+
+        SMC cannot stop half-way (its particles are valid only at β = 1), so under
+        an evaluation budget it first shortens its ladder to the most temperatures
+        the budget pays for (``attrs["n_temps"]``), and with too little even for
+        one, anneals fewer particles in one step.
+        """
+        smc, n = self._within_budget(remaining_budget(target), n)
         loc = start_location(target, resolve_dtype(self.dtype))
-        samples = self._anneal(ShiftedTarget(target, loc) if loc.any() else target, n, generator)
+        samples = smc._anneal(ShiftedTarget(target, loc) if loc.any() else target, n, generator)
         samples.x = samples.x + loc.to(samples.x.dtype)
         return samples
+
+    def sample_cost(self, n: int) -> int:
+        return n * self.evaluations_per_particle()
+
+    def _within_budget(self, budget: int | None, n: int) -> tuple[SMC, int]:
+        """(this SMC or a copy with fewer temperatures, particles) that fit in ``budget``."""
+        if budget is None or self.sample_cost(n) <= budget:
+            return self, n
+        per_temp = (self.evaluations_per_particle() - 1) // self.n_temps  # one β's moves
+        n_temps = (budget // n - 1) // max(per_temp, 1)
+        if n_temps >= 1:
+            return type(self)(**{**self.get_params(), "n_temps": n_temps}), n
+        one = type(self)(**{**self.get_params(), "n_temps": 1})
+        n_fit = budget // one.evaluations_per_particle()
+        if n_fit < 1:
+            raise RuntimeError(f"smc: the evaluation budget is spent ({budget} left)")
+        return one, n_fit
 
     def _anneal(self, target: Target, n: int, generator: torch.Generator) -> SampleSet:
         """SMC from N(0, base_scale² I) to ``target``."""

@@ -27,7 +27,14 @@ from boltzbench.provenance import now, provenance_attrs
 
 __all__ = ["run", "leaderboard_frame", "COST_COLUMNS"]
 
-COST_COLUMNS = ("total_n_energy", "total_n_grad", "fit_n_data", "total_seconds")
+COST_COLUMNS = (
+    "budget",
+    "total_n_energy",
+    "total_n_grad",
+    "fit_n_data",
+    "total_seconds",
+    "ess_per_1e6_evals",
+)
 
 
 def _as_float(v: Any) -> float:
@@ -166,7 +173,13 @@ def _markdown(frame: pd.DataFrame, n_eval: int) -> str:
         "`_reweighted` columns resample a weighted sample set by its normalized "
         "importance weights before computing the metric. Costs are energy (and gradient) "
         "evaluations and wall seconds, fit + sample; `fit_n_data` is the number of exact "
-        "reference samples a data-based method trained on.",
+        "reference samples a data-based method trained on (not counted as evaluations). "
+        "`budget` is the evaluation budget the run was held to (target energy evaluations, "
+        "fit + sample; empty: none); `total_n_energy` never exceeds it. "
+        "`ess_per_1e6_evals` is the ESS as a number of samples per 10⁶ energy evaluations: "
+        "the Kish ESS (Σw)²/Σw² over all rows for weighted sets, the autocorrelation ESS of "
+        "the kept chain draws (smallest over coordinates, Vehtari et al. 2021) for MCMC; "
+        "SMC's Kish ESS counts only since its last resampling.",
         "",
     ]
     for target in sorted(frame.target.unique()):

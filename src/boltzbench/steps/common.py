@@ -14,6 +14,7 @@ import torch
 from boltzbench.checkpoint import Checkpoint
 from boltzbench.hashing import derive_seed, hash_json, hash_path
 from boltzbench.methods import METHODS, Method
+from boltzbench.methods.base import TrainingDiverged
 from boltzbench.targets import CountingTarget, Target, build_target
 from boltzbench.targets.counting import EvalCounts
 
@@ -26,6 +27,9 @@ __all__ = [
     "on_device",
     "job_checkpoint",
     "job_key",
+    "training_budget",
+    "budget_attrs",
+    "named_divergence",
 ]
 
 
@@ -38,14 +42,44 @@ def generator(*keys: Any, device: torch.device | str = "cpu") -> torch.Generator
     return torch.Generator(device=device).manual_seed(derive_seed(*keys))
 
 
-def build_counted_target(spec: dict[str, Any]) -> CountingTarget:
-    """The target of a config entry, wrapped to count its evaluations.
+def build_counted_target(spec: dict[str, Any], budget: int | None = None) -> CountingTarget:
+    """The target of a config entry, wrapped to count its evaluations (at most ``budget``).
 
     Its buffers stay float64; energies come out in the dtype of ``x``, which
     each method chooses (its ``dtype`` parameter).
     """
     target: Target = build_target(spec)
-    return CountingTarget(target)
+    return CountingTarget(target, budget)
+
+
+def training_budget(method: Method, budget: int | None, n_samples: int) -> int | None:
+    """Evaluations training may use: the budget less what sampling ``n_samples`` plans
+    to use (:meth:`~boltzbench.methods.Method.sample_cost`), never below 0."""
+    if budget is None:
+        return None
+    return max(budget - method.sample_cost(n_samples), 0)
+
+
+def budget_attrs(budget: int | None, counted: CountingTarget, phase: str) -> dict[str, int]:
+    """The budget (``budget``, ``<phase>_budget``) and whether ``phase`` stopped at it
+    (``budget_stop_<phase>``, 0 or 1); nothing without a budget."""
+    if budget is None:
+        return {}
+    return {
+        "budget": int(budget),
+        f"{phase}_budget": int(counted.budget),
+        f"budget_stop_{phase}": int(counted.exhausted),
+    }
+
+
+@contextmanager
+def named_divergence(method_name: str, target_name: str) -> Iterator[None]:
+    """Re-raise a :class:`~boltzbench.methods.base.TrainingDiverged` naming the method
+    and the target (the job then fails and writes no model)."""
+    try:
+        yield
+    except TrainingDiverged as err:
+        raise TrainingDiverged(f"method {method_name!r} on target {target_name!r}: {err}") from err
 
 
 def build_method(spec: dict[str, Any]) -> Method:

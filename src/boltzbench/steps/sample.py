@@ -8,6 +8,7 @@ from typing import Any
 from boltzbench.io import samples_to_dataset, write_store
 from boltzbench.provenance import now, provenance_attrs
 from boltzbench.steps.common import (
+    budget_attrs,
     build_counted_target,
     generator,
     job_checkpoint,
@@ -43,12 +44,17 @@ def run(
     method: dict[str, Any],
     seed: int,
     n_samples: int,
+    budget: int | None = None,
     device: str = "cpu",
     checkpoint: str | None = None,
     checkpoint_every: int = 0,
     source: str = "",
 ) -> None:
-    """Sample and write the store; a checkpoint left by a killed attempt is resumed."""
+    """Sample and write the store; a checkpoint left by a killed attempt is resumed.
+
+    With a ``budget``, sampling may use what training left of it and stops there
+    (a method may then return fewer than ``n_samples`` rows).
+    """
     started = now()
     dev = resolve_device(device)
     config = dict(
@@ -59,10 +65,14 @@ def run(
         seed=seed,
         n_samples=n_samples,
     )
+    if budget is not None:
+        config["budget"] = budget
     times: dict[str, float] = {}
     with on_device(dev):
         counted = build_counted_target(target).to(dev)
         model, model_attrs = load_fitted(inputs["model"], counted, method)
+        if budget is not None:  # what training left of the budget
+            counted.budget = max(budget - int(model_attrs.get("fit_n_energy", 0)), 0)
         ckpt = job_checkpoint(
             checkpoint,
             checkpoint_every,
@@ -78,6 +88,8 @@ def run(
     attrs = provenance_attrs("sample", config, seed, inputs, started)
     attrs.update({k: model_attrs[k] for k in model_attrs if k.startswith("fit_")})
     attrs.update(counted.counts.as_dict("sample_n_"), sample_seconds=times["sample"])
+    attrs.update({k: v for k, v in model_attrs.items() if k.startswith("budget")})
+    attrs.update(budget_attrs(budget, counted, "sample"))
     attrs.update(device=str(dev), resumed_from_step=ckpt.resumed_from)
     write_store(samples_to_dataset(samples), outputs["samples"], attrs)
     ckpt.clear()

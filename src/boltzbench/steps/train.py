@@ -10,14 +10,17 @@ import torch
 from boltzbench.io import load_model, read_store, save_model
 from boltzbench.provenance import now, provenance_attrs
 from boltzbench.steps.common import (
+    budget_attrs,
     build_counted_target,
     build_method,
     generator,
     job_checkpoint,
     job_key,
+    named_divergence,
     on_device,
     resolve_device,
     timed,
+    training_budget,
 )
 
 __all__ = ["run"]
@@ -41,21 +44,31 @@ def run(
     method_name: str,
     method: dict[str, Any],
     seed: int,
+    n_samples: int = 0,
+    budget: int | None = None,
     device: str = "cpu",
     checkpoint: str | None = None,
     checkpoint_every: int = 0,
     source: str = "",
 ) -> None:
-    """Fit and write the model; a checkpoint left by a killed attempt is resumed."""
+    """Fit and write the model; a checkpoint left by a killed attempt is resumed.
+
+    With a ``budget`` (target evaluations of fit and sample together), training
+    may use what is left after the sampling of ``n_samples`` is reserved
+    (:func:`~boltzbench.steps.common.training_budget`), and stops there.
+    """
     started = now()
     dev = resolve_device(device)
     config = dict(
         target_name=target_name, target=target, method_name=method_name, method=method, seed=seed
     )
+    if budget is not None:  # unbudgeted jobs keep their config slice (and checkpoints)
+        config.update(budget=budget, n_samples=n_samples)
     times: dict[str, float] = {}
     with on_device(dev):
-        counted = build_counted_target(target).to(dev)
         model = build_method(method)
+        fit_budget = training_budget(model, budget, n_samples)
+        counted = build_counted_target(target, fit_budget).to(dev)
         data = _training_data(inputs)
         data = None if data is None else data.to(dev)
         ckpt = job_checkpoint(
@@ -66,7 +79,7 @@ def run(
             times,
             "fit",
         )
-        with timed(times, "fit"):
+        with timed(times, "fit"), named_divergence(method_name, target_name):
             gen = generator("train", target_name, method_name, seed, device=dev)
             model.fit(counted, data, gen, ckpt)
     log.info("trained %s on %s (seed %d): %s", method_name, target_name, seed, counted.counts)
@@ -74,6 +87,7 @@ def run(
     attrs.update(counted.counts.as_dict("fit_n_"), fit_seconds=times["fit"])
     attrs.update(device=str(dev), resumed_from_step=ckpt.resumed_from)
     attrs["fit_n_data"] = 0 if data is None else int(data.shape[0])  # exact samples used
+    attrs.update(budget_attrs(budget, counted, "fit"))
     save_model(outputs["model"], model.model_state(), getattr(model, "history_", {}), attrs)
     ckpt.clear()
 

@@ -56,7 +56,9 @@ class CountingTarget(Target):
         The wrapped target.
     budget
         The most energy evaluations allowed, or None for no cap. A call that
-        would exceed it raises :class:`BudgetExceeded` before it evaluates.
+        would exceed it raises :class:`BudgetExceeded` before it evaluates
+        (and sets ``exhausted``), so ``counts.energy`` never exceeds it. Every
+        gradient row comes with its energy row, so the budget caps both.
     """
 
     def __init__(self, target: Target, budget: int | None = None):
@@ -68,6 +70,8 @@ class CountingTarget(Target):
         self.description = target.description
         self.budget = budget
         self.counts = EvalCounts()
+        #: True once a call was refused because it would exceed the budget
+        self.exhausted = False
 
     def __getattr__(self, name: str):
         try:
@@ -88,6 +92,7 @@ class CountingTarget(Target):
 
     def _charge(self, n: int) -> None:
         if self.budget is not None and self.counts.energy + n > self.budget:
+            self.exhausted = True
             raise BudgetExceeded(
                 f"{n} more energy evaluations would exceed the budget of {self.budget} "
                 f"({self.counts.energy} used)"

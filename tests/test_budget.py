@@ -1,0 +1,144 @@
+"""Evaluation budgets: exact stopping points, SMC's shortened ladder, the train and
+sample steps' split of a budget, and divergence errors that name the run.
+
+(Every registered method is also run under a budget in test_conformance.py.)
+"""
+
+import math
+
+import pytest
+import torch
+
+from boltzbench.config import sweep_members, validate_config
+from boltzbench.methods import METHODS
+from boltzbench.methods.base import TrainingDiverged
+from boltzbench.methods.flow import FlowMethod
+from boltzbench.methods.mala import MALA
+from boltzbench.methods.smc import SMC
+from boltzbench.steps.common import named_divergence, training_budget
+from boltzbench.targets import BudgetExceeded, CountingTarget, Target
+from boltzbench.targets.gaussian import Gaussian
+
+
+def test_counting_target_refuses_before_evaluating():
+    t = CountingTarget(Gaussian(dim=2), budget=10)
+    t.energy(torch.zeros(6, 2))
+    with pytest.raises(BudgetExceeded, match="budget of 10"):
+        t.energy(torch.zeros(5, 2))
+    assert t.counts.energy == 6 and t.exhausted and t.remaining() == 4
+    t.energy(torch.zeros(4, 2))  # exactly up to the budget is allowed
+    assert t.counts.energy == 10
+
+
+@pytest.mark.parametrize("budget", [1000, 1234, 5000])
+def test_mala_stops_at_the_last_step_the_budget_pays_for(budget, gen):
+    chains = 20
+    mala = MALA(n_chains=chains, n_warmup=100, n_burnin=50, thinning=5)
+    target = CountingTarget(Gaussian(dim=3), budget)
+    s = mala.sample(target, 1000, gen)
+    steps = budget // chains - 1  # one evaluation per chain at the start, one per step
+    assert s.attrs["n_steps"] == steps and s.attrs["n_steps_planned"] == 100 + 50 + 50 * 5
+    assert target.counts.energy == chains * (1 + steps) <= budget
+    kept = max((steps - 150) // 5, 1)  # after warm-up and burn-in; the current states if none
+    assert s.x.shape == (chains * kept, 3)
+
+
+def test_mala_without_budget_is_unchanged(gen):
+    """No budget: every planned step runs (the default pipeline's results stand)."""
+    mala = MALA(n_chains=10, n_warmup=20, n_burnin=10, thinning=2)
+    target = CountingTarget(Gaussian(dim=2))
+    s = mala.sample(target, 100, gen)
+    assert s.attrs["n_steps"] == mala.n_steps(100) and not target.exhausted
+    assert target.counts.energy == mala.sample_cost(100)
+
+
+@pytest.mark.parametrize("budget", [500 * 3, 500 * 23, 500 * 100 + 7])
+def test_smc_shortens_its_ladder_to_the_budget(budget, gen):
+    smc = SMC(n_temps=50, n_moves=2)
+    target = CountingTarget(Gaussian(dim=2, rho=0.5), budget)
+    s = smc.sample(target, 500, gen)
+    # one evaluation per particle at the start, n_moves per temperature
+    temps = min(50, (budget // 500 - 1) // 2)
+    assert s.attrs["n_temps"] == temps
+    assert target.counts.energy == 500 * (1 + 2 * temps) <= budget
+    assert budget - target.counts.energy < 500 * 2  # one more temperature would not fit
+    # the estimator stays usable: Δlog Z on this Gaussian is small even at few temperatures
+    assert abs(s.attrs["log_Z_hat"] - target.log_Z) < 0.3
+
+
+def test_smc_with_too_little_for_one_temperature_anneals_fewer_particles(gen):
+    smc = SMC(n_temps=10, n_moves=2)
+    target = CountingTarget(Gaussian(dim=2), budget=900)
+    s = smc.sample(target, 500, gen)
+    assert s.attrs["n_temps"] == 1 and s.x.shape[0] == 900 // 3
+    assert target.counts.energy == 900
+
+
+def test_reverse_kl_flow_trains_for_what_the_budget_pays(gen):
+    flow = FlowMethod(
+        mode="reverse_kl", transforms=2, hidden_features=[16], n_iter=100, batch_size=64
+    )
+    budget, n = 64 * 7 + 30 + 200, 200
+    fit_budget = training_budget(flow, budget, n)
+    assert fit_budget == budget - n
+    target = CountingTarget(Gaussian(dim=2), fit_budget)
+    flow.fit(target, None, gen)
+    assert len(flow.history_["loss"]) == 7 and len(flow.history_["lr"]) == 7
+    assert target.counts.energy == 64 * 7 and target.exhausted
+    rest = CountingTarget(target.target, budget - target.counts.energy)
+    s = flow.sample(rest, n, gen)
+    assert s.x.shape[0] == n and rest.counts.energy == n  # the reserve pays for every sample
+
+
+def test_importance_sampling_draws_what_is_left(gen):
+    flow = FlowMethod(mode="reverse_kl", transforms=1, hidden_features=[8], n_iter=2)
+    flow.fit(CountingTarget(Gaussian(dim=2)), None, gen)
+    target = CountingTarget(Gaussian(dim=2), budget=123)
+    s = flow.sample(target, 500, gen)
+    assert s.x.shape[0] == 123 and target.counts.energy == 123 and target.exhausted
+    assert math.isfinite(s.attrs["log_Z_hat"])
+
+
+class NaNEnergy(Target):
+    """A target whose energy is NaN everywhere: every training loss diverges."""
+
+    def __init__(self):
+        super().__init__()
+        self.dim = 2
+
+    def energy(self, x):
+        return x.sum(-1) * math.nan
+
+
+@pytest.mark.parametrize("name", ["flow", "diffusion", "fab"])
+def test_divergence_names_method_target_and_step(name, gen):
+    cls = METHODS.get(name)
+    params = {**cls.fast_params, **({"mode": "reverse_kl"} if name == "flow" else {})}
+    method = cls(**params)
+    with pytest.raises(TrainingDiverged) as err:
+        with named_divergence(f"my_{name}", "nan_target"):
+            method.fit(NaNEnergy(), None, gen)
+    text = str(err.value)
+    assert f"method 'my_{name}' on target 'nan_target'" in text
+    assert "diverged at" in text and "last finite loss" in text
+    assert not hasattr(method, "history_")  # nothing that looks like a fitted model
+
+
+def test_budget_sweep_expands_into_named_runs():
+    cfg = validate_config(
+        {
+            "targets": {"g": {"kind": "gaussian", "params": {"dim": 2}}},
+            "methods": {
+                "mala": {"kind": "mala"},
+                "smc": {"kind": "smc", "budget": 10**6},
+            },
+            "budget_sweep": {"target": "g", "budgets": [10**4, 10**5, 10**6]},
+        }
+    )
+    members = sweep_members(cfg)
+    assert members["mala-budget10000"] == {"method": "mala", "budget": 10**4}
+    assert members["smc-budget1000000"] == {"method": "smc", "budget": 10**6}
+    assert len(members) == 6
+    assert (
+        cfg.methods["smc"].budget_for("g") == 10**6 and cfg.methods["mala"].budget_for("g") is None
+    )
