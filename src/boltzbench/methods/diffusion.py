@@ -77,11 +77,11 @@ from boltzbench.methods.diffusion_util import (
     ControlNet,
     Scheme,
     dds_scheme,
-    forked_seed,
     gaussian_log_density,
     pis_scheme,
     time_embedding,
 )
+from boltzbench.methods.training import forked_seed
 from boltzbench.targets.base import Target
 from boltzbench.targets.counting import BudgetExceeded
 

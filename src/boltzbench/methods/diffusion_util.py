@@ -36,8 +36,6 @@ arXiv:2102.09672 (the cosine noise schedule).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import NamedTuple
 
 import torch
@@ -52,7 +50,6 @@ __all__ = [
     "time_embedding",
     "ControlNet",
     "gaussian_log_density",
-    "forked_seed",
 ]
 
 #: sampler kinds
@@ -194,12 +191,3 @@ def gaussian_log_density(x: Tensor, loc: Tensor, std: float) -> Tensor:
     """log N(x; loc, std² I), float64, shape ``(n,)`` for ``x`` of shape ``(n, dim)``."""
     z = (x.to(torch.float64) - loc.to(torch.float64)) / std
     return -0.5 * (z**2).sum(-1) - x.shape[-1] * (math.log(std) + 0.5 * math.log(2 * math.pi))
-
-
-@contextmanager
-def forked_seed(generator: torch.Generator) -> Iterator[None]:
-    """Seed the global RNG from ``generator`` inside a fork (for nn.Module initialization)."""
-    seed = int(torch.randint(2**62, (), generator=generator))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield

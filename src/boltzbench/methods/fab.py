@@ -68,8 +68,9 @@ from tqdm.auto import tqdm
 from boltzbench.checkpoint import NO_CHECKPOINT, Checkpoint
 from boltzbench.estimators import log_mean_exp, normalized_kish_ess
 from boltzbench.methods.base import DTYPES, Method, SampleSet, TrainingDiverged, affordable
-from boltzbench.methods.flow import FlowMethod, _forked_seed
+from boltzbench.methods.flow import FlowMethod
 from boltzbench.methods.smc import SMC, Annealed, Path, PathEnds
+from boltzbench.methods.training import forked_seed
 from boltzbench.targets.base import Target
 
 __all__ = ["FAB", "ReplayBuffer", "LogDensity", "flow_log_density", "annealing_path"]
@@ -508,7 +509,7 @@ class FAB(Method):
         """
         flow = self._flow_method()
         shift, scale = flow._standardization(target, None)
-        with _forked_seed(generator):
+        with forked_seed(generator):
             flow.flow_ = flow._build(target.dim, shift, scale)
         params, opt, sched = flow._optimizer()
         buffer = ReplayBuffer(self.buffer_size, target.dim, DTYPES[self.dtype])

@@ -77,7 +77,7 @@ from boltzbench.methods.base import (
     start_location,
 )
 from boltzbench.methods.egnn import EGNN
-from boltzbench.methods.flow import _forked_seed, _Loop, _Minibatches
+from boltzbench.methods.training import Minibatches, TrainingLoop, forked_seed
 from boltzbench.targets.base import Target
 
 __all__ = [
@@ -470,7 +470,7 @@ class FlowMatching(Method):
 
     def _loss_fn(self, target: Target, data: torch.Tensor, generator: torch.Generator):
         """The CFM loss of one minibatch: () -> mean ‖v(x_t, t) − u_t‖² (Lipman et al. 2023)."""
-        batches = _Minibatches(data, self.batch_size, generator)
+        batches = Minibatches(data, self.batch_size, generator)
 
         def loss() -> torch.Tensor:
             x1 = next(batches)
@@ -482,7 +482,7 @@ class FlowMatching(Method):
             xt, u = (a.to(self._dtype) for a in ot_path(x0, x1, t, self.sigma_min))
             return (self.field_(xt, t.to(self._dtype)) - u).pow(2).sum(-1).mean()
 
-        loss.batches = batches  # its position goes into checkpoints (see flow._Loop)
+        loss.batches = batches  # its position goes into checkpoints (see training.TrainingLoop)
         return loss
 
     def _diverged(self, step: int, what: str, last: float) -> TrainingDiverged:
@@ -512,7 +512,7 @@ class FlowMatching(Method):
         opt = torch.optim.Adam(params, lr=self.lr)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.n_iter)
         history: dict[str, list[float]] = {"loss": [], "lr": []}
-        loop = _Loop(self.field_, opt, sched, generator, history, None, loss_fn)
+        loop = TrainingLoop(self.field_, opt, sched, generator, history, None, loss_fn)
         start, last = loop.restore(checkpoint)
         bar = tqdm(range(start, self.n_iter), desc="flow_matching", disable=None, leave=False)
         for step in bar:
@@ -542,7 +542,7 @@ class FlowMatching(Method):
         self.base_loc_ = self.base_loc(target)
         self.base_std_ = self._base_std(target, self.base_loc_, data)
         shift, scale = data.mean(0), data.std(0).clamp_min(1e-6)
-        with _forked_seed(generator):
+        with forked_seed(generator):
             self.field_ = self._build(target, shift, scale)
         self.history_ = self._train(self._loss_fn(target, data, generator), generator, checkpoint)
         return self

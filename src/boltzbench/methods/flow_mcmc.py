@@ -64,7 +64,7 @@ from boltzbench.mcmc import adaptation, diagnostics
 from boltzbench.mcmc import flow_proposal as fp
 from boltzbench.methods.base import Method, SampleSet
 from boltzbench.methods.flow import FlowMethod
-from boltzbench.methods.mala import _Draws, _Schedule
+from boltzbench.methods.mala import Draws, Schedule
 from boltzbench.targets.base import Target
 from boltzbench.targets.counting import BudgetExceeded
 
@@ -213,7 +213,7 @@ class FlowMCMC(Method):
         y0, log_q0 = chains.propose(generator, self.n_chains)
         run = _Run.start(fp.init(y0, log_q0, chains.evaluate), self.step_size)
         run.restore(checkpoint, generator)
-        schedule = _Schedule(
+        schedule = Schedule(
             self.n_warmup, self.n_burnin, self.thinning, math.ceil(n / self.n_chains)
         )
         bar = tqdm(
@@ -233,8 +233,8 @@ class FlowMCMC(Method):
     def _sample_set(self, run: _Run, n: int, n_counted: int) -> SampleSet:
         """The first ``n`` kept draws with the attrs and diagnostics of the module docstring
         (the chains' current states when a budget ended the run before the first kept draw)."""
-        kept = run.kept or [_Draws(run.state.position, run.state.energy)]
-        draws = _Draws(*map(torch.stack, zip(*kept, strict=True)))  # (K, chains, ...)
+        kept = run.kept or [Draws(run.state.position, run.state.energy)]
+        draws = Draws(*map(torch.stack, zip(*kept, strict=True)))  # (K, chains, ...)
         n_counted = n_counted if n_counted > 0 else math.nan
         chains_first = draws.position.transpose(0, 1)
         ess = diagnostics.effective_sample_size(chains_first)
@@ -357,7 +357,7 @@ class _Run:
     step_size: Tensor
     accepted_local: Tensor
     accepted_flow: Tensor
-    kept: list[_Draws] = field(default_factory=list)
+    kept: list[Draws] = field(default_factory=list)
 
     @classmethod
     def start(cls, state: fp.State, step_size: float) -> _Run:
@@ -366,7 +366,7 @@ class _Run:
         zero = torch.zeros_like(eps)
         return cls(0, state, adapt, eps, zero, zero.clone())
 
-    def advance(self, chains: _Chains, generator, schedule: _Schedule, target_accept: float):
+    def advance(self, chains: _Chains, generator, schedule: Schedule, target_accept: float):
         """One step of every chain, in the phase that ``step`` is in."""
         warming = self.step < schedule.n_warmup
         eps = torch.exp(self.adapt.log_step_size) if warming else self.step_size
@@ -382,7 +382,7 @@ class _Run:
             self.accepted_flow = self.accepted_flow + moves.jumped.to(self.accepted_flow)
             after_burnin = self.step - schedule.n_warmup - schedule.n_burnin
             if after_burnin > 0 and after_burnin % schedule.thinning == 0:
-                self.kept.append(_Draws(self.state.position, self.state.energy))
+                self.kept.append(Draws(self.state.position, self.state.energy))
         if self.step == schedule.n_warmup:
             self.step_size = adaptation.dual_averaging_final(self.adapt)
 
@@ -411,5 +411,5 @@ class _Run:
         self.accepted_flow = s["accepted_flow"].to(dev)
         self.state = fp.State(**on(s["state"]))
         self.adapt = adaptation.DualAveragingState(**on(s["adapt"]))
-        self.kept = [_Draws(**on(k)) for k in s["kept"]]
+        self.kept = [Draws(**on(k)) for k in s["kept"]]
         generator.set_state(s["generator"])

@@ -40,7 +40,7 @@ from boltzbench.methods.base import Method, SampleSet, resolve_dtype, start_loca
 from boltzbench.targets.base import Target
 from boltzbench.targets.counting import BudgetExceeded
 
-__all__ = ["MALA"]
+__all__ = ["MALA", "Draws", "Schedule"]
 
 
 class MALA(Method):
@@ -112,7 +112,7 @@ class MALA(Method):
         x0 = start_location(target, dtype) + self.init_scale * x0
         run = _Run.start(mala.init(x0, potential), self.step_size)
         run.restore(checkpoint, generator)
-        schedule = _Schedule(
+        schedule = Schedule(
             self.n_warmup, self.n_burnin, self.thinning, math.ceil(n / self.n_chains)
         )
         kernel = mala.build_kernel()
@@ -125,7 +125,7 @@ class MALA(Method):
                     checkpoint.save(run.step, run.state_dict(generator))
         after_warmup = run.step - self.n_warmup
         acceptance = run.accept / after_warmup if after_warmup > 0 else run.accept * math.nan
-        draws = _Draws(*map(torch.stack, zip(*run.draws(), strict=True)))
+        draws = Draws(*map(torch.stack, zip(*run.draws(), strict=True)))
         samples = self._sample_set(draws, n, acceptance, run.step_size)
         samples.attrs.update(n_steps=run.step, n_steps_planned=schedule.total)
         return samples
@@ -134,9 +134,7 @@ class MALA(Method):
         """One evaluation per chain at the start and per step."""
         return self.n_chains * (1 + self.n_steps(n))
 
-    def _sample_set(
-        self, draws: _Draws, n: int, acceptance: Tensor, step_size: Tensor
-    ) -> SampleSet:
+    def _sample_set(self, draws: Draws, n: int, acceptance: Tensor, step_size: Tensor) -> SampleSet:
         """The first ``n`` draws (``draws`` fields of shape (K, chains, ...)) with diagnostics."""
         dim = draws.position.shape[-1]
         chains_first = draws.position.transpose(0, 1)
@@ -168,14 +166,14 @@ class MALA(Method):
         )
 
 
-class _Draws(NamedTuple):
+class Draws(NamedTuple):
     """Kept draws: positions ``(chains, dim)`` and energies ``(chains,)`` (stacked: K first)."""
 
     position: Tensor
     energy: Tensor
 
 
-class _Schedule(NamedTuple):
+class Schedule(NamedTuple):
     """The phases of a run, in kernel steps per chain."""
 
     n_warmup: int
@@ -203,7 +201,7 @@ class _Run:
     adapt: adaptation.DualAveragingState
     step_size: Tensor
     accept: Tensor
-    kept: list[_Draws] = field(default_factory=list)
+    kept: list[Draws] = field(default_factory=list)
 
     @classmethod
     def start(cls, state: proposal.State, step_size: float) -> _Run:
@@ -211,7 +209,7 @@ class _Run:
         adapt = adaptation.dual_averaging_init(eps)
         return cls(0, state, adapt, eps, torch.zeros_like(eps))
 
-    def advance(self, kernel, generator, potential, schedule: _Schedule, target_accept: float):
+    def advance(self, kernel, generator, potential, schedule: Schedule, target_accept: float):
         """One kernel step of every chain, in the phase that ``step`` is in."""
         warming = self.step < schedule.n_warmup
         eps = torch.exp(self.adapt.log_step_size) if warming else self.step_size
@@ -225,14 +223,14 @@ class _Run:
             self.accept = self.accept + info.acceptance_rate.to(self.accept)
             after_burnin = self.step - schedule.n_warmup - schedule.n_burnin
             if after_burnin > 0 and after_burnin % schedule.thinning == 0:
-                self.kept.append(_Draws(self.state.position, self.state.energy))
+                self.kept.append(Draws(self.state.position, self.state.energy))
         if self.step == schedule.n_warmup:
             self.step_size = adaptation.dual_averaging_final(self.adapt)
 
-    def draws(self) -> list[_Draws]:
+    def draws(self) -> list[Draws]:
         """The kept draws; the chains' current states when a budget ended the run before
         the first kept draw."""
-        return self.kept or [_Draws(self.state.position, self.state.energy)]
+        return self.kept or [Draws(self.state.position, self.state.energy)]
 
     def state_dict(self, generator: torch.Generator) -> dict:
         return {
@@ -256,5 +254,5 @@ class _Run:
         self.step_size, self.accept = s["step_size"].to(dev), s["accept"].to(dev)
         self.state = proposal.State(**on(s["state"]))
         self.adapt = adaptation.DualAveragingState(**on(s["adapt"]))
-        self.kept = [_Draws(**on(k)) for k in s["kept"]]
+        self.kept = [Draws(**on(k)) for k in s["kept"]]
         generator.set_state(s["generator"])
