@@ -142,3 +142,26 @@ def test_budget_sweep_expands_into_named_runs():
     assert (
         cfg.methods["smc"].budget_for("g") == 10**6 and cfg.methods["mala"].budget_for("g") is None
     )
+
+
+def test_ess_per_million_evaluations_in_the_cost():
+    """The leaderboard's ESS per 10⁶ evaluations: Kish ESS for weighted sets, the
+    smallest per-coordinate autocorrelation ESS for chains, NaN otherwise."""
+    from boltzbench.methods.base import SampleSet
+    from boltzbench.steps.evaluate import _cost
+
+    x = torch.zeros(4, 2)
+    costs = {"fit_n_energy": 1500, "sample_n_energy": 500, "budget": 3000}
+    # weights 1, 1, 2, 0: Kish ESS = (Σw)²/Σw² = 16/6
+    weighted = SampleSet(x, torch.zeros(4), log_weight=torch.tensor([0, 0, math.log(2), -math.inf]))
+    weighted.attrs = dict(costs)
+    c = _cost(weighted)
+    assert c["total_n_energy"] == 2000 and c["budget"] == 3000
+    assert c["ess_count"] == pytest.approx(16 / 6)
+    assert c["ess_per_1e6_evals"] == pytest.approx(16 / 6 / 2000 * 1e6)
+    chains = SampleSet(x, torch.zeros(4), diagnostics={"ess_per_dim": torch.tensor([40.0, 25.0])})
+    chains.attrs = dict(costs)
+    assert _cost(chains)["ess_per_1e6_evals"] == pytest.approx(25 / 2000 * 1e6)
+    plain = SampleSet(x, torch.zeros(4), attrs={"sample_n_energy": 4})
+    c = _cost(plain)
+    assert math.isnan(c["ess_per_1e6_evals"]) and math.isnan(c["budget"])

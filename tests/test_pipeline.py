@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from boltzbench.hashing import hash_path
 from boltzbench.io import read_store
 
 REPO = Path(__file__).resolve().parent.parent
@@ -126,6 +127,9 @@ def test_budget_sweep_stays_within_its_budgets(run):
     assert (smc.total_n_energy_mean > smc.budget - 500 * 2).all()
     assert table.ess_per_1e6_evals_mean.map(math.isfinite).all()
     assert (run / "results/figures/budget_sweep.png").stat().st_size > 1000
+    prov = json.loads((run / "results/budget_sweep.provenance.json").read_text())
+    assert prov["outputs"]["csv"]["sha256"] == hash_path(run / "results/budget_sweep.csv")
+    assert len(json.loads(prov["attrs"]["inputs"])) == len(table) + 1  # + the noise floor
     board = pd.read_csv(run / "results/leaderboard.csv")
     assert not board.method.str.contains("-budget").any()  # kept out of the leaderboard
 

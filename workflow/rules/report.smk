@@ -87,6 +87,7 @@ rule budget_sweep:
             category="Figures",
             caption="../report/budget_sweep.rst",
         ),
+        provenance=f"{RESULTS}/budget_sweep.provenance.json",
     log:
         f"{LOGS}/budget_sweep.log",
     benchmark:

@@ -10,7 +10,8 @@ horizontal lines.
 
 Weighted methods are shown by the ``_reweighted`` form of the metric (resampled
 by their importance weights), unweighted ones by the plain form; the legend
-says which.
+says which. ``budget_sweep.provenance.json`` records the inputs' and the
+outputs' sha256 with the provenance attributes.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from boltzbench.io import atomic_path, write_text  # noqa: E402
+from boltzbench.hashing import hash_path  # noqa: E402
+from boltzbench.io import atomic_path, write_json, write_text  # noqa: E402
 from boltzbench.provenance import now, provenance_attrs  # noqa: E402
 from boltzbench.steps.aggregate import leaderboard_frame  # noqa: E402
 
@@ -110,3 +112,9 @@ def run(
     with atomic_path(outputs["figure"]) as tmp:
         fig.savefig(tmp, dpi=110, format="png", metadata={"boltzbench": json.dumps(attrs)})
     plt.close(fig)
+    written = {
+        role: {"path": str(p), "sha256": hash_path(p)}
+        for role, p in outputs.items()
+        if role != "provenance"
+    }
+    write_json({"rows": len(frame), "outputs": written}, outputs["provenance"], attrs)
