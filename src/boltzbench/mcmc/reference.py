@@ -35,7 +35,9 @@ interatomic distances) and R̂ is checked on those instead of the coordinates
 (attr ``rhat_of`` says which).
 
 Cost: n_temps · n_chains · (1 + n_steps · L) energy-and-gradient evaluations,
-with L = n_leapfrog for HMC and 1 for MALA, all through ``target``.
+with L = n_leapfrog for HMC and 1 for MALA, all through ``target``. Under an
+evaluation budget (parallel tempering as a benchmark method) the run stops at
+the first step the budget cannot pay for; ``n_steps`` is then the steps done.
 """
 
 from __future__ import annotations

@@ -40,6 +40,9 @@ not the exact pathwise gradient of the KL; the log-variance loss is unaffected.
 The score is clipped elementwise to ±``score_clip`` (non-finite entries → 0),
 as PIS does.
 
+Under an evaluation budget training stops before the first batch of paths the
+budget cannot pay for, and sampling simulates as many paths as the rest allows.
+
 Costs, all through the target passed (so a CountingTarget counts them): each
 trajectory takes one energy evaluation at X_N (and its gradient for the KL
 loss), plus one energy-and-gradient evaluation per step with

@@ -49,6 +49,9 @@ settings) on another ``n`` particles also reports ``log_Z_ais`` and
 ``ess_ais``, at a cost of ``1 + n_temps · n_moves · (1 or n_leapfrog)``
 evaluations per particle.
 
+Under an evaluation budget training stops before the first AIS run the budget
+cannot pay for; ``sample_ais`` is skipped (NaN) when the rest cannot pay for it.
+
 Costs: every AIS run makes ``batch_size · (1 + n_temps · n_moves · k)``
 energy-and-gradient evaluations (k = 1 for MALA, ``n_leapfrog`` for HMC), all
 through the target passed, so a :class:`~boltzbench.targets.CountingTarget`

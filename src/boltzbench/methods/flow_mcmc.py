@@ -35,7 +35,9 @@ makes, all through the target passed to it,
 the 1 is the initial state. Training costs nothing more for ``"mle"`` and
 n_iter × batch_size energy-and-gradient evaluations for ``"reverse_kl"``
 (counted during ``fit``, not here). Flow evaluations (draws and log q) are not
-target evaluations.
+target evaluations. Under an evaluation budget the chains stop at the first
+step the budget cannot pay for (``n_steps`` says how far they got; S above is
+then the steps done).
 
 **Diagnostics**, over all n_chains × K kept draws: ``ess_per_dim`` and
 ``ess_energy`` are the autocorrelation ESS of Vehtari et al. 2021
