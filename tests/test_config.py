@@ -148,6 +148,10 @@ def test_shipped_configs_are_valid():
             ["'budget_sweep.methods'", "flow_rkl", "'user'"],
         ),
         (
+            {"budget_sweep": {"target": "gmm40", "budgets": [1, 2, 3], "seeds": [-1]}},
+            ["'budget_sweep.seeds'", ">= 0"],
+        ),
+        (
             {"budget_sweep": {"target": "gmm40", "budgets": [1, 2, 3], "metric": "w3"}},
             ["'budget_sweep.metric'", "w3", "energy_w1"],
         ),

@@ -402,6 +402,10 @@ def _check_sweep(cfg: Config) -> None:
                 f"config key 'budget_sweep.methods': {m!r} is not a method that runs on "
                 f"{sweep.target!r}"
             )
+    if any(s < 0 for s in sweep.seeds or []):
+        raise ConfigError(
+            f"config key 'budget_sweep.seeds': seeds must be >= 0 (got {sweep.seeds})"
+        )
     if sweep.metric.removesuffix("_reweighted") not in METRICS:
         raise ConfigError(
             f"config key 'budget_sweep.metric': unknown metric {sweep.metric!r}; valid "
