@@ -179,7 +179,9 @@ def _markdown(frame: pd.DataFrame, n_eval: int) -> str:
         "`ess_per_1e6_evals` is the ESS as a number of samples per 10⁶ energy evaluations: "
         "the Kish ESS (Σw)²/Σw² over all rows for weighted sets, the autocorrelation ESS of "
         "the kept chain draws (smallest over coordinates, Vehtari et al. 2021) for MCMC; "
-        "SMC's Kish ESS counts only since its last resampling.",
+        "SMC's Kish ESS counts only since its last resampling, so it is an upper bound (1 "
+        "when it resampled at the last temperature: its particles are then unweighted, but "
+        "duplicates moved by a few MCMC steps).",
         "",
     ]
     for target in sorted(frame.target.unique()):
