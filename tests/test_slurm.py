@@ -33,16 +33,30 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from boltzbench.io import read_store
 
 REPO = Path(__file__).resolve().parent.parent
-TINY = REPO / "tests/configs/tiny.yaml"
+
+
+def _tiny_without_sweep() -> Path:
+    """tests/configs/tiny.yaml less its budget sweep (covered by test_pipeline.py):
+    each SLURM job costs 10-15 s of CPU here, and the sweep would add 18 of them."""
+    cfg = yaml.safe_load((REPO / "tests/configs/tiny.yaml").read_text())
+    cfg.pop("budget_sweep", None)
+    path = Path(tempfile.mkdtemp(prefix="boltzbench-slurm-config-")) / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+TINY = _tiny_without_sweep()
 CLUSTER = REPO / "tests/slurm/cluster.sh"
 STATE = Path(os.environ.get("BOLTZBENCH_SLURM_STATE", "/tmp/boltzbench-slurm"))
 SLURM_RUN_TIMEOUT = 1500  # seconds; the run takes about 10 minutes on 2 busy cores
