@@ -226,3 +226,52 @@ def test_snakemake_report_shows_leaderboard_and_figures(run):
     html = (run / "report.html").read_text()
     for name in ("leaderboard.html", "leaderboard.csv", "gmm40_samples.png", "training_curves.png"):
         assert name in html, name
+
+
+def test_jobs_run_the_code_of_their_own_workflow(tmp_path):
+    """A copy of the workflow, run with this environment (whose editable install
+    points at REPO/src), runs the copy's code in its jobs, not REPO's: the code
+    each job hashes into its provenance is the code it runs."""
+    import shutil
+
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for part in ("Snakefile", "workflow", "src", "profiles", "envs"):
+        src = REPO / part
+        if src.is_dir():
+            shutil.copytree(src, copy / part, ignore=shutil.ignore_patterns("__pycache__"))
+        elif src.exists():
+            shutil.copy(src, copy / part)
+    marker = tmp_path / "marker.txt"
+    step = copy / "src/boltzbench/steps/noise_floor.py"
+    step.write_text(step.read_text() + f"\nopen({str(marker)!r}, 'w').write(__file__)\n")
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "seeds": [0],
+                "reference": {"n_train": 100, "n_eval": 100},
+                "evaluation": {"n_eval": 50},
+                "targets": {"g": {"kind": "gaussian", "params": {"dim": 2}}},
+                "methods": {"mala": {"kind": "mala"}},
+            }
+        )
+    )
+    work = tmp_path / "work"
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(copy / "Snakefile"),
+        "--directory",
+        str(work),
+        "--configfile",
+        str(config),
+        "--cores",
+        "1",
+        "results/g/noise_floor.json",
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert marker.read_text() == str(step)

@@ -1,10 +1,18 @@
 # Helpers shared by every rule: the validated config, the run matrix, params slices.
 
 import inspect
+import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+# Jobs import boltzbench from this workflow's src/ too (PYTHONPATH is inherited by
+# script jobs, locally and through SLURM), even when the environment holds an
+# editable install of another checkout: the code hashed here is the code run.
+SRC = str(Path(workflow.basedir) / "src")
+sys.path.insert(0, SRC)
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [SRC, *[p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != SRC]]
+)
 
 from boltzbench.config import reference_sizes, sweep_members, sweep_methods, validate_config
 from boltzbench.hashing import closure_hash
