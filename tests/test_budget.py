@@ -62,6 +62,7 @@ def test_smc_shortens_its_ladder_to_the_budget(budget, gen):
     assert s.attrs["n_temps"] == temps
     assert target.counts.energy == 500 * (1 + 2 * temps) <= budget
     assert budget - target.counts.energy < 500 * 2  # one more temperature would not fit
+    assert target.exhausted == (temps < 50)
     # the estimator stays usable: Δlog Z on this Gaussian is small even at few temperatures
     assert abs(s.attrs["log_Z_hat"] - target.log_Z) < 0.3
 

@@ -333,6 +333,8 @@ class SMC(Method):
         one, anneals fewer particles in one step.
         """
         smc, n = self._within_budget(remaining_budget(target), n)
+        if smc is not self:  # shortened by the budget (the store's budget_stop_sample)
+            target.exhausted = True
         loc = start_location(target, resolve_dtype(self.dtype))
         samples = smc._anneal(ShiftedTarget(target, loc) if loc.any() else target, n, generator)
         samples.x = samples.x + loc.to(samples.x.dtype)
