@@ -1,20 +1,21 @@
 # Helpers shared by every rule: the validated config, the run matrix, params slices.
 
 import inspect
-import os
 import sys
 from pathlib import Path
 
-# Jobs import boltzbench from this workflow's src/ too (PYTHONPATH is inherited by
-# script jobs, locally and through SLURM), even when the environment holds an
-# editable install of another checkout: the code hashed here is the code run.
 SRC = str(Path(workflow.basedir) / "src")
 sys.path.insert(0, SRC)
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    [SRC, *[p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != SRC]]
-)
 
-from boltzbench.config import reference_sizes, sweep_members, sweep_methods, validate_config
+from boltzbench.steps.adapter import export_source
+
+export_source(SRC)  # jobs run this src/ too: the code hashed here is the code run
+from boltzbench.config import (
+    reference_sizes,
+    sweep_members,
+    sweep_methods,
+    validate_config,
+)
 from boltzbench.hashing import closure_hash
 from boltzbench.methods import METHODS as METHOD_REGISTRY
 from boltzbench.targets import TARGETS as TARGET_REGISTRY
@@ -56,7 +57,9 @@ def source(step):
             if kind:  # a registered target, possibly imported lazily (aldp)
                 modules.append(TARGET_REGISTRY.module_of(kind))
             else:  # a user target: its file
-                extra = (str(Path(inspect.getfile(target_factory(target_spec(wildcards))))),)
+                extra = (
+                    str(Path(inspect.getfile(target_factory(target_spec(wildcards))))),
+                )
         return closure_hash(*modules, extra_files=extra)
 
     return params

@@ -77,7 +77,8 @@ rule figures:
 rule budget_sweep:
     input:
         metrics=run_paths(
-            f"{RESULTS}/{{target}}/{{method}}/seed{{seed}}/metrics.json", matrix=sweep_runs
+            f"{RESULTS}/{{target}}/{{method}}/seed{{seed}}/metrics.json",
+            matrix=sweep_runs,
         ),
         floors=expand(f"{RESULTS}/{{target}}/noise_floor.json", target=SWEEP_TARGETS),
     output:

@@ -14,13 +14,23 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
 import traceback
 from typing import Any
 
 import torch
 
-__all__ = ["run_rule", "call_step"]
+__all__ = ["run_rule", "call_step", "export_source"]
+
+
+def export_source(src: str) -> None:
+    """Put ``src`` first on ``PYTHONPATH``, which every job inherits (locally and
+    through SLURM), so that jobs import boltzbench from the workflow's own
+    ``src/`` even when the environment holds an editable install of another
+    checkout: the code the workflow hashes is the code its jobs run."""
+    others = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != src]
+    os.environ["PYTHONPATH"] = os.pathsep.join([src, *others])
 
 
 def call_step(step: str, inputs: dict, outputs: dict, params: dict) -> Any:
