@@ -73,7 +73,7 @@ from boltzbench.estimators import log_mean_exp, normalized_kish_ess
 from boltzbench.methods.base import DTYPES, Method, SampleSet, TrainingDiverged, affordable
 from boltzbench.methods.flow import FlowMethod
 from boltzbench.methods.smc import SMC, Annealed, Path, PathEnds
-from boltzbench.methods.training import forked_seed
+from boltzbench.methods.training import forked_seed, load_optimizer_state, optimizer_state
 from boltzbench.targets.base import Target
 
 __all__ = ["FAB", "ReplayBuffer", "LogDensity", "flow_log_density", "annealing_path"]
@@ -213,10 +213,7 @@ class _Run:
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "flow": self.flow.state_dict(),
-            "opt": self.opt.state_dict(),
-            "sched": self.sched.state_dict(),
-            "generator": self.generator.get_state(),
+            **optimizer_state(self.flow, self.opt, self.sched, self.generator),
             "history": self.history,
             "buffer": None if self.buffer is None else self.buffer.state_dict(),
             "step_size": self.step_size,
@@ -229,10 +226,7 @@ class _Run:
         if saved is None:
             return 0
         step, state = saved
-        self.flow.load_state_dict(state["flow"])
-        self.opt.load_state_dict(state["opt"])
-        self.sched.load_state_dict(state["sched"])
-        self.generator.set_state(state["generator"])
+        load_optimizer_state(state, self.flow, self.opt, self.sched, self.generator)
         self.history = state["history"]
         if self.buffer is not None:
             self.buffer.load_state_dict(state["buffer"])

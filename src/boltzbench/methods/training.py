@@ -19,7 +19,14 @@ import torch
 
 from boltzbench.checkpoint import Checkpoint
 
-__all__ = ["forked_seed", "Minibatches", "KeepBest", "TrainingLoop"]
+__all__ = [
+    "forked_seed",
+    "Minibatches",
+    "KeepBest",
+    "TrainingLoop",
+    "optimizer_state",
+    "load_optimizer_state",
+]
 
 
 @contextmanager
@@ -90,6 +97,25 @@ class KeepBest:
         self.best, self.state = state["best"], state["state"]
 
 
+def optimizer_state(flow, opt, sched, generator: torch.Generator) -> dict[str, Any]:
+    """The states a gradient-trained model's future depends on: parameters,
+    optimizer, learning-rate scheduler and generator."""
+    return {
+        "flow": flow.state_dict(),
+        "opt": opt.state_dict(),
+        "sched": sched.state_dict(),
+        "generator": generator.get_state(),
+    }
+
+
+def load_optimizer_state(state: dict[str, Any], flow, opt, sched, generator) -> None:
+    """Load what :func:`optimizer_state` saved."""
+    flow.load_state_dict(state["flow"])
+    opt.load_state_dict(state["opt"])
+    sched.load_state_dict(state["sched"])
+    generator.set_state(state["generator"])
+
+
 class TrainingLoop:
     """Everything a training loop's future depends on, saved and restored as one.
 
@@ -105,10 +131,7 @@ class TrainingLoop:
 
     def state_dict(self, last: float) -> dict[str, Any]:
         return {
-            "flow": self.flow.state_dict(),
-            "opt": self.opt.state_dict(),
-            "sched": self.sched.state_dict(),
-            "generator": self.generator.get_state(),
+            **optimizer_state(self.flow, self.opt, self.sched, self.generator),
             "history": self.history,
             "keeper": None if self.keeper is None else self.keeper.state_dict(),
             "batches": None if self.batches is None else self.batches.state_dict(),
@@ -121,10 +144,7 @@ class TrainingLoop:
         if saved is None:
             return 0, math.nan
         step, state = saved
-        self.flow.load_state_dict(state["flow"])
-        self.opt.load_state_dict(state["opt"])
-        self.sched.load_state_dict(state["sched"])
-        self.generator.set_state(state["generator"])
+        load_optimizer_state(state, self.flow, self.opt, self.sched, self.generator)
         self.history.update(state["history"])
         if self.keeper is not None:
             self.keeper.load_state_dict(state["keeper"])
