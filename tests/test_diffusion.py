@@ -10,10 +10,12 @@ import math
 import pytest
 import torch
 
+from boltzbench.estimators import normalized_kish_ess
 from boltzbench.io import load_model, save_model
+from boltzbench.methods.base import BUDGET_SPEND_MIN
 from boltzbench.methods.diffusion import DiffusionSampler
 from boltzbench.methods.diffusion_util import ControlNet, cosine_alphas, dds_scheme, pis_scheme
-from boltzbench.steps.common import job_checkpoint
+from boltzbench.steps.common import job_checkpoint, training_budget
 from boltzbench.targets import CountingTarget, Target
 from boltzbench.targets.gaussian import Gaussian
 
@@ -151,6 +153,140 @@ def test_every_energy_and_gradient_goes_through_the_target(loss, gen):
     assert (target.counts.energy, target.counts.grad) == (60, 50)
 
 
+# ------------------------------------------------------------------ a base location off the origin
+
+LOC, SHIFT_C = 3.0, 1.5  # the shifted target's mean (and base location) and energy offset
+
+
+class ShiftedGaussian(Target):
+    """E(x) = |x − 3·1|² / (2 s²) + 1.5 in 2-D, base location 3·1: log Z = 2 log(s√(2π)) − 1.5.
+
+    Its base location is not the origin, which is what every other target here has."""
+
+    dim = 2
+
+    def __init__(self, scale: float):
+        super().__init__()
+        self.scale = scale
+        self.log_Z = 2 * math.log(scale * math.sqrt(2 * math.pi)) - SHIFT_C
+
+    def energy(self, x):
+        return 0.5 * ((x - LOC) ** 2).sum(-1) / self.scale**2 + SHIFT_C
+
+    def base_location(self):
+        return torch.full((2,), LOC)
+
+
+def path_log_weights(method: DiffusionSampler, target: Target, n: int, formula: str, gen):
+    """``n`` log weights as the method computes them for ``formula``: ``"sample"`` (the
+    sample set's), ``"kl"`` (the KL loss's batch) or ``"log_variance"`` (the LV loss's
+    batch: −E − log N − log_rnd along the kept, detached path)."""
+    if formula == "sample":
+        return method.sample(target, n, gen).log_weight
+    method.batch_size = n
+    loss = method._kl_loss if formula == "kl" else method._log_variance_loss
+    return loss(method._chain(target), target, gen)[1]
+
+
+def assert_unbiased(log_w: torch.Tensor, log_Z: float) -> None:
+    """mean(w/Z) = 1 within 4 standard errors (sd of w/Z from the sample), and log Ẑ =
+    log mean w within 4 delta-method standard errors sd(w)/(mean(w)√n) of log Z."""
+    n = log_w.shape[0]
+    ratio = torch.exp(log_w - log_Z)
+    se = float(ratio.std()) / math.sqrt(n)
+    assert abs(float(ratio.mean()) - 1) < 4 * se
+    log_Z_hat = float(torch.logsumexp(log_w, 0)) - math.log(n)
+    assert abs(log_Z_hat - log_Z) < 4 * se / float(ratio.mean())
+
+
+@pytest.mark.parametrize("kind", ["pis", "dds"])
+def test_the_reference_chain_is_centred_on_the_base_location(kind, gen):
+    # Zero control, Langevin on (so the scores are kept): every state X_k of the reference
+    # chain has mean loc (DDS: law N(loc, σ² I) at every k; PIS: N(loc, t_k σ² I)), within
+    # 4 sd/√n per coordinate; the kept scores are −∇E at those same states (the real x).
+    # The old DDS recursion contracted towards 0 (mean of X_N ≈ 0.004·loc).
+    target = ShiftedGaussian(S)
+    method = with_control(fast(kind=kind, langevin_preconditioning=True), 2, perturb=0.0)
+    chain = method._chain(target)
+    n = 20_000
+    with torch.no_grad():
+        path = chain.rollout(target, n, gen, keep=True)
+    states = torch.cat([path.states, path.x[None]])  # X_0..X_N, (N + 1, n, 2)
+    t = torch.cat([chain.scheme.times, torch.ones(1, dtype=torch.float64)])
+    sd = SIGMA * (torch.ones_like(t) if kind == "dds" else t.sqrt())  # (N + 1,)
+    err = (states.mean(1) - LOC).abs().max(-1).values
+    assert bool((err <= 4 * sd / math.sqrt(n)).all()), err
+    var_err = (states.var(1) - sd[:, None] ** 2).abs().max(-1).values
+    assert bool((var_err <= 4 * sd**2 * math.sqrt(2 / n)).all()), var_err
+    torch.testing.assert_close(path.scores, -(path.states - LOC) / S**2, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["pis", "dds"])
+@pytest.mark.parametrize("scale", [S, SIGMA])
+def test_zero_control_weights_with_a_shifted_base(kind, scale, gen):
+    # Base N(3·1, σ² I), target N(3·1, s² I). X_N ∼ N(3·1, σ² I) (mean within 4σ/√n) and
+    # the weights are unbiased. With s = σ the base *is* the target: every log w equals
+    # log Z exactly, and the (weighted = plain) mean must be 3 within 4 s/√n. Old DDS:
+    # log Ẑ = −1.81 against 1.39 for s = 0.8, and for s = σ exact weights on samples at 0.
+    target = ShiftedGaussian(scale)
+    method = with_control(fast(kind=kind), 2, perturb=0.0)
+    s = method.sample(target, 20_000, gen)
+    n = s.x.shape[0]
+    assert float((s.x.mean(0) - LOC).abs().max()) < 4 * SIGMA / math.sqrt(n)
+    if scale == SIGMA:
+        torch.testing.assert_close(s.log_weight, torch.full((n,), target.log_Z), rtol=0, atol=1e-10)
+        w = torch.softmax(s.log_weight, 0)
+        assert float(((w[:, None] * s.x).sum(0) - LOC).abs().max()) < 4 * scale / math.sqrt(n)
+    else:
+        assert_unbiased(s.log_weight, target.log_Z)
+
+
+@pytest.mark.parametrize("formula", ["sample", "kl", "log_variance"])
+@pytest.mark.parametrize("langevin", [False, True])
+@pytest.mark.parametrize("kind", ["pis", "dds"])
+def test_random_control_weights_with_a_shifted_base(kind, langevin, formula, gen):
+    # A seeded random control (every parameter moved by 0.05·N(0, 1)): the weights of the
+    # sample set and of both losses' batches are unbiased for Z on the shifted target
+    # (σ = 1.2, s = 0.8), 20,000 paths. Reached: |mean(w/Z) − 1| ≤ 3.0 standard errors,
+    # Kish ESS 0.30–0.69. The old DDS was 300–900 standard errors off (log Ẑ ≈ −3.5
+    # against −0.108).
+    target = ShiftedGaussian(S)
+    method = with_control(fast(kind=kind, langevin_preconditioning=langevin), 2, perturb=0.05)
+    log_w = path_log_weights(method, target, 20_000, formula, gen)
+    assert_unbiased(log_w, target.log_Z)
+    assert normalized_kish_ess(log_w) > 0.15, "weights too degenerate for the sd to be fair"
+
+
+@pytest.mark.parametrize("langevin", [False, True])
+@pytest.mark.parametrize("kind", ["pis", "dds"])
+def test_random_control_recovers_the_mean_when_the_base_is_the_target(kind, langevin, gen):
+    # σ = s = 1.2: the weighted mean of X_N is 3 within 4 s/√(n·ESS) (the Kish ESS
+    # approximation of its standard error), whatever the control. Old DDS: about 0.
+    target = ShiftedGaussian(SIGMA)
+    method = with_control(fast(kind=kind, langevin_preconditioning=langevin), 2, perturb=0.05)
+    s = method.sample(target, 20_000, gen)
+    n_eff = s.attrs["ess_kish"] * s.x.shape[0]
+    assert s.attrs["ess_kish"] > 0.15 and float(s.log_weight.std()) > 0.05  # a real control
+    w = torch.softmax(s.log_weight, 0)
+    assert float(((w[:, None] * s.x).sum(0) - LOC).abs().max()) < 4 * SIGMA / math.sqrt(n_eff)
+    assert_unbiased(s.log_weight, target.log_Z)
+
+
+@pytest.mark.parametrize("kind", ["pis", "dds"])
+def test_the_log_variance_path_replays_the_simulated_one(kind, gen):
+    # log_rnd along a kept path, with the behaviour control equal to the current one,
+    # is Σ[½|u|² + u·ε], the running + martingale terms of the rollout, row by row: the
+    # network sees the same (shifted) states and scores in both.
+    target = ShiftedGaussian(S)
+    method = with_control(fast(kind=kind, langevin_preconditioning=True), 2, perturb=0.05)
+    chain = method._chain(target)
+    with torch.no_grad():
+        path = chain.rollout(target, 500, gen, keep=True)
+        replay = chain.log_rnd(path)
+    assert float(path.running.abs().mean()) > 0.01, "the control is not trivial"
+    torch.testing.assert_close(replay, path.running + path.martingale, rtol=0, atol=1e-10)
+
+
 # ------------------------------------------------------------------ training
 
 TRAIN = dict(n_steps=16, hidden_features=[64, 64], n_iter=250, batch_size=128, lr=2e-3, sigma=2.0)
@@ -258,3 +394,71 @@ def test_model_state_round_trips_through_zarr(gen, tmp_path):
     assert torch.equal(a.x, b.x) and torch.equal(a.log_weight, b.log_weight)
     with pytest.raises(ValueError, match="does not match"):
         DiffusionSampler(**(params | {"hidden_features": [8]})).load_model_state(target, state)
+
+
+# ------------------------------------------------------------------ the budget plan
+
+PLAN = dict(kind="dds", n_steps=4, hidden_features=[8], dtype="float64")
+
+
+@pytest.mark.parametrize(
+    "budget, n_samples, batch_size, langevin, n_steps",
+    [
+        (10_000, 500, 32, False, 4),  # 9500 // 32 = 296 batches: 9972 planned (99.7 %)
+        (10_000, 500, 16, True, 4),  # reserve 2500, batch 80: 93 batches: 9940 (99.4 %)
+        (3_000_000, 5000, 256, True, 50),  # batch 13,056: 210 batches: 2,996,760 (99.9 %)
+        (12_345, 1, 2, False, 4),  # 6172 batches: 12,345 (100 %)
+    ],
+)
+def test_the_budget_plan_spends_the_budget(budget, n_samples, batch_size, langevin, n_steps):
+    params = PLAN | dict(n_steps=n_steps, batch_size=batch_size, n_iter=7)
+    method = DiffusionSampler(**params, langevin_preconditioning=langevin)
+    plan = method.plan_budget(budget, n_samples)
+    per_path = 1 + (n_steps if langevin else 0)
+    reserve, per_batch = n_samples * per_path, batch_size * per_path
+    k = (budget - reserve) // per_batch  # the whole batches the budget pays for, by hand
+    assert plan.settings == {"n_iter": k} and plan.method.n_iter == k and method.n_iter == 7
+    assert plan.method.get_params() == method.get_params() | {"n_iter": k}
+    assert plan.planned == k * per_batch + reserve
+    assert plan.planned == k * plan.method.sample_cost(batch_size) + method.sample_cost(n_samples)
+    assert BUDGET_SPEND_MIN * budget <= plan.planned <= budget and plan.note == ""
+    assert DiffusionSampler.budget_settings == ("n_iter",)
+
+
+def test_the_budget_plan_says_why_it_spends_less():
+    # one batch of 200 paths is 20 % of a budget of 1000: 4 batches + 100 for sampling = 900
+    plan = DiffusionSampler(**PLAN, batch_size=200).plan_budget(1000, 100)
+    assert plan.settings == {"n_iter": 4} and plan.planned == 900
+    assert "one training batch costs 200 evaluations (20.0 % of the budget" in plan.note
+
+
+def test_a_budget_that_cannot_pay_for_one_batch_is_refused():
+    # sampling 100 paths costs 500 (Langevin, 4 steps) and a batch 32·5 = 160: 659 < 660
+    method = DiffusionSampler(**PLAN, batch_size=32, langevin_preconditioning=True)
+    assert method.plan_budget(660, 100).settings == {"n_iter": 1}
+    with pytest.raises(ValueError, match=r"budget of 659 .*\(500 evaluations\).*\(160 eval"):
+        method.plan_budget(659, 100)
+
+
+@pytest.mark.parametrize(
+    "loss, langevin, batch_size", [("kl", False, 64), ("log_variance", True, 16)]
+)
+def test_a_planned_run_spends_its_budget_under_the_counting_target(loss, langevin, batch_size, gen):
+    # As the pipeline runs it: fit under the budget less sample_cost(n), then sample under
+    # what fit left. The run makes exactly the planned evaluations, ≥ 95 % of the budget
+    # (1956 and 1940 of 2000: 29 batches of 64, or 18 batches of 16·5, plus sampling).
+    budget, n = 2000, 100
+    method = DiffusionSampler(
+        **PLAN, loss=loss, batch_size=batch_size, langevin_preconditioning=langevin
+    )
+    plan = method.plan_budget(budget, n)
+    fit_target = CountingTarget(gaussian_target(), training_budget(plan.method, budget, n))
+    plan.method.fit(fit_target, None, gen)
+    assert len(plan.method.history_["loss"]) == plan.settings["n_iter"]
+    left = budget - fit_target.counts.energy
+    sample_target = CountingTarget(gaussian_target(), left)
+    s = plan.method.sample(sample_target, n, gen)
+    used = fit_target.counts.energy + sample_target.counts.energy
+    assert s.x.shape[0] == n and used == plan.planned
+    assert BUDGET_SPEND_MIN * budget <= used <= budget
+    assert not (fit_target.exhausted or sample_target.exhausted)

@@ -9,9 +9,12 @@ processes and the path weights are in :mod:`boltzbench.methods.diffusion_util`):
     location; Euler–Maruyama. The reference (f = 0) is Brownian motion, whose
     terminal marginal N(loc, σ² I) stands in for the prior.
 ``kind="dds"`` — Denoising Diffusion Sampler (Vargas, Grathwohl & Doucet 2023)
-    the learned reversal of an Ornstein–Uhlenbeck noising process with invariant
-    law N(loc, σ² I), started from X_0 ∼ N(loc, σ² I), discretized with DDS's
-    exponential integrator (exact OU transitions) on a cosine noise schedule.
+    the learned reversal of an Ornstein–Uhlenbeck noising process that contracts
+    towards loc (invariant law N(loc, σ² I)), started from X_0 ∼ N(loc, σ² I),
+    discretized with DDS's exponential integrator (exact OU transitions) on a
+    cosine noise schedule; the reference chain stays N(loc, σ² I) at every step.
+
+``loc`` is ``target.base_location()`` (the origin when it has none).
 
 Both weigh the terminal sample X_N by the path-space importance weight
 (eq. 2 of the util module) log w = −E(X_N) − log N(X_N; loc, σ² I) − log dP^u/dR,
@@ -40,7 +43,10 @@ not the exact pathwise gradient of the KL; the log-variance loss is unaffected.
 The score is clipped elementwise to ±``score_clip`` (non-finite entries → 0),
 as PIS does.
 
-Under an evaluation budget training stops before the first batch of paths the
+Evaluation budget (:meth:`DiffusionSampler.plan_budget`): the budget decides
+``n_iter`` only: as many whole training batches as fit in the budget less the
+sampling reserve ``sample_cost(n_samples)``; the configured ``n_iter`` is then
+ignored. Under the cap itself training stops before the first batch of paths the
 budget cannot pay for, and sampling simulates as many paths as the rest allows.
 
 Costs, all through the target passed (so a CountingTarget counts them): each
@@ -67,7 +73,9 @@ from tqdm.auto import tqdm
 from boltzbench.checkpoint import NO_CHECKPOINT, Checkpoint
 from boltzbench.estimators import log_mean_exp, normalized_kish_ess
 from boltzbench.methods.base import (
+    BUDGET_SPEND_MIN,
     DTYPES,
+    BudgetPlan,
     Method,
     SampleSet,
     TrainingDiverged,
@@ -122,6 +130,8 @@ class _Chain:
         self.gain = (scheme.drift / scheme.noise).to(dtype)  # u = gain · f
         self.emb = time_embedding(scheme.times).to(dtype)
         self.loc = loc.to(dtype)
+        # (1 − a_k) loc, shape (N, dim): the reference chain contracts towards loc, not 0
+        self.pull = (1 - scheme.decay)[:, None].to(dtype) * self.loc
 
     def score(self, target: Target, x: Tensor) -> Tensor | None:
         """Clipped ∇log p̃(x) = −∇E(x) (one energy-and-gradient evaluation per row), or None."""
@@ -148,8 +158,10 @@ class _Chain:
         return x
 
     def rollout(self, target: Target, n: int, generator: torch.Generator, keep=False) -> _Rollout:
-        """Simulate ``n`` paths X_{k+1} = a_k X_k + s_k (u_k + ε_k) (differentiable
-        unless called under no_grad); ``keep`` stores the path for the LV loss."""
+        """Simulate ``n`` paths X_{k+1} = a_k X_k + (1 − a_k) loc + s_k (u_k + ε_k)
+        (differentiable unless called under no_grad); ``keep`` stores the path for the
+        LV loss. The states are the target's x throughout: the network, the score and
+        E see X_k itself, and the kept states are those same X_k."""
         x = self.initial(n, generator)
         running = torch.zeros(n, dtype=torch.float64)
         martingale = torch.zeros(n, dtype=torch.float64)
@@ -162,7 +174,7 @@ class _Chain:
                 kept.append((x, score, u, eps))
             running = running + 0.5 * (u**2).sum(-1).to(torch.float64)
             martingale = martingale + (u * eps).sum(-1).to(torch.float64)
-            x = self.decay[k] * x + self.noise[k] * (u + eps)
+            x = self.decay[k] * x + self.pull[k] + self.noise[k] * (u + eps)
         if not keep:
             return _Rollout(x, running, martingale)
         states, scores, controls, noises = zip(*kept, strict=True)
@@ -234,11 +246,16 @@ class DiffusionSampler(Method):
 
     Defaults: pis, kl, 100 steps, σ = 1, (128, 128), 2000 steps of 256 paths,
     lr 1e-3, no Langevin term, score clip 100, gradient clip 10, float32.
+
+    Under an evaluation budget the budget decides ``n_iter`` (``budget_settings``;
+    the configured value is ignored): see :meth:`plan_budget`. Every other
+    setting, ``batch_size`` and ``n_steps`` included, stays as configured.
     """
 
     trainable = True
     weighted = True
     needs_data = False
+    budget_settings = ("n_iter",)
     #: a tiny configuration for conformance tests (seconds to fit)
     fast_params: dict[str, Any] = {
         "n_steps": 8,
@@ -444,6 +461,37 @@ class DiffusionSampler(Method):
     def sample_cost(self, n: int) -> int:
         """One energy evaluation per path, plus one per step with Langevin preconditioning."""
         return n * (1 + (self.n_steps if self.langevin_preconditioning else 0))
+
+    def plan_budget(self, budget: int, n_samples: int) -> BudgetPlan:
+        """A copy with ``n_iter`` = the whole training batches that ``budget`` pays for.
+
+        With S = ``sample_cost(n_samples)`` (the sampling reserve) and
+        c = ``sample_cost(batch_size)`` (one training batch, energy evaluations),
+        n_iter = ⌊(budget − S) / c⌋ and planned = n_iter · c + S ≤ budget. The plan
+        leaves less than c unspent, so it spends at least BUDGET_SPEND_MIN of the
+        budget unless one batch is over about 5 % of it; ``note`` then says so.
+        Raises ValueError when the budget cannot pay for S plus one batch.
+        """
+        reserve, per_batch = self.sample_cost(n_samples), self.sample_cost(self.batch_size)
+        n_iter = (budget - reserve) // per_batch
+        if n_iter < 1:
+            raise ValueError(
+                f"diffusion: a budget of {budget} evaluations cannot pay for sampling "
+                f"{n_samples} paths ({reserve} evaluations) plus one training batch of "
+                f"{self.batch_size} paths ({per_batch} evaluations); raise the budget to at "
+                f"least {reserve + per_batch} or lower batch_size"
+            )
+        planned = n_iter * per_batch + reserve
+        note = ""
+        if planned < BUDGET_SPEND_MIN * budget:
+            note = (
+                f"diffusion: one training batch costs {per_batch} evaluations "
+                f"({100 * per_batch / budget:.1f} % of the budget of {budget}), so "
+                f"{n_iter} whole batches plus sampling ({reserve}) plan {planned} "
+                f"({100 * planned / budget:.1f} %); lower batch_size to spend more"
+            )
+        method = type(self)(**{**self.get_params(), "n_iter": int(n_iter)})
+        return BudgetPlan(method, {"n_iter": int(n_iter)}, int(planned), note)
 
     # ---------------------------------------------------------------- state
 

@@ -1,15 +1,19 @@
 """Building blocks of the ``diffusion`` method: the discretized reference chains,
 the control network and the path-space log weights.
 
-Both samplers (PIS and DDS) are simulated as a Gaussian Markov chain of N steps,
+Both samplers (PIS and DDS) are simulated as a Gaussian Markov chain of N steps
+around the base location ``loc`` (the target's ``base_location()``, shape ``(dim,)``),
 
-    X_{k+1} = a_k X_k + c_k f_θ(X_k, t_k) + s_k ε_k,      ε_k ∼ N(0, I),
+    X_{k+1} = loc + a_k (X_k − loc) + c_k f_θ(X_k, t_k) + s_k ε_k,      ε_k ∼ N(0, I),
 
 whose *reference* chain (f = 0) has a Gaussian terminal marginal
-N(loc, σ_N² I) known in closed form. With u_k = c_k f_θ(X_k, t_k) / s_k (the
-control in units of the step's noise), the log Radon–Nikodym derivative of the
-controlled chain P^u with respect to the reference chain R, along a path
-X_{k+1} = a_k X_k + s_k (v_k + ε_k) driven by a behaviour control v, is
+N(loc, σ_N² I) known in closed form: the mean of X_k − loc is a product of a_j
+times that of X_0 − loc, which is 0, so the chain never drifts from loc (with
+a_k < 1 the recursion on X itself, without the recentring, would contract
+towards the origin instead). With u_k = c_k f_θ(X_k, t_k) / s_k (the control in
+units of the step's noise), the log Radon–Nikodym derivative of the controlled
+chain P^u with respect to the reference chain R, along a path
+X_{k+1} = loc + a_k (X_k − loc) + s_k (v_k + ε_k) driven by a behaviour control v, is
 
     log dP^u/dR (X) = Σ_k [u_k · (v_k + ε_k) − ½ |u_k|²]                    (1)
 
@@ -64,7 +68,7 @@ class Scheme(NamedTuple):
     Attributes
     ----------
     decay, drift, noise
-        a_k, c_k and s_k, each of shape ``(N,)`` (float64).
+        a_k, c_k and s_k, each of shape ``(N,)`` (float64); a_k acts on X_k − loc.
     times
         t_k ∈ [0, 1), the network's time input at step k, shape ``(N,)``.
     init_std
@@ -88,7 +92,8 @@ class Scheme(NamedTuple):
 def pis_scheme(n_steps: int, sigma: float) -> Scheme:
     """PIS (Zhang & Chen 2022, eq. 5 and Sec. 3.3), Euler–Maruyama on [0, 1].
 
-    dX_t = f_θ(X_t, t) dt + σ dW_t from X_0 = loc (a Dirac): h = 1/N, a_k = 1,
+    dX_t = f_θ(X_t, t) dt + σ dW_t from X_0 = loc (a Dirac): h = 1/N, a_k = 1 (so
+    the recentring on loc is void),
     c_k = h, s_k = σ√h. The reference chain (f = 0) is Brownian motion, so its
     terminal marginal is exactly N(loc, σ² I) (σ_N = σ).
     """
@@ -113,16 +118,19 @@ def cosine_alphas(n_steps: int, offset: float = 0.008, max_alpha: float = 0.999)
 def dds_scheme(n_steps: int, sigma: float) -> Scheme:
     """DDS with the exponential integrator (Vargas et al. 2023, Sec. 3.2).
 
-    The noising process is the Ornstein–Uhlenbeck dY = −β Y dt + σ√(2β) dB,
+    The noising process is the Ornstein–Uhlenbeck dY = −β (Y − loc) dt + σ√(2β) dB,
     invariant law N(loc, σ² I). Its exact transition over a step is
-    Y' = √(1−α) Y + σ√α ε; the sampler runs the reversal from X_0 ∼ N(loc, σ² I):
+    Y' = loc + √(1−α) (Y − loc) + σ√α ε; the sampler runs the reversal from
+    X_0 ∼ N(loc, σ² I):
 
-        X_{k+1} = √(1−α_k) X_k + 2σ² (1 − √(1−α_k)) f_θ(X_k, t_k) + σ √α_k ε_k,
+        X_{k+1} = loc + √(1−α_k) (X_k − loc) + 2σ² (1 − √(1−α_k)) f_θ(X_k, t_k)
+                  + σ √α_k ε_k,
 
     with α_k = α_{N−1−k} of :func:`cosine_alphas` (the noising steps run
-    backwards) and f_θ ≈ ∇log q_t(x) + x/σ² (the score of the noised target plus
-    the OU drift term). The reference chain keeps N(loc, σ² I) at every step, so
-    σ_N = σ.
+    backwards) and f_θ ≈ ∇log q_t(x) + (x − loc)/σ² (the score of the noised
+    target less that of N(loc, σ² I)). Since a_k² σ² + s_k² = σ², the reference
+    chain keeps N(loc, σ² I) at every step, so σ_N = σ. (The recentring on loc is
+    applied by the chain, not stored here: a_k = √(1−α_k) multiplies X_k − loc.)
     """
     alpha = cosine_alphas(n_steps).flip(0)
     decay = torch.sqrt(1 - alpha)
