@@ -1,21 +1,26 @@
 """Evaluation budgets: exact stopping points, SMC's shortened ladder, the train and
-sample steps' split of a budget, and divergence errors that name the run.
+sample steps' split of a budget, budget plans that spend the budget, and
+divergence errors that name the run.
 
 (Every registered method is also run under a budget in test_conformance.py.)
 """
 
+import json
 import math
 
 import pytest
 import torch
 
-from boltzbench.config import sweep_members, validate_config
+from boltzbench.config import ConfigError, sweep_members, validate_config
+from boltzbench.io import read_store, samples_to_dataset, write_store
 from boltzbench.methods import METHODS
-from boltzbench.methods.base import TrainingDiverged
+from boltzbench.methods.base import BUDGET_SPEND_MIN, BudgetPlan, SampleSet, TrainingDiverged
 from boltzbench.methods.flow import FlowMethod
-from boltzbench.methods.mala import MALA
+from boltzbench.methods.mala import MALA, plan_chain
 from boltzbench.methods.smc import SMC
-from boltzbench.steps.common import named_divergence, training_budget
+from boltzbench.steps import sample as sample_step
+from boltzbench.steps import train as train_step
+from boltzbench.steps.common import named_divergence, spending_note, training_budget
 from boltzbench.targets import BudgetExceeded, CountingTarget, Target
 from boltzbench.targets.gaussian import Gaussian
 
@@ -166,3 +171,156 @@ def test_ess_per_million_evaluations_in_the_cost():
     plain = SampleSet(x, torch.zeros(4), attrs={"sample_n_energy": 4})
     c = _cost(plain)
     assert math.isnan(c["ess_per_1e6_evals"]) and math.isnan(c["budget"])
+
+
+# ------------------------------------------------------------------ budget plans
+
+TINY_FLOW = {"transforms": 2, "hidden_features": [16, 16], "bins": 4, "batch_size": 64}
+TINY_FAB = {**METHODS.get("fab").fast_params, "transforms": 1, "hidden_features": [8]}
+N = 64  # samples drawn by every planned run below
+FAB_RUN = 32 * (1 + 2 * 5)  # one AIS run of TINY_FAB: 32 particles, 2 temperatures, 5 leapfrog
+
+#: (method spec, budgets): a small budget (MALA, PT, flow-MCMC: warm-up and burn-in
+#: shrunk; SMC: one temperature for fewer particles; FAB: the fewest AIS runs that
+#: fill its buffer and update once) and a larger one
+PLANNED = [
+    (
+        {"kind": "mala", "params": {"n_chains": 8, "n_warmup": 20, "n_burnin": 10, "thinning": 1}},
+        [300, 5000],
+    ),
+    (
+        {"kind": "pt", "params": {"n_chains": 4, "n_temps": 2, "n_warmup": 20, "n_burnin": 5}},
+        [300, 3000],
+    ),
+    (
+        {"kind": "pt", "params": {"n_chains": 4, "n_temps": 2, "kernel": "hmc", "n_leapfrog": 3}},
+        [2000],
+    ),
+    ({"kind": "smc", "params": {"n_temps": 8, "n_moves": 2}}, [150, 5000]),
+    ({"kind": "flow", "params": {**TINY_FLOW, "mode": "reverse_kl"}}, [64 * 6 + 10, 3000]),
+    ({"kind": "fab", "params": TINY_FAB}, [N + 2 * FAB_RUN + 10, 4000]),
+    (
+        {
+            "kind": "flow_mcmc",
+            "params": {
+                "flow_params": {**TINY_FLOW, "n_iter": 20},
+                "n_local": 2,
+                "n_chains": 8,
+                "n_warmup": 20,
+                "n_burnin": 5,
+            },
+        },
+        [1000, 4000],
+    ),
+]
+
+
+def _run_steps(tmp_path, spec, budget, n=N, reference=None):
+    """Train and sample ``spec`` on a 2-D Gaussian through the steps; the sample store's
+    attrs (with ``rows``: the samples drawn) and the model store's attrs."""
+    common = dict(
+        target_name="g",
+        target={"kind": "gaussian", "params": {"dim": 2, "rho": 0.5}},
+        method_name="m",
+        method=spec,
+        seed=0,
+        n_samples=n,
+        budget=budget,
+    )
+    model, samples = tmp_path / f"model{budget}.zarr", tmp_path / f"samples{budget}.zarr"
+    inputs = {} if reference is None else {"reference": str(reference)}
+    train_step.run(inputs=inputs, outputs={"model": str(model)}, **common)
+    sample_step.run(inputs={"model": str(model)}, outputs={"samples": str(samples)}, **common)
+    drawn = read_store(samples)
+    return {**drawn.attrs, "rows": drawn.sizes["sample"]}, read_store(model).attrs
+
+
+@pytest.mark.parametrize(
+    "spec, budget",
+    [(spec, b) for spec, budgets in PLANNED for b in budgets],
+    ids=lambda v: v["kind"] if isinstance(v, dict) else str(v),
+)
+def test_a_planned_run_spends_its_budget(spec, budget, tmp_path):
+    """Fit + sample spend exactly what the plan says, and that is 95–100 % of the budget
+    (every plan here spends it up to less than one step, temperature or AIS run)."""
+    attrs, model_attrs = _run_steps(tmp_path, spec, budget)
+    total = attrs["fit_n_energy"] + attrs["sample_n_energy"]
+    assert total == attrs["budget_planned"] == model_attrs["budget_planned"]
+    assert BUDGET_SPEND_MIN * budget <= total <= budget, (total, budget)
+    assert attrs["budget_note"] == "" and attrs["budget"] == budget
+    settings = json.loads(attrs["budget_settings"])
+    assert set(settings) == set(METHODS.get(spec["kind"]).budget_settings)
+    assert attrs["budget_settings"] == model_attrs["budget_settings"]
+    assert attrs["rows"] == (150 // 3 if spec["kind"] == "smc" and budget == 150 else N)
+
+
+def test_a_data_based_flow_spends_only_its_samples_and_says_why(tmp_path, gen):
+    reference = tmp_path / "reference.zarr"
+    x = Gaussian(dim=2, rho=0.5).sample(400, gen)
+    write_store(samples_to_dataset(SampleSet(x, torch.zeros(400))), reference, {})
+    spec = {"kind": "flow", "params": {**TINY_FLOW, "mode": "mle", "n_iter": 5}}
+    for budget in (1000, 50_000):
+        attrs, _ = _run_steps(tmp_path, spec, budget, reference=reference)
+        assert attrs["fit_n_energy"] == 0 and attrs["sample_n_energy"] == N
+        assert attrs["budget_planned"] == N and attrs["budget_settings"] == "{}"
+        assert "data-based" in attrs["budget_note"] and f"{N} of {budget}" in attrs["budget_note"]
+
+
+def test_the_sample_job_refuses_a_model_of_another_plan(tmp_path):
+    spec = PLANNED[0][0]
+    common = dict(target_name="g", target={"kind": "gaussian", "params": {"dim": 2}})
+    common.update(method_name="m", method=spec, seed=0, n_samples=N)
+    model = str(tmp_path / "model.zarr")
+    train_step.run(inputs={}, outputs={"model": model}, budget=5000, **common)
+    with pytest.raises(ValueError, match="trained under the budget plan"):
+        out = {"samples": str(tmp_path / "s.zarr")}
+        sample_step.run(inputs={"model": model}, outputs=out, budget=6000, **common)
+
+
+@pytest.mark.parametrize(
+    "steps, warmup, burnin, expected",
+    [
+        (100, 20, 10, (20, 16, 8)),  # thinning ⌊70 / 8⌋ = 8, the 6 steps left to burn-in
+        (38, 20, 10, (20, 10, 1)),  # exactly the configured run at thinning 1
+        (33, 20, 10, (16, 9, 1)),  # 25 steps shared 20 : 10 (warm-up rounded down)
+        (20, 0, 0, (0, 4, 2)),
+        (5, 20, 10, (0, 0, 1)),  # fewer steps than draws: the run stops at its budget
+    ],
+)
+def test_plan_chain_lays_out_exactly_the_steps(steps, warmup, burnin, expected):
+    plan = plan_chain(steps, warmup, burnin, n_draws=8)
+    assert (plan["n_warmup"], plan["n_burnin"], plan["thinning"]) == expected
+    total = plan["n_warmup"] + plan["n_burnin"] + 8 * plan["thinning"]
+    assert total == max(steps, 8)
+
+
+def test_spending_note_gives_the_plan_s_reason_or_the_shortfall():
+    plan = BudgetPlan(MALA(), {}, planned=990)
+    assert spending_note(plan, 990, 1000) == ""
+    note = spending_note(plan, 900, 1000)
+    assert "900 of 1000" in note and "90.0%" in note and "990 planned" in note
+    why = BudgetPlan(MALA(), {}, planned=10, note="data-based")
+    assert spending_note(why, 10, 1000) == "data-based"
+
+
+@pytest.mark.parametrize(
+    "method, budget, must_mention",
+    [
+        ({"kind": "fab", "params": TINY_FAB}, 500, ["min_buffer_size = 64", "need 2"]),
+        ({"kind": "mala", "params": {"n_chains": 100}}, 150, ["start (100)", "one step (100)"]),
+        ({"kind": "flow", "params": {"batch_size": 64}}, 540, ["none for training"]),
+    ],
+)
+def test_a_budget_that_cannot_be_planned_names_its_key(method, budget, must_mention):
+    raw = {
+        "targets": {"g": {"kind": "gaussian", "params": {"dim": 2}}},
+        "sampling": {"n_samples": 500},
+        "evaluation": {"n_eval": 100},
+        "methods": {"m": {**method, "budget": budget}},
+    }
+    with pytest.raises(ConfigError) as err:
+        validate_config(raw)
+    text = str(err.value)
+    assert "config key 'methods.m.budget'" in text and "'m' on 'g'" in text, text
+    for part in must_mention:
+        assert part in text, text

@@ -21,6 +21,15 @@ Capability tags (class attributes):
     ``fit`` does real work and yields a training history.
 ``weighted``
     Samples come with importance weights (``log_weight``).
+
+Evaluation budgets. A budget is a plan, not only a cap:
+:meth:`Method.plan_budget` returns a :class:`BudgetPlan`, a copy of the method
+whose budget-decided settings (``budget_settings``: chain lengths, training
+steps, annealing temperatures, …) are chosen so that fit + sample spend the
+budget, with a ``note`` saying why when the plan cannot spend at least
+:data:`BUDGET_SPEND_MIN` of it. The train and sample steps both run the
+planned method, so a plan must depend only on (budget, n_samples) and the
+method's own parameters.
 """
 
 from __future__ import annotations
@@ -35,6 +44,9 @@ from boltzbench.targets.base import Target
 
 __all__ = [
     "Method",
+    "BudgetPlan",
+    "BUDGET_SPEND_MIN",
+    "shortfall_note",
     "SampleSet",
     "DTYPES",
     "resolve_dtype",
@@ -168,6 +180,45 @@ class SampleSet:
                 raise ValueError(f"SampleSet.{name} has shape {tuple(v.shape)}, expected ({n},)")
 
 
+#: the least fraction of its budget a budgeted run should spend (else it says why)
+BUDGET_SPEND_MIN = 0.95
+
+
+@dataclass(frozen=True)
+class BudgetPlan:
+    """How a method spends an evaluation budget (see :meth:`Method.plan_budget`).
+
+    Attributes
+    ----------
+    method
+        The method to run: a copy with the budget-decided settings filled in
+        (or the method itself when the budget decides nothing).
+    settings
+        ``{parameter: planned value}`` of the settings the budget decided.
+    planned
+        The evaluations the plan expects fit + sample to make (≤ the budget).
+    note
+        Why the plan spends less than :data:`BUDGET_SPEND_MIN` of the budget
+        (e.g. "trained on reference data: only sampling costs evaluations");
+        empty when it does not.
+    """
+
+    method: Method
+    settings: dict[str, Any]
+    planned: int
+    note: str = ""
+
+
+def shortfall_note(planned: int, budget: int, why: str) -> str:
+    """``why`` when ``planned`` is below :data:`BUDGET_SPEND_MIN` of ``budget``, else "".
+
+    The note starts with the numbers: "plans P of B evaluations (x %): why".
+    """
+    if planned >= BUDGET_SPEND_MIN * budget:
+        return ""
+    return f"plans {planned} of {budget} evaluations ({planned / budget:.1%}): {why}"
+
+
 class Method:
     """Base class of every sampler family; each is one line in ``methods/__init__.py``."""
 
@@ -176,6 +227,36 @@ class Method:
     weighted: bool = False
     #: small settings under which the conformance suite runs the method (CI)
     fast_params: dict[str, Any] = {}
+    #: the parameters an evaluation budget decides (see :meth:`plan_budget`)
+    budget_settings: tuple[str, ...] = ()
+    #: :meth:`log_density` gives the normalized density the samples are drawn from
+    has_density: bool = False
+
+    def log_density(self, target: Target, x: torch.Tensor) -> torch.Tensor:
+        """log q(x) of the fitted sampler at ``x`` ``(n, dim)``, float64 ``(n,)``: the
+        normalized density its samples come from (only when ``has_density``). The
+        forward metrics (EUBO, forward ESS) evaluate it at reference samples; it
+        makes no target evaluation."""
+        raise NotImplementedError(f"{type(self).__name__} has no density")
+
+    def plan_budget(self, budget: int, n_samples: int) -> BudgetPlan:
+        """The run that spends ``budget`` evaluations (fit + sample) drawing ``n_samples``.
+
+        Default: the method as configured, which spends ``sample_cost(n_samples)``;
+        the note says so when that is below :data:`BUDGET_SPEND_MIN` of the budget
+        (for a method that ``needs_data``: it trains on reference samples, so
+        only sampling costs evaluations). Families override this to choose
+        their ``budget_settings``; a budget too small for any run is a ValueError.
+        """
+        cost = self.sample_cost(n_samples)
+        why = f"{type(self).__name__} plans no use of a budget beyond sampling"
+        if getattr(self, "needs_data", False):
+            why = (
+                f"data-based: {type(self).__name__} trains on reference samples, so only "
+                f"drawing the {n_samples} samples costs evaluations"
+            )
+        planned = min(cost, budget)
+        return BudgetPlan(self, {}, planned, shortfall_note(planned, budget, why))
 
     def get_params(self) -> dict[str, Any]:
         """The constructor keywords, so ``type(m)(**m.get_params())`` round-trips."""

@@ -49,8 +49,10 @@ settings) on another ``n`` particles also reports ``log_Z_ais`` and
 ``ess_ais``, at a cost of ``1 + n_temps · n_moves · (1 or n_leapfrog)``
 evaluations per particle.
 
-Under an evaluation budget training stops before the first AIS run the budget
-cannot pay for; ``sample_ais`` is skipped (NaN) when the rest cannot pay for it.
+Under an evaluation budget (:meth:`FAB.plan_budget`) the budget decides
+``n_iter``: the whole AIS runs that the budget less the sampling reserve pays
+for. Training stops before the first AIS run the budget cannot pay for;
+``sample_ais`` is skipped (NaN) when the rest cannot pay for it.
 
 Costs: every AIS run makes ``batch_size · (1 + n_temps · n_moves · k)``
 energy-and-gradient evaluations (k = 1 for MALA, ``n_leapfrog`` for HMC), all
@@ -70,7 +72,15 @@ from tqdm.auto import tqdm
 
 from boltzbench.checkpoint import NO_CHECKPOINT, Checkpoint
 from boltzbench.estimators import log_mean_exp, normalized_kish_ess
-from boltzbench.methods.base import DTYPES, Method, SampleSet, TrainingDiverged, affordable
+from boltzbench.methods.base import (
+    DTYPES,
+    BudgetPlan,
+    Method,
+    SampleSet,
+    TrainingDiverged,
+    affordable,
+    shortfall_note,
+)
 from boltzbench.methods.flow import FlowMethod
 from boltzbench.methods.smc import SMC, Annealed, Path, PathEnds
 from boltzbench.methods.training import forked_seed, load_optimizer_state, optimizer_state
@@ -284,11 +294,17 @@ class FAB(Method):
     dtype
         "float32" or "float64" for the flow and the AIS positions; energies,
         weights and samples are float64.
+
+    Under an evaluation budget, ``n_iter`` is decided by the budget (the
+    configured value is ignored): ⌊(budget − sample_cost(n_samples)) /
+    (batch_size · evaluations_per_ais_particle())⌋ AIS runs, and so the length
+    of the cosine learning-rate schedule too (:meth:`plan_budget`).
     """
 
     trainable = True
     weighted = True
     needs_data = False
+    budget_settings = ("n_iter",)
     #: a tiny configuration for conformance tests (seconds to fit)
     fast_params: dict[str, Any] = {
         "transforms": 2,
@@ -420,6 +436,33 @@ class FAB(Method):
     def evaluations_per_ais_particle(self) -> int:
         """Energy-and-gradient evaluations per particle of one AIS run."""
         return self._ais().evaluations_per_particle()
+
+    def plan_budget(self, budget: int, n_samples: int) -> BudgetPlan:
+        """``n_iter`` = the whole AIS runs of batch_size · evaluations_per_ais_particle()
+        evaluations that the budget less ``sample_cost(n_samples)`` pays for.
+
+        ValueError, with the numbers, when they cannot fill the replay buffer to
+        ``min_buffer_size`` and make one update (or, without replay, one run).
+        """
+        per_run = self.batch_size * self.evaluations_per_ais_particle()
+        spare = budget - self.sample_cost(n_samples)
+        n_iter, needed = max(spare, 0) // per_run, self._fill_iterations() + 1
+        if n_iter < needed:
+            need = (
+                f"filling the replay buffer to min_buffer_size = {self.min_buffer_size} "
+                f"and one update need {needed}"
+                if self.replay
+                else "one update needs 1"
+            )
+            raise ValueError(
+                f"fab: a budget of {budget} evaluations leaves {spare} for training after "
+                f"drawing n_samples = {n_samples} samples ({self.sample_cost(n_samples)}): "
+                f"{n_iter} AIS runs of {per_run} evaluations, but {need}"
+            )
+        plan = type(self)(**{**self.get_params(), "n_iter": n_iter})
+        planned = n_iter * per_run + self.sample_cost(n_samples)
+        why = f"an AIS run costs {per_run} evaluations; whole runs leave the rest"
+        return BudgetPlan(plan, {"n_iter": n_iter}, planned, shortfall_note(planned, budget, why))
 
     # ---------------------------------------------------------------- training
 
@@ -561,6 +604,13 @@ class FAB(Method):
     def sample_cost(self, n: int) -> int:
         """``n`` flow samples, and an AIS run of ``n`` particles with ``sample_ais``."""
         return n * (1 + (self.evaluations_per_ais_particle() if self.sample_ais else 0))
+
+    has_density = True
+
+    def log_density(self, target: Target, x: Tensor) -> Tensor:
+        """log q(x) of FAB's flow (the density its samples come from), float64 ``(n,)``."""
+        self._check_fitted()
+        return self.flow_.log_density(target, x)
 
     # ---------------------------------------------------------------- state
 

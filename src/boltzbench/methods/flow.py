@@ -20,9 +20,12 @@ It is trained in one of two modes:
 
 Both modes use AdamW with gradient clipping and a cosine learning-rate schedule.
 A non-finite loss or gradient raises :class:`~boltzbench.methods.base.TrainingDiverged`
-naming the step and the last finite loss. Under an evaluation budget, reverse-KL
-training stops at the first step the budget cannot pay for, and sampling draws
-as many samples as the rest allows. All randomness comes from the ``generator``
+naming the step and the last finite loss. Under an evaluation budget
+(:meth:`FlowMethod.plan_budget`), reverse-KL training runs for as many whole
+batches as the budget less the sampling reserve pays for (``n_iter`` is set by
+the budget), stopping at the first step the budget cannot pay for, and sampling
+draws as many samples as the rest allows. MLE training costs no evaluations:
+a budget then pays for sampling only. All randomness comes from the ``generator``
 passed in; the global torch RNG is left as it was.
 
 Sampling draws x ∼ q and returns importance weights log w = −E(x) − log q(x):
@@ -51,10 +54,12 @@ from boltzbench.checkpoint import NO_CHECKPOINT, Checkpoint
 from boltzbench.estimators import log_mean_exp, normalized_kish_ess
 from boltzbench.methods.base import (
     DTYPES,
+    BudgetPlan,
     Method,
     SampleSet,
     TrainingDiverged,
     batch_sizes,
+    shortfall_note,
     start_location,
 )
 from boltzbench.methods.flows_util import ACTIVATIONS, COUPLINGS, coupling_flow
@@ -129,6 +134,12 @@ class FlowMethod(Method):
     -----
     ``needs_data`` is a property here (True for ``mode="mle"``), so read it on
     an instance, not on the class.
+
+    Under an evaluation budget, reverse KL's ``n_iter`` is decided by the
+    budget (the configured value is ignored): ⌊(budget − n_samples) / batch_size⌋
+    steps. In MLE mode the budget decides nothing: training uses reference data
+    and only sampling costs evaluations (a data-based method; the plan's note
+    says so).
     """
 
     trainable = True
@@ -184,10 +195,30 @@ class FlowMethod(Method):
         self.val_fraction = val_fraction
         self.sample_batch_size, self.dtype = sample_batch_size, dtype
 
+    budget_settings = ("n_iter",)
+
     @property
     def needs_data(self) -> bool:  # type: ignore[override]
         """True when ``mode == "mle"``: ``fit`` then trains on reference samples."""
         return self.mode == "mle"
+
+    def plan_budget(self, budget: int, n_samples: int) -> BudgetPlan:
+        """Reverse KL: ``n_iter`` = ⌊(budget − sample_cost(n_samples)) / batch_size⌋
+        whole batches; ValueError when that is 0. MLE: the default plan (sampling only)."""
+        if self.mode == "mle":
+            return super().plan_budget(budget, n_samples)
+        spare = budget - self.sample_cost(n_samples)
+        n_iter = spare // self.batch_size
+        if n_iter < 1:
+            raise ValueError(
+                f"flow: a budget of {budget} evaluations leaves none for training: drawing "
+                f"n_samples = {n_samples} samples costs {self.sample_cost(n_samples)} and "
+                f"one training step costs batch_size = {self.batch_size}"
+            )
+        plan = type(self)(**{**self.get_params(), "n_iter": n_iter})
+        planned = n_iter * self.batch_size + self.sample_cost(n_samples)
+        why = f"a training step costs batch_size = {self.batch_size} evaluations"
+        return BudgetPlan(plan, {"n_iter": n_iter}, planned, shortfall_note(planned, budget, why))
 
     # ---------------------------------------------------------------- building
 
@@ -427,6 +458,18 @@ class FlowMethod(Method):
             "ess_kish": normalized_kish_ess(log_w),
         }
         return SampleSet(x=x, energy=energy, log_weight=log_w, log_q=log_q, attrs=attrs)
+
+    has_density = True
+
+    @torch.no_grad()
+    def log_density(self, target: Target, x: torch.Tensor) -> torch.Tensor:
+        """log q(x) of the flow, float64 ``(n,)``, in batches of ``sample_batch_size``."""
+        self._check_fitted()
+        parts = [
+            self.flow_().log_prob(b.to(self._dtype)).to(torch.float64)
+            for b in x.split(self.sample_batch_size)
+        ]
+        return torch.cat(parts) if parts else x.new_zeros(0, dtype=torch.float64)
 
     # ---------------------------------------------------------------- state
 

@@ -367,6 +367,11 @@ class FlowMatching(Method):
     dtype
         ``"float32"`` or ``"float64"`` for the network and the ODE; energies,
         samples, log q and log weights are returned in float64.
+
+    Under an evaluation budget the budget decides no setting: training regresses
+    on reference data and costs no evaluations, and sampling costs one per
+    sample, so a data-based run spends ``n_samples`` of its budget and its plan's
+    note says why (:meth:`Method.plan_budget <boltzbench.methods.base.Method.plan_budget>`).
     """
 
     needs_data = True
@@ -593,6 +598,38 @@ class FlowMatching(Method):
             "ess_kish": normalized_kish_ess(log_w),
         }
         return SampleSet(x=x, energy=energy, log_weight=log_w, log_q=log_q, attrs=attrs)
+
+    has_density = True
+
+    def log_density(self, target: Target, x: torch.Tensor) -> torch.Tensor:
+        """log q(x), float64 ``(n,)``: x is carried back to x₀ = φ₁⁻¹(x) by RK4 from
+        t = 1 to 0 (``n_ode_steps``), jointly with ∫₁⁰ div v dt, and
+        log q(x) = log N(x₀) + ∫₁⁰ div v dt. The divergence is the one sampling
+        uses (exact, or Hutchinson with probes from a generator seeded 0, so the
+        value is deterministic). The backward RK4 is not the exact inverse of the
+        forward one: this is the density of the continuous flow to O(h⁴)."""
+        if not hasattr(self, "field_"):
+            raise RuntimeError("flow_matching: call fit or load_model_state first")
+        generator = torch.Generator(device=x.device).manual_seed(0)
+        batches = x.split(self.sample_batch_size)
+        parts = [self._log_density_batch(target, b, generator) for b in batches]
+        return torch.cat(parts) if parts else x.new_zeros(0, dtype=torch.float64)
+
+    def _log_density_batch(self, target: Target, x: torch.Tensor, generator) -> torch.Tensor:
+        n = x.shape[0]
+        divergence = exact_divergence
+        if self.trace_estimator(target) == "hutchinson":
+            probes = rademacher((self.n_probes, n, target.dim), generator, self._dtype)
+            divergence = hutchinson_divergence(probes)
+
+        def f(t: float, y: tuple[torch.Tensor, torch.Tensor]):
+            return divergence(self.field_, y[0], torch.full((n,), t, dtype=y[0].dtype))
+
+        with torch.no_grad():
+            xt = x.detach().to(self._dtype)
+            x0, integral = rk4(f, (xt, xt.new_zeros(n)), self.n_ode_steps, t0=1.0, t1=0.0)
+        log_q0 = gaussian_log_prob(x0.to(torch.float64), self.base_loc_, self.base_std_)
+        return log_q0 + integral.to(torch.float64)
 
     # ---------------------------------------------------------------- state
 

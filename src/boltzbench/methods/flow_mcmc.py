@@ -39,6 +39,14 @@ target evaluations. Under an evaluation budget the chains stop at the first
 step the budget cannot pay for (``n_steps`` says how far they got; S above is
 then the steps done).
 
+**Budget plan** (:meth:`FlowMCMC.plan_budget`). A reverse-KL flow keeps its
+configured ``n_iter`` unless that costs more than half the budget, in which
+case it is cut to ⌊(budget / 2) / batch_size⌋ steps; the chains absorb the
+rest: their ``thinning``, ``n_burnin`` (and, when the rest is small,
+``n_warmup``) are laid out by :func:`~boltzbench.methods.mala.plan_chain` so
+that S fills it. An MLE flow costs nothing, so the chains absorb the whole
+budget.
+
 **Diagnostics**, over all n_chains × K kept draws: ``ess_per_dim`` and
 ``ess_energy`` are the autocorrelation ESS of Vehtari et al. 2021
 (:mod:`boltzbench.mcmc.diagnostics`), ``ess_min`` the smallest over coordinates,
@@ -64,9 +72,9 @@ from tqdm.auto import tqdm
 from boltzbench.checkpoint import NO_CHECKPOINT, Checkpoint
 from boltzbench.mcmc import adaptation, diagnostics
 from boltzbench.mcmc import flow_proposal as fp
-from boltzbench.methods.base import Method, SampleSet
+from boltzbench.methods.base import BudgetPlan, Method, SampleSet, shortfall_note
 from boltzbench.methods.flow import FlowMethod
-from boltzbench.methods.mala import Draws, Schedule
+from boltzbench.methods.mala import Draws, Schedule, chain_budget_plan
 from boltzbench.targets.base import Target
 from boltzbench.targets.counting import BudgetExceeded
 
@@ -104,6 +112,12 @@ class FlowMCMC(Method):
     -----
     A step is one jump (``"imh"``) or ``n_local`` MALA moves and one jump
     (``"mixed"``). Chains run in float64, whatever the flow's dtype.
+
+    Under an evaluation budget, the budget decides ``thinning`` and ``n_burnin``
+    (and ``n_warmup`` when the chains' share is small), and cuts a reverse-KL
+    flow's ``flow_params["n_iter"]`` to at most half the budget; the configured
+    values of these settings are then ignored, except as the warm-up kept, the
+    least burn-in and the longest training (see the module docstring).
     """
 
     trainable = True
@@ -145,10 +159,43 @@ class FlowMCMC(Method):
         self.n_warmup, self.n_burnin, self.thinning = n_warmup, n_burnin, thinning
         self.step_size, self.target_accept = step_size, target_accept
 
+    budget_settings = ("flow_params.n_iter", "n_warmup", "n_burnin", "thinning")
+
     @property
     def needs_data(self) -> bool:  # type: ignore[override]
         """True when the flow trains by maximum likelihood (``mode="mle"``)."""
         return FlowMethod(**self.flow_params).needs_data
+
+    def plan_budget(self, budget: int, n_samples: int) -> BudgetPlan:
+        """Training (reverse KL: at most half the budget) first, then chains that spend
+        the rest (see the module docstring); ValueError when either gets nothing."""
+        flow = FlowMethod(**self.flow_params)
+        params, settings, training = self.get_params(), {}, 0
+        if flow.mode == "reverse_kl":
+            n_iter = min(flow.n_iter, budget // 2 // flow.batch_size)
+            if n_iter < 1:
+                raise ValueError(
+                    f"flow_mcmc: half of a budget of {budget} evaluations cannot pay for "
+                    f"one training step of batch_size = {flow.batch_size}"
+                )
+            params["flow_params"] = {**self.flow_params, "n_iter": n_iter}
+            settings["flow_params.n_iter"], training = n_iter, n_iter * flow.batch_size
+        per_step = 1 if self.kernel == "imh" else self.n_local + 1
+        chains = chain_budget_plan(
+            type(self)(**params),
+            budget - training,
+            n_samples,
+            self.n_chains * per_step,
+            self.n_chains,
+        )
+        planned = training + chains.planned
+        why = f"a step of every chain costs {self.n_chains * per_step} evaluations"
+        return BudgetPlan(
+            chains.method,
+            {**settings, **chains.settings},
+            planned,
+            shortfall_note(planned, budget, why),
+        )
 
     # ---------------------------------------------------------------- the flow
 

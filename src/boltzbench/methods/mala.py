@@ -15,9 +15,13 @@ Every step costs one energy-and-gradient evaluation per chain, so a call costs
 n_chains · (1 + n_warmup + n_burnin + K · thinning) of each, all through the
 target passed to :meth:`MALA.sample` (and so counted by a CountingTarget).
 
-Under an evaluation budget the run stops at the first step the budget cannot
-pay for: the draws kept so far are returned (the chains' current states when
-it stopped before the first kept draw), and ``n_steps`` says how far it got.
+Under an evaluation budget (:meth:`MALA.plan_budget`) the budget decides the
+chain length: ``thinning``, ``n_burnin`` and, when the budget is small,
+``n_warmup`` are chosen by :func:`plan_chain` so that the n_chains · (1 + steps)
+evaluations spend the budget up to less than one step of every chain. The run
+stops at the first step the budget cannot pay for: the draws kept so far are
+returned (the chains' current states when it stopped before the first kept
+draw), and ``n_steps`` says how far it got.
 
 Diagnostics are computed on all n_chains × K kept draws: ``ess_per_dim`` is the
 autocorrelation ESS of Vehtari et al. 2021 (:mod:`boltzbench.mcmc.diagnostics`).
@@ -36,11 +40,68 @@ from tqdm.auto import tqdm
 
 from boltzbench.checkpoint import NO_CHECKPOINT, Checkpoint
 from boltzbench.mcmc import adaptation, diagnostics, mala, proposal
-from boltzbench.methods.base import Method, SampleSet, resolve_dtype, start_location
+from boltzbench.methods.base import (
+    BudgetPlan,
+    Method,
+    SampleSet,
+    resolve_dtype,
+    shortfall_note,
+    start_location,
+)
 from boltzbench.targets.base import Target
 from boltzbench.targets.counting import BudgetExceeded
 
-__all__ = ["MALA", "Draws", "Schedule"]
+__all__ = ["MALA", "Draws", "Schedule", "plan_chain", "chain_budget_plan"]
+
+
+def plan_chain(steps: int, n_warmup: int, n_burnin: int, n_draws: int) -> dict[str, int]:
+    """Warm-up, burn-in and thinning of a chain of ``steps`` steps keeping ``n_draws`` draws.
+
+    When ``steps`` ≥ n_warmup + n_burnin + n_draws, warm-up stays as configured,
+    thinning = ⌊(steps − n_warmup − n_burnin) / n_draws⌋, and the remainder
+    (fewer than ``n_draws`` steps) is added to the burn-in, so that
+    n_warmup + n_burnin' + n_draws · thinning = steps exactly. Otherwise
+    thinning = 1 and warm-up and burn-in share the steps − n_draws left, in
+    their configured proportion (rounded down for the warm-up). With fewer
+    steps than draws both are 0 (the run then stops at its budget before the
+    last draws).
+    """
+    spare = steps - n_warmup - n_burnin
+    if spare >= n_draws:
+        thinning = spare // n_draws
+        return {
+            "n_warmup": n_warmup,
+            "n_burnin": n_burnin + spare - thinning * n_draws,
+            "thinning": thinning,
+        }
+    room, configured = max(steps - n_draws, 0), n_warmup + n_burnin
+    warmup = room * n_warmup // configured if configured else 0
+    return {"n_warmup": warmup, "n_burnin": room - warmup, "thinning": 1}
+
+
+def chain_budget_plan(
+    method: Method, budget: int, n_samples: int, per_step: int, start: int
+) -> BudgetPlan:
+    """The :class:`BudgetPlan` of a chain method whose run costs ``start`` + steps · ``per_step``.
+
+    ``method`` has ``n_chains``, ``n_warmup``, ``n_burnin`` and ``thinning``;
+    steps = ⌊(budget − start) / per_step⌋ are laid out by :func:`plan_chain`.
+    ValueError when the budget cannot pay for the start and one step.
+    """
+    name = type(method).__name__
+    steps = (budget - start) // per_step
+    if steps < 1:
+        raise ValueError(
+            f"{name}: a budget of {budget} evaluations cannot pay for the chains' start "
+            f"({start}) and one step ({per_step})"
+        )
+    n_draws = math.ceil(n_samples / method.n_chains)
+    settings = plan_chain(steps, method.n_warmup, method.n_burnin, n_draws)
+    run = settings["n_warmup"] + settings["n_burnin"] + n_draws * settings["thinning"]
+    planned = start + min(steps, run) * per_step
+    why = f"a step of every chain costs {per_step} evaluations; whole steps leave the rest"
+    plan = type(method)(**{**method.get_params(), **settings})
+    return BudgetPlan(plan, settings, planned, shortfall_note(planned, budget, why))
 
 
 class MALA(Method):
@@ -65,10 +126,16 @@ class MALA(Method):
         Chains start from N(loc, init_scale² I), loc the target's base_location (or 0).
     dtype
         "float32" or "float64": the dtype of positions (the target should match).
+
+    Under an evaluation budget, the budget decides ``thinning`` and ``n_burnin``
+    (and ``n_warmup`` when it cannot pay for the configured warm-up and burn-in
+    and one draw per sample row): their configured values are then ignored,
+    except as the warm-up kept and the least burn-in (:meth:`plan_budget`).
     """
 
     #: small settings for the conformance suite (CI)
     fast_params = {"n_chains": 8, "n_warmup": 50, "n_burnin": 10, "thinning": 1}
+    budget_settings = ("n_warmup", "n_burnin", "thinning")
 
     def __init__(
         self,
@@ -133,6 +200,13 @@ class MALA(Method):
     def sample_cost(self, n: int) -> int:
         """One evaluation per chain at the start and per step."""
         return self.n_chains * (1 + self.n_steps(n))
+
+    def plan_budget(self, budget: int, n_samples: int) -> BudgetPlan:
+        """Chains of ⌊budget / n_chains⌋ − 1 steps, laid out by :func:`plan_chain`.
+
+        ValueError when the budget cannot pay for the start and one step (2 · n_chains).
+        """
+        return chain_budget_plan(self, budget, n_samples, self.n_chains, self.n_chains)
 
     def _sample_set(self, draws: Draws, n: int, acceptance: Tensor, step_size: Tensor) -> SampleSet:
         """The first ``n`` draws (``draws`` fields of shape (K, chains, ...)) with diagnostics."""

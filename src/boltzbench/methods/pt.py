@@ -7,6 +7,11 @@ and no R̂ gate: a sampler under test is scored, not refused. Its samples are th
 hot replicas are part of the method's cost. The store carries the acceptance,
 the swap acceptance, R̂ and the energy ESS of the run.
 
+Under an evaluation budget the budget decides the chain length, as for
+:class:`~boltzbench.methods.mala.MALA`: ``thinning``, ``n_burnin`` and, when the
+budget is small, ``n_warmup`` (:func:`~boltzbench.methods.mala.plan_chain`),
+with one step costing n_temps · n_chains evaluations (· n_leapfrog with HMC).
+
 Swendsen & Wang 1986, "Replica Monte Carlo simulation of spin glasses";
 Geyer 1991, "Markov chain Monte Carlo maximum likelihood".
 """
@@ -18,7 +23,8 @@ import math
 import torch
 
 from boltzbench.checkpoint import NO_CHECKPOINT, Checkpoint
-from boltzbench.methods.base import Method, SampleSet
+from boltzbench.methods.base import BudgetPlan, Method, SampleSet
+from boltzbench.methods.mala import chain_budget_plan
 from boltzbench.targets.base import Target
 
 __all__ = ["ParallelTempering"]
@@ -31,9 +37,15 @@ class ParallelTempering(Method):
     ``n_chains`` independent ensembles of ``n_temps`` replicas on a geometric
     ladder up to ``t_max``; ``n_warmup`` steps of per-replica step-size
     adaptation, ``n_burnin`` discarded steps, a draw every ``thinning`` steps.
+
+    Under an evaluation budget, the budget decides ``thinning`` and ``n_burnin``
+    (and ``n_warmup`` when it cannot pay for the configured warm-up and burn-in
+    and one draw per sample row); their configured values are then ignored,
+    except as the warm-up kept and the least burn-in (:meth:`plan_budget`).
     """
 
     fast_params = {"n_chains": 4, "n_temps": 2, "n_warmup": 20, "n_burnin": 5, "thinning": 1}
+    budget_settings = ("n_warmup", "n_burnin", "thinning")
 
     def __init__(
         self,
@@ -60,11 +72,23 @@ class ParallelTempering(Method):
         self.step_size, self.kernel, self.n_leapfrog = step_size, kernel, n_leapfrog
         self.init_scale, self.dtype = init_scale, dtype
 
+    def _leapfrog(self) -> int:
+        """Evaluations per replica and step: ``n_leapfrog`` with HMC, 1 with MALA."""
+        return self.n_leapfrog if self.kernel == "hmc" else 1
+
     def sample_cost(self, n: int) -> int:
         """One evaluation per replica at the start and per step (``n_leapfrog`` with HMC)."""
         steps = self.n_warmup + self.n_burnin + math.ceil(n / self.n_chains) * self.thinning
-        leapfrog = self.n_leapfrog if self.kernel == "hmc" else 1
-        return self.n_temps * self.n_chains * (1 + steps * leapfrog)
+        return self.n_temps * self.n_chains * (1 + steps * self._leapfrog())
+
+    def plan_budget(self, budget: int, n_samples: int) -> BudgetPlan:
+        """Chains of ⌊(budget / (n_temps · n_chains) − 1) / L⌋ steps (L = ``n_leapfrog``
+        with HMC, else 1), laid out by :func:`~boltzbench.methods.mala.plan_chain`.
+
+        ValueError when the budget cannot pay for the start and one step.
+        """
+        replicas = self.n_temps * self.n_chains
+        return chain_budget_plan(self, budget, n_samples, replicas * self._leapfrog(), replicas)
 
     def sample(
         self,

@@ -55,11 +55,13 @@ from boltzbench.checkpoint import NO_CHECKPOINT, Checkpoint
 from boltzbench.estimators import normalized_kish_ess
 from boltzbench.mcmc import adaptation, hmc, mala, proposal
 from boltzbench.methods.base import (
+    BudgetPlan,
     Method,
     SampleSet,
     ShiftedTarget,
     remaining_budget,
     resolve_dtype,
+    shortfall_note,
     start_location,
 )
 from boltzbench.targets.base import Target
@@ -281,11 +283,18 @@ class SMC(Method):
         σ₀ of the base N(loc, σ₀² I), loc = the target's base_location (or 0).
     dtype
         "float32" or "float64": the dtype of positions (weights are float64).
+
+    Under an evaluation budget, the budget decides ``n_temps`` (its configured
+    value is then ignored): the n_samples particles anneal over the most
+    temperatures it pays for, n · (1 + n_temps · n_moves · k) ≤ budget (k = 1
+    for MALA, ``n_leapfrog`` for HMC); with too little for one temperature, one
+    temperature and fewer particles (:meth:`plan_budget`).
     """
 
     weighted = True
     #: small settings for the conformance suite (CI)
     fast_params = {"n_temps": 8, "n_moves": 2}
+    budget_settings = ("n_temps",)
 
     def __init__(
         self,
@@ -313,10 +322,13 @@ class SMC(Method):
         self.step_size, self.target_accept, self.adapt_gain = step_size, target_accept, adapt_gain
         self.ess_threshold, self.base_scale, self.dtype = ess_threshold, base_scale, dtype
 
+    def evaluations_per_temperature(self) -> int:
+        """Energy-and-gradient evaluations per particle of one temperature's moves."""
+        return self.n_moves * (1 if self.kernel == "mala" else self.n_leapfrog)
+
     def evaluations_per_particle(self) -> int:
         """Energy-and-gradient evaluations per particle in one :meth:`sample` call."""
-        per_move = 1 if self.kernel == "mala" else self.n_leapfrog
-        return 1 + self.n_temps * self.n_moves * per_move
+        return 1 + self.n_temps * self.evaluations_per_temperature()
 
     def sample(
         self,
@@ -343,19 +355,49 @@ class SMC(Method):
     def sample_cost(self, n: int) -> int:
         return n * self.evaluations_per_particle()
 
+    def plan_budget(self, budget: int, n_samples: int) -> BudgetPlan:
+        """The most temperatures ``budget`` pays for with ``n_samples`` particles
+        (:meth:`_ladder`); ValueError when it pays for not one particle.
+
+        With ``n_moves = 0`` the ladder costs nothing beyond the start, so the
+        configured ``n_temps`` stays and only the n particles' start is spent.
+        """
+        if self.evaluations_per_temperature() == 0:
+            planned = min(n_samples, budget)
+            why = "n_moves = 0: temperatures cost no evaluations beyond the particles' start"
+            return BudgetPlan(self, {}, planned, shortfall_note(planned, budget, why))
+        n_temps, n_fit = self._ladder(budget, n_samples)
+        if n_fit < 1:
+            raise ValueError(
+                f"smc: a budget of {budget} evaluations cannot anneal one particle over one "
+                f"temperature ({1 + self.evaluations_per_temperature()} evaluations)"
+            )
+        plan = type(self)(**{**self.get_params(), "n_temps": n_temps})
+        planned = n_fit * plan.evaluations_per_particle()
+        why = (
+            f"a temperature costs {n_fit * self.evaluations_per_temperature()} evaluations "
+            "for all particles; whole temperatures leave the rest"
+        )
+        return BudgetPlan(plan, {"n_temps": n_temps}, planned, shortfall_note(planned, budget, why))
+
+    def _ladder(self, budget: int, n: int) -> tuple[int, int]:
+        """(temperatures, particles) that fit in ``budget``: the most temperatures
+        T ≥ 1 with n · (1 + T · per_temperature) ≤ budget, or, when not even one
+        fits, one temperature and ⌊budget / (1 + per_temperature)⌋ particles."""
+        per_temp = self.evaluations_per_temperature()
+        n_temps = (budget // n - 1) // max(per_temp, 1)
+        if n_temps >= 1:
+            return n_temps, n
+        return 1, budget // (1 + per_temp)
+
     def _within_budget(self, budget: int | None, n: int) -> tuple[SMC, int]:
         """(this SMC or a copy with fewer temperatures, particles) that fit in ``budget``."""
         if budget is None or self.sample_cost(n) <= budget:
             return self, n
-        per_temp = (self.evaluations_per_particle() - 1) // self.n_temps  # one β's moves
-        n_temps = (budget // n - 1) // max(per_temp, 1)
-        if n_temps >= 1:
-            return type(self)(**{**self.get_params(), "n_temps": n_temps}), n
-        one = type(self)(**{**self.get_params(), "n_temps": 1})
-        n_fit = budget // one.evaluations_per_particle()
+        n_temps, n_fit = self._ladder(budget, n)
         if n_fit < 1:
             raise RuntimeError(f"smc: the evaluation budget is spent ({budget} left)")
-        return one, n_fit
+        return type(self)(**{**self.get_params(), "n_temps": n_temps}), n_fit
 
     def _anneal(self, target: Target, n: int, generator: torch.Generator) -> SampleSet:
         """SMC from N(0, base_scale² I) to ``target``."""

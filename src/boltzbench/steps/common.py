@@ -12,9 +12,9 @@ from typing import Any
 import torch
 
 from boltzbench.checkpoint import Checkpoint
-from boltzbench.hashing import derive_seed, hash_json, hash_path
+from boltzbench.hashing import canonical_json, derive_seed, hash_json, hash_path
 from boltzbench.methods import METHODS, Method
-from boltzbench.methods.base import TrainingDiverged
+from boltzbench.methods.base import BUDGET_SPEND_MIN, BudgetPlan, TrainingDiverged
 from boltzbench.targets import CountingTarget, Target, build_target
 from boltzbench.targets.counting import EvalCounts
 
@@ -28,6 +28,9 @@ __all__ = [
     "job_checkpoint",
     "job_key",
     "training_budget",
+    "planned_method",
+    "plan_attrs",
+    "spending_note",
     "budget_attrs",
     "named_divergence",
 ]
@@ -58,6 +61,48 @@ def training_budget(method: Method, budget: int | None, n_samples: int) -> int |
     if budget is None:
         return None
     return max(budget - method.sample_cost(n_samples), 0)
+
+
+def planned_method(
+    spec: dict[str, Any], budget: int | None, n_samples: int
+) -> tuple[Method, BudgetPlan | None]:
+    """The method of ``spec`` as the run uses it, and its budget plan.
+
+    With a ``budget``: :meth:`~boltzbench.methods.Method.plan_budget` of
+    (budget, n_samples), and the plan's method, whose budget-decided settings
+    are filled in. The train and sample jobs both call this, and get the same
+    plan, since it depends on nothing else. Without: the method as configured
+    and None.
+    """
+    method = build_method(spec)
+    if budget is None:
+        return method, None
+    plan = method.plan_budget(budget, n_samples)
+    return plan.method, plan
+
+
+def spending_note(plan: BudgetPlan, spent: int, budget: int) -> str:
+    """Why a run spent ``spent`` of its ``budget``: the plan's note when it has one;
+    otherwise, when the run spent less than :data:`BUDGET_SPEND_MIN` of the
+    budget (a reason found at run time), the shortfall in numbers; else ""."""
+    if plan.note or spent >= BUDGET_SPEND_MIN * budget:
+        return plan.note
+    return (
+        f"spent {spent} of {budget} evaluations ({spent / budget:.1%}), short of the "
+        f"{plan.planned} planned: the run stopped before its plan was spent"
+    )
+
+
+def plan_attrs(plan: BudgetPlan | None, note: str | None = None) -> dict[str, Any]:
+    """``budget_planned`` (int), ``budget_settings`` (canonical JSON of the planned
+    settings) and ``budget_note`` (``note``, else the plan's); nothing without a plan."""
+    if plan is None:
+        return {}
+    return {
+        "budget_planned": int(plan.planned),
+        "budget_settings": canonical_json(plan.settings),
+        "budget_note": plan.note if note is None else note,
+    }
 
 
 def budget_attrs(budget: int | None, counted: CountingTarget, phase: str) -> dict[str, int]:

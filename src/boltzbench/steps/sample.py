@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from boltzbench.hashing import canonical_json
 from boltzbench.io import samples_to_dataset, write_store
 from boltzbench.provenance import now, provenance_attrs
 from boltzbench.steps.common import (
@@ -14,7 +15,10 @@ from boltzbench.steps.common import (
     job_checkpoint,
     job_key,
     on_device,
+    plan_attrs,
+    planned_method,
     resolve_device,
+    spending_note,
     timed,
 )
 from boltzbench.steps.train import load_fitted
@@ -52,8 +56,11 @@ def run(
 ) -> None:
     """Sample and write the store; a checkpoint left by a killed attempt is resumed.
 
-    With a ``budget``, sampling may use what training left of it and stops there
-    (a method may then return fewer than ``n_samples`` rows).
+    With a ``budget``, the method is planned as in the train step (the same plan:
+    it depends only on the budget, ``n_samples`` and the method's parameters);
+    sampling may use what training left of the budget and stops there (a
+    method may then return fewer than ``n_samples`` rows). ``budget_note`` says
+    why the run spent less than 95 % of its budget, when it did.
     """
     started = now()
     dev = resolve_device(device)
@@ -70,7 +77,9 @@ def run(
     times: dict[str, float] = {}
     with on_device(dev):
         counted = build_counted_target(target).to(dev)
-        model, model_attrs = load_fitted(inputs["model"], counted, method)
+        model, plan = planned_method(method, budget, n_samples)
+        model, model_attrs = load_fitted(inputs["model"], counted, model)
+        _check_same_plan(plan, model_attrs)
         if budget is not None:  # what training left of the budget
             counted.budget = max(budget - int(model_attrs.get("fit_n_energy", 0)), 0)
         ckpt = job_checkpoint(
@@ -90,6 +99,19 @@ def run(
     attrs.update(counted.counts.as_dict("sample_n_"), sample_seconds=times["sample"])
     attrs.update({k: v for k, v in model_attrs.items() if k.startswith("budget")})
     attrs.update(budget_attrs(budget, counted, "sample"))
+    if plan is not None:
+        spent = attrs["fit_n_energy"] + attrs["sample_n_energy"]
+        attrs.update(plan_attrs(plan, spending_note(plan, spent, budget)))
     attrs.update(device=str(dev), resumed_from_step=ckpt.resumed_from)
     write_store(samples_to_dataset(samples), outputs["samples"], attrs)
     ckpt.clear()
+
+
+def _check_same_plan(plan, model_attrs: dict) -> None:
+    """Refuse a model trained under other budget-decided settings than ``plan``'s."""
+    trained = model_attrs.get("budget_settings")
+    if plan is not None and trained is not None and trained != canonical_json(plan.settings):
+        raise ValueError(
+            f"the model was trained under the budget plan {trained}, but this sample job "
+            f"plans {canonical_json(plan.settings)}; retrain the model"
+        )

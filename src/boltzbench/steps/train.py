@@ -8,16 +8,18 @@ from typing import Any
 import torch
 
 from boltzbench.io import load_model, read_store, save_model
+from boltzbench.methods import Method
 from boltzbench.provenance import now, provenance_attrs
 from boltzbench.steps.common import (
     budget_attrs,
     build_counted_target,
-    build_method,
     generator,
     job_checkpoint,
     job_key,
     named_divergence,
     on_device,
+    plan_attrs,
+    planned_method,
     resolve_device,
     timed,
     training_budget,
@@ -53,9 +55,13 @@ def run(
 ) -> None:
     """Fit and write the model; a checkpoint left by a killed attempt is resumed.
 
-    With a ``budget`` (target evaluations of fit and sample together), training
+    With a ``budget`` (target evaluations of fit and sample together), the method
+    is first planned to spend it (:func:`~boltzbench.steps.common.planned_method`:
+    its budget-decided settings, such as training steps, are filled in); training
     may use what is left after the sampling of ``n_samples`` is reserved
-    (:func:`~boltzbench.steps.common.training_budget`), and stops there.
+    (:func:`~boltzbench.steps.common.training_budget`), and stops there. The
+    model's attrs record the plan (``budget_planned``, ``budget_settings``,
+    ``budget_note``).
     """
     started = now()
     dev = resolve_device(device)
@@ -66,7 +72,7 @@ def run(
         config.update(budget=budget, n_samples=n_samples)
     times: dict[str, float] = {}
     with on_device(dev):
-        model = build_method(method)
+        model, plan = planned_method(method, budget, n_samples)
         fit_budget = training_budget(model, budget, n_samples)
         counted = build_counted_target(target, fit_budget).to(dev)
         data = _training_data(inputs)
@@ -87,12 +93,13 @@ def run(
     attrs.update(counted.counts.as_dict("fit_n_"), fit_seconds=times["fit"])
     attrs.update(device=str(dev), resumed_from_step=ckpt.resumed_from)
     attrs["fit_n_data"] = 0 if data is None else int(data.shape[0])  # exact samples used
-    attrs.update(budget_attrs(budget, counted, "fit"))
+    attrs.update(budget_attrs(budget, counted, "fit"), **plan_attrs(plan))
     save_model(outputs["model"], model.model_state(), getattr(model, "history_", {}), attrs)
     ckpt.clear()
 
 
-def load_fitted(path: str, target, method_spec: dict[str, Any]):
-    """The method of ``method_spec`` restored from a model artifact, and its attrs."""
+def load_fitted(path: str, target, method: Method):
+    """``method`` (as configured, or as planned for a budget) with the fitted state of
+    a model artifact loaded into it, and the artifact's attrs."""
     state, _, attrs = load_model(path)
-    return build_method(method_spec).load_model_state(target, state), attrs
+    return method.load_model_state(target, state), attrs
