@@ -1,6 +1,9 @@
 # boltzbench: reference data -> training -> sampling -> evaluation -> report.
 # This file only wires the stages together; the logic lives in src/boltzbench.
 
+import sys
+from pathlib import Path
+
 from snakemake.utils import min_version
 
 min_version("8.20")
@@ -11,6 +14,16 @@ min_version("8.20")
 if not workflow.overwrite_configfiles:
 
     configfile: "config.yaml"
+
+
+# The reproducible mode (reproducible: true) pins the CPU code paths that decide
+# rounding through environment variables: set here, before common.smk imports
+# torch, they hold for this process and every job it starts (local or SLURM).
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+from boltzbench.reproducible import apply_env, requested
+
+if requested(config):
+    apply_env()
 
 
 include: "workflow/rules/common.smk"

@@ -17,6 +17,7 @@ BENCHMARKS = (
     "bench_reference",
     "bench_diffusion",
     "bench_flow_matching",
+    "bench_reproducible",
 )
 
 for name in BENCHMARKS:

@@ -4,7 +4,8 @@ Every artifact records the sha256 of each input it read (provenance attr
 ``inputs``), so the chain metric ← sample set ← model ← reference data can be
 walked from any artifact. For each artifact on the way the audit prints its
 content hash, config hash, source hash, git commit, package versions, seed,
-host, SLURM job id and times, and checks:
+host, SLURM job id and times, the CPU, ATen's CPU capability, the BLAS and the
+thread count, and checks:
 
 ``data_sha256``
     the seal the writer put in its attrs (see :mod:`boltzbench.io`) against
@@ -149,7 +150,7 @@ def row_filter(row: str) -> Callable[[str], bool]:
     if not target or not method:
         raise ValueError(f"a row is TARGET/METHOD (e.g. gmm40/mala), got {row!r}")
     return lambda role: (
-        role.startswith((f"metrics:{row}/seed", "output:")) or role == f"noise_floor:{target}"
+        role.startswith((f"metrics:{row}/seed", "output:", f"noise_floor:{target}/seed"))
     )
 
 
@@ -285,6 +286,11 @@ def _describe(node: Node, packages_above: dict[str, str]) -> Iterator[str]:
         f" · SLURM job {a.get('slurm_job_id') or '-'}"
         f" · {a.get('started_at', '-')} → {a.get('finished_at', '-')}"
     )
+    if "torch_cpu_capability" in a:
+        yield (
+            f"cpu {a.get('cpu_model', '-')} · ATen {a['torch_cpu_capability']} · "
+            f"{a.get('blas', '-')} · {a.get('libc', '-')} · {a.get('num_threads', '-')} threads"
+        )
     packages = _json_attr(a.get("packages"))
     if packages and packages == packages_above:
         yield "packages as above"

@@ -9,6 +9,11 @@
                                  (exit status 1 if any recorded hash does not match)
 ``boltzbench status [ARGS...]``  which outputs are stale and why (a Snakemake dry run
                                  with ARGS, e.g. --configfile C --directory D)
+``boltzbench compare A B [--sigma K] [--metrics M1,M2] [--brief]``
+                                 do two leaderboard.csv files agree within their seed
+                                 spreads, cell by cell (|Δ mean| ≤ K·SE, Welch SE; exit
+                                 status 0 if every comparable cell agrees, 1 if not,
+                                 2 for bad input)
 """
 
 from __future__ import annotations
@@ -95,6 +100,19 @@ def _status(args: argparse.Namespace) -> int:
     return status(args.snakemake_args)
 
 
+def _compare(args: argparse.Namespace) -> int:
+    from boltzbench.compare import CompareError, compare, render
+
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
+    try:
+        result = compare(args.a, args.b, args.sigma, metrics)
+    except CompareError as err:
+        print(f"boltzbench compare: {err}", file=sys.stderr)
+        return 2
+    print("\n".join(render(result, args.sigma, args.brief)))
+    return result.exit_status
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="boltzbench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -122,6 +140,15 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("status", help="which outputs are stale and why (snakemake dry run)")
     p.add_argument("snakemake_args", nargs=argparse.REMAINDER)
     p.set_defaults(func=_status)
+    p = sub.add_parser("compare", help="do two leaderboards agree within their seed spreads")
+    p.add_argument("a", help="leaderboard.csv of one run")
+    p.add_argument("b", help="leaderboard.csv of the other run")
+    p.add_argument(
+        "--sigma", type=float, default=3.0, help="agree when |Δ mean| ≤ SIGMA·SE (default 3)"
+    )
+    p.add_argument("--metrics", help="only these metrics, comma-separated (e.g. w2,log_z_error)")
+    p.add_argument("--brief", action="store_true", help="list only the cells that do not agree")
+    p.set_defaults(func=_compare)
     args, unknown = parser.parse_known_args(argv)
     if unknown and not hasattr(args, "snakemake_args"):
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")

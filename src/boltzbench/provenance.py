@@ -12,6 +12,19 @@ Every Zarr store and metrics file boltzbench writes carries these attributes
     it had uncommitted changes ("unknown" outside a git checkout).
 ``packages``
     Versions of python and the key packages.
+``cpu_model``, ``torch_cpu_capability``, ``blas``, ``libc``
+    What decides floating-point rounding on a CPU, so that a difference between
+    two machines' results can be traced: the CPU ("AMD EPYC (x86_64)"), the
+    instruction set of ATen's vectorized kernels
+    (``torch.backends.cpu.get_cpu_capability()``: DEFAULT, AVX2, AVX512 …), the
+    BLAS torch was built with ("mkl 2024.2, onednn 3.12.0") and the C library
+    whose libm computes float64 exp, log, sin … ("glibc 2.36").
+``num_threads``, ``reproducibility_env``
+    torch's intra-op threads when the artifact was written (reductions and MKL
+    split their sums by thread), and canonical JSON of the environment variables
+    that pin code paths (:data:`boltzbench.reproducible.RECORDED`, only those
+    set) plus ``deterministic_algorithms`` ("true", "warn_only" or "false"); see
+    :mod:`boltzbench.reproducible`.
 ``seed``, ``inputs``
     The job's seed and ``{role: {"path": ..., "sha256": ...}}`` of every input
     artifact (:func:`boltzbench.hashing.hash_path`).
@@ -33,6 +46,7 @@ import datetime as _dt
 import importlib.metadata
 import os
 import platform
+import re
 import socket
 import subprocess
 from functools import lru_cache
@@ -41,8 +55,16 @@ from typing import Any
 
 from boltzbench import __version__
 from boltzbench.hashing import PACKAGE_ROOT, canonical_json, hash_json, hash_path, source_hash
+from boltzbench.reproducible import RECORDED, deterministic_state
 
-__all__ = ["provenance_attrs", "now", "package_versions", "git_state"]
+__all__ = [
+    "provenance_attrs",
+    "now",
+    "package_versions",
+    "git_state",
+    "machine_info",
+    "runtime_info",
+]
 
 PACKAGES = ("torch", "zuko", "pot", "numpy", "scipy", "xarray", "zarr", "snakemake", "pydantic")
 
@@ -61,6 +83,60 @@ def package_versions() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             versions[name] = "not installed"
     return versions
+
+
+def _cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux, else ``platform``) and architecture."""
+    name = ""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        found = re.search(r"^model name\s*:\s*(.+)$", text, flags=re.M)
+        name = found.group(1).strip() if found else ""
+    except OSError:
+        pass
+    name = name or platform.processor() or "unknown"
+    return f"{name} ({platform.machine() or 'unknown'})"
+
+
+def _blas(config: str) -> str:
+    """The BLAS (and oneDNN) of torch's build, from ``torch.__config__.show()``."""
+    info = re.search(r"BLAS_INFO=(\w+)", config)
+    name = info.group(1) if info else "unknown"
+    mkl = re.search(r"Math Kernel Library Version ([\d.]+)", config)
+    parts = [f"mkl {mkl.group(1)}" if name == "mkl" and mkl else name]
+    onednn = re.search(r"MKL-DNN v([\d.]+)", config)
+    if onednn:
+        parts.append(f"onednn {onednn.group(1)}")
+    return ", ".join(parts)
+
+
+@lru_cache(maxsize=1)
+def machine_info() -> dict[str, str]:
+    """``cpu_model``, ``torch_cpu_capability``, ``blas`` and ``libc`` of this process.
+
+    Fixed for a process's lifetime (ATen picks its kernels once), hence cached.
+    """
+    import torch
+
+    libc, version = platform.libc_ver()
+    return {
+        "cpu_model": _cpu_model(),
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "blas": _blas(torch.__config__.show()),
+        "libc": f"{libc} {version}".strip() or "unknown",
+    }
+
+
+def runtime_info() -> dict[str, str]:
+    """``num_threads`` and ``reproducibility_env`` now (they may change in a process)."""
+    import torch
+
+    env = {k: os.environ[k] for k in RECORDED if k in os.environ}
+    env["deterministic_algorithms"] = deterministic_state()
+    return {
+        "num_threads": str(torch.get_num_threads()),
+        "reproducibility_env": canonical_json(env),
+    }
 
 
 @lru_cache(maxsize=1)
@@ -106,6 +182,8 @@ def provenance_attrs(
         "git_commit": commit,
         "git_dirty": dirty,
         "packages": canonical_json(package_versions()),
+        **machine_info(),
+        **runtime_info(),
         "seed": -1 if seed is None else int(seed),
         "inputs": canonical_json(hashed),
         "host": socket.gethostname(),

@@ -6,8 +6,9 @@ A rule script is two lines::
     run_rule(snakemake, "train")
 
 :func:`run_rule` sends logging (and any traceback) to the rule's log, caps torch
-threads at the rule's ``threads``, and calls the step with named inputs,
-outputs and params as keyword arguments.
+threads at the rule's ``threads``, turns on torch's deterministic algorithms in
+the reproducible mode (:func:`boltzbench.reproducible.apply_torch`), and calls
+the step with named inputs, outputs and params as keyword arguments.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import traceback
 from typing import Any
 
 import torch
+
+from boltzbench.reproducible import apply_torch
 
 __all__ = ["run_rule", "call_step", "export_source"]
 
@@ -50,6 +53,7 @@ def run_rule(smk: Any, step: str) -> None:
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
     torch.set_num_threads(max(1, int(smk.threads)))
+    apply_torch()
     try:
         call_step(step, _plain(smk.input), _plain(smk.output), dict(smk.params.items()))
     except Exception:
