@@ -204,3 +204,119 @@ def test_invalid_settings():
 def test_md_package_does_not_import_torch():
     code = "import sys, boltzbench.md.simulate; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+# ------------------------------------------------- the R-hat gate of an md reference
+def _two_replica_rhat(mu: float) -> float:
+    """Large-N rank-normalized split R̂ of replicas N(+mu, 1) and N(-mu, 1) (bulk).
+
+    Rank normalization tends to z = Φ⁻¹(F(x)), F = ½Φ(x − mu) + ½Φ(x + mu). The
+    two halves of replica a have mean m = E_a[z], those of b −m, so over the 4
+    half-replicas B = 4m²/3 (unbiased variance of the means) and W = Var_a[z];
+    R̂ = √(((n − 1)/n · W + B) / W), n → ∞. |x| has the same law in both, so the
+    tail R̂ → 1 and the bulk is the max.
+    """
+    from scipy import integrate, stats
+
+    def z(x):
+        return stats.norm.ppf(0.5 * stats.norm.cdf(x - mu) + 0.5 * stats.norm.cdf(x + mu))
+
+    pdf = stats.norm(mu, 1.0).pdf
+    m = integrate.quad(lambda x: z(x) * pdf(x), -7, 7)[0]
+    w = integrate.quad(lambda x: (z(x) - m) ** 2 * pdf(x), -7, 7)[0]
+    return float(np.sqrt(1 + 4 * m * m / (3 * w)))
+
+
+def test_md_rhat_of_shifted_replicas_matches_the_closed_form():
+    from boltzbench.references import md_convergence
+
+    rng = np.random.default_rng(0)
+    n, mu = 20_000, 0.4
+    series = {
+        "energy": rng.normal(size=(2, n)),
+        "sin_phi": rng.normal(size=(2, n)) + np.array([[mu], [-mu]]),
+    }
+    diag = md_convergence(series)
+    # half-replica means have sd √(W/10⁴) ≈ 0.01, so R̂ carries sd ≈ 0.003: ±0.012 is 4σ
+    assert diag["rhat_sin_phi"] == pytest.approx(_two_replica_rhat(mu), abs=0.012)
+    assert 1.09 < _two_replica_rhat(mu) < 1.11
+    assert diag["rhat_energy"] < 1.005  # i.i.d. replicas: R̂ − 1 ~ 1/(2 · 10⁴)
+    assert diag["ess_energy"] == pytest.approx(2 * n, rel=0.1)
+
+
+def test_md_gate_fails_naming_rhat_max_and_what_to_raise():
+    from boltzbench.mcmc.reference import ConvergenceError
+    from boltzbench.references import check_md_convergence
+
+    diag = {"rhat_energy": 1.001, "rhat_sin_phi": 1.08, "rhat_cos_psi": 1.02, "ess_energy": 9.0}
+    with pytest.raises(ConvergenceError, match="sin_phi > rhat_max = 1.05") as err:
+        check_md_convergence(diag, 1.05)
+    assert "production_steps" in str(err.value) and "n_replicas" in str(err.value)
+    assert "cos_psi" not in str(err.value).split(" > ")[0]
+    check_md_convergence(diag, 1.08)  # equal passes
+    check_md_convergence({**diag, "rhat_sin_phi": float("nan")}, float("inf"))
+    with pytest.raises(ConvergenceError, match="sin_phi"):
+        check_md_convergence({**diag, "rhat_sin_phi": float("nan")}, 2.0)
+
+
+def test_md_reference_params_keep_the_gate_out_of_the_replicas():
+    from boltzbench.references import check_reference, md_replica_kwargs
+    from boltzbench.targets.aldp import AlanineDipeptide
+
+    params = {
+        "n_replicas": 2,
+        "rhat_max": 1.05,
+        "equilibration_steps": 10,
+        "production_steps": 100,
+        "save_every_steps": 10,
+    }
+    assert set(md_replica_kwargs(params)) == {
+        "equilibration_steps",
+        "production_steps",
+        "save_every_steps",
+    }
+    target, sizes = AlanineDipeptide(solvent="vacuum"), {"eval": 20}
+    check_reference(target, {"kind": "md", "params": params}, sizes)
+    with pytest.raises(ValueError, match="rhat_max must be >= 1"):
+        check_reference(target, {"kind": "md", "params": {**params, "rhat_max": 0.9}}, sizes)
+
+
+def test_merge_md_gates_short_vacuum_replicas_on_the_torsions():
+    import mdtraj
+    import torch
+
+    from boltzbench.mcmc.reference import ConvergenceError
+    from boltzbench.references import md_series, merge_md
+    from boltzbench.targets.aldp import AlanineDipeptide
+
+    target = AlanineDipeptide(solvent="vacuum")
+    replicas = []
+    for seed in (7, 8):
+        fr = run_replica(**{**SHORT, "seed": seed})
+        replicas.append(
+            {
+                "positions_nm": fr.positions_nm,
+                "energy_kT": fr.reduced_potential(),
+                "potential_kJ": fr.potential_kJ,
+            }
+        )
+    series = md_series(replicas, target)
+    traj = mdtraj.Trajectory(replicas[1]["positions_nm"], target.mdtraj_topology)
+    phi = mdtraj.compute_phi(traj)[1][:, 0]
+    assert np.allclose(series["sin_phi"][1], np.sin(phi), atol=1e-5)
+    assert np.array_equal(series["energy"][0], replicas[0]["energy_kT"])
+
+    merged = merge_md(replicas, target, 30, rhat_max=float("inf"))
+    rhats = {k: v for k, v in merged.attrs.items() if k.startswith("rhat_") and k[5:] in series}
+    assert set(rhats) == {f"rhat_{k}" for k in series} and merged.attrs["rhat_max"] == max(
+        rhats.values()
+    )
+    worst = max(rhats.values())
+    merge_md(replicas, target, 30, rhat_max=worst)
+    with pytest.raises(ConvergenceError, match="rhat_max"):
+        merge_md(replicas, target, 30, rhat_max=worst - 1e-9)
+    # a generator shuffles the rows (a block of rows spans both replicas), same frames
+    shuffled = merge_md(replicas, target, 30, float("inf"), torch.Generator().manual_seed(0))
+    a, b = merged.diagnostics["positions_nm"], shuffled.diagnostics["positions_nm"]
+    assert not torch.equal(a, b)
+    assert torch.equal(a[torch.argsort(a[:, 0, 0])], b[torch.argsort(b[:, 0, 0])])

@@ -35,6 +35,8 @@ from boltzbench.metrics.particles import (
 )
 from boltzbench.metrics.torsions import (
     PSEUDO_COUNT,
+    RAMACHANDRAN_BINS,
+    TORSION_BINS,
     angle_histogram,
     js_divergence,
     kl_divergence,
@@ -47,6 +49,7 @@ from boltzbench.metrics.torsions import (
     torsion_kl_psi,
     torus_w2,
     torus_wasserstein2,
+    with_outside,
     wrong_chirality,
 )
 from boltzbench.targets import CountingTarget, Target
@@ -165,9 +168,9 @@ def mdtraj_torsions(x: torch.Tensor, quadruples: list[list[int]]) -> np.ndarray:
     return mdtraj.compute_dihedrals(traj, quadruples, periodic=False).astype(np.float64)
 
 
-def call(fn, x, ref_x, target, energy=None, ref_energy=None) -> float:
+def call(fn, x, ref_x, target, energy=None, ref_energy=None, **kwargs) -> float:
     """A ``"sample"`` metric with the fixed argument order."""
-    return fn(x, energy, ref_x, ref_energy, target, gen())
+    return fn(x, energy, ref_x, ref_energy, target, gen(), **kwargs)
 
 
 # ------------------------------------------------------------------ 1-D W_p
@@ -348,28 +351,34 @@ def test_angle_histogram_bins_and_wraps():
     assert h2.tolist() == [0.0, 0.5, 0.5, 0.0]
 
 
+RAMA_K = RAMACHANDRAN_BINS**2  # (φ, ψ) bins, without the outside bin
+
+
 def _two_bin_kl(n_bins: int) -> float:
-    """KL(ref ‖ samples): ref ½/½ in two bins, samples all in the first, ε-smoothed."""
-    eps, z = PSEUDO_COUNT, 1 + n_bins * PSEUDO_COUNT
+    """KL(ref ‖ samples): ref ½/½ in two bins, samples all in the first, ε-smoothed.
+
+    ``n_bins`` angle bins plus the outside bin (empty on both sides) make K = n_bins + 1.
+    """
+    eps, z = PSEUDO_COUNT, 1 + (n_bins + 1) * PSEUDO_COUNT
     p_a = (0.5 + eps) / z
     return p_a * (math.log((0.5 + eps) / (1 + eps)) + math.log((0.5 + eps) / eps))
 
 
 def test_torsion_kls_by_hand_and_direction():
-    # ref: half the rows turned by 1 rad in φ (57°: another bin in 10° and 6° grids)
+    # ref: half the rows turned by 1 rad in φ (57°: another bin in every grid used)
     ref = conformations([(0.0, 0.0, 0.0)] * 10 + [(1.0, 0.0, 0.0)] * 10)
     x = conformations([(0.0, 0.0, 0.0)] * 20)
-    assert call(ramachandran_kl, x, ref, DIPEPTIDE) == pytest.approx(_two_bin_kl(36 * 36))
-    assert call(torsion_kl_phi, x, ref, DIPEPTIDE) == pytest.approx(_two_bin_kl(60))
+    assert call(ramachandran_kl, x, ref, DIPEPTIDE) == pytest.approx(_two_bin_kl(RAMA_K))
+    assert call(torsion_kl_phi, x, ref, DIPEPTIDE) == pytest.approx(_two_bin_kl(TORSION_BINS))
     assert call(torsion_kl_psi, x, ref, DIPEPTIDE) == pytest.approx(0.0, abs=1e-15)
     assert call(torsion_kl_other, x, ref, DIPEPTIDE) == pytest.approx(0.0, abs=1e-15)
     # KL(ref ‖ samples), not the reverse: swapping the sets gives KL(1/0 ‖ ½/½) ≈ log 2
-    eps, z = PSEUDO_COUNT, 1 + 1296 * PSEUDO_COUNT
+    eps, z = PSEUDO_COUNT, 1 + (RAMA_K + 1) * PSEUDO_COUNT
     reverse = (1 + eps) / z * math.log((1 + eps) / (0.5 + eps)) + eps / z * math.log(
         eps / (0.5 + eps)
     )
     assert call(ramachandran_kl, ref, x, DIPEPTIDE) == pytest.approx(reverse)
-    assert reverse < 0.2 * _two_bin_kl(1296)  # 0.69 vs 6.2
+    assert reverse < 0.5 * _two_bin_kl(RAMA_K)
     # JS of histograms ½/½ vs 1/0: ½[½ log(1/(3/4)) ... ] computed by hand
     m = np.array([0.75, 0.25])
     js = 0.5 * kl_divergence(np.array([0.5, 0.5]), m) + 0.5 * kl_divergence(np.array([1, 0]), m)
@@ -380,8 +389,58 @@ def test_torsion_kl_other_sees_the_methyl_rotor():
     # turning the ALA methyl moves one of the five averaged torsions to another bin
     ref = conformations([(0.0, 0.0, 0.0)] * 10 + [(0.0, 0.0, 1.0)] * 10)
     x = conformations([(0.0, 0.0, 0.0)] * 20)
-    assert call(torsion_kl_other, x, ref, DIPEPTIDE) == pytest.approx(_two_bin_kl(60) / 5)
+    expected = _two_bin_kl(TORSION_BINS) / 5
+    assert call(torsion_kl_other, x, ref, DIPEPTIDE) == pytest.approx(expected)
     assert call(ramachandran_kl, x, ref, DIPEPTIDE) == pytest.approx(0.0, abs=1e-15)
+
+
+def _kl_outside(p: list[float], invalid: float, n_bins: int) -> float:
+    """KL(ref ‖ samples) by hand: the samples are the ref's finite part scaled by
+    (1 − invalid) plus ``invalid`` in the outside bin; ``p`` the ref's non-empty
+    bins (the empty ones give ε log(ε/ε) = 0); K = n_bins + 1."""
+    eps = PSEUDO_COUNT
+    z = 1 + (n_bins + 1) * eps
+    inside = sum((pk + eps) / z * math.log((pk + eps) / ((1 - invalid) * pk + eps)) for pk in p)
+    return inside + eps / z * math.log(eps / (invalid + eps))
+
+
+def test_invalid_rows_fill_the_outside_bin_by_hand():
+    # the samples are the reference's rows (identical finite parts), and half the
+    # sample set's rows were not finite: every in-support bin of the samples halves
+    ref = conformations([(0.0, 0.0, 0.0)] * 10 + [(1.0, 0.0, 0.0)] * 10)
+    kl = call(ramachandran_kl, ref, ref, DIPEPTIDE, invalid=0.5)
+    assert kl == pytest.approx(_kl_outside([0.5, 0.5], 0.5, RAMA_K), rel=1e-12)
+    # −log(1 − invalid) as ε → 0; the smoothing's 1/(1 + Kε) shrinks it by ~Kε
+    assert kl == pytest.approx(math.log(2), rel=2 * (RAMA_K + 1) * PSEUDO_COUNT + 1e-4)
+    phi = call(torsion_kl_phi, ref, ref, DIPEPTIDE, invalid=0.5)
+    assert phi == pytest.approx(_kl_outside([0.5, 0.5], 0.5, TORSION_BINS), rel=1e-12)
+    psi = call(torsion_kl_psi, ref, ref, DIPEPTIDE, invalid=0.5)  # ψ: one bin
+    assert psi == pytest.approx(_kl_outside([1.0], 0.5, TORSION_BINS), rel=1e-12)
+    other = call(torsion_kl_other, ref, ref, DIPEPTIDE, invalid=0.5)
+    assert other == pytest.approx(_kl_outside([1.0], 0.5, TORSION_BINS), rel=1e-12)
+    # JS without pseudo-count: p = (½, ½, 0), q = (¼, ¼, ½), m = (3/8, 3/8, ¼)
+    js = 0.5 * math.log(4 / 3) + 0.5 * (0.5 * math.log(2 / 3) + 0.5 * math.log(2))
+    got = call(ramachandran_js, ref, ref, DIPEPTIDE, invalid=0.5)
+    assert got == pytest.approx(js, rel=1e-12)
+
+
+def test_invalid_mass_raises_the_kl_and_keeps_it_finite():
+    x = conformations([(0.3 * i, -0.2 * i, 0.0) for i in range(12)])
+    ref = conformations([(0.3 * i + 0.1, -0.2 * i, 0.0) for i in range(12)])
+    values = [call(ramachandran_kl, x, ref, DIPEPTIDE, invalid=f) for f in (0, 0.1, 0.5, 0.99)]
+    assert all(math.isfinite(v) for v in values) and values == sorted(values)
+    # no finite rows at all: all the sample mass is outside
+    assert with_outside(np.zeros(4), 0.0).tolist() == [0, 0, 0, 0, 1.0]
+    assert with_outside(np.array([0.5, 0.5]), 0.2).tolist() == [0.4, 0.4, 0.2]
+    with pytest.raises(ValueError, match="invalid"):
+        with_outside(np.array([1.0]), 1.5)
+
+
+def test_histogram_metrics_count_invalid_rows():
+    counting = {n for n in ALDP_METRICS if METRICS.build(n).counts_invalid}
+    assert counting == ALDP_METRICS - {"torus_w2", "wrong_chirality"}
+    for name in counting:
+        assert "outside" in METRICS.build(name).doc
 
 
 def test_ramachandran_metrics_zero_for_identical_sets():

@@ -1,7 +1,9 @@
 """Reference step: one split of a target's reference samples, by its reference kind.
 
 ``exact`` and ``mcmc`` references are generated here; an ``md`` reference is
-merged here from the replica stores of :mod:`boltzbench.steps.md`.
+merged here from the replica stores of :mod:`boltzbench.steps.md`, and the rule
+fails (ConvergenceError) when the replicas' R̂ of the energy or of sin/cos φ, ψ
+is above the reference's ``rhat_max``.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from boltzbench.hashing import derive_seed, hash_json
 from boltzbench.io import read_store, samples_to_dataset, write_store
 from boltzbench.methods.base import SampleSet
 from boltzbench.provenance import now, provenance_attrs
-from boltzbench.references import exact_reference, merge_md, resolve_reference
+from boltzbench.references import MD_RHAT_MAX, exact_reference, merge_md, resolve_reference
 from boltzbench.targets import build_target
 from boltzbench.targets.base import Target
 
@@ -31,12 +33,14 @@ def _mcmc(target: Target, n: int, gen: torch.Generator, params: dict, checkpoint
     return mcmc_reference(target, n, gen, checkpoint=checkpoint, **params)
 
 
-def _md(target: Target, n: int, replicas: list[str]) -> SampleSet:
+def _md(
+    target: Target, n: int, gen: torch.Generator, replicas: list[str], params: dict
+) -> SampleSet:
     frames = []
     for path in replicas:
         ds = read_store(path)
         frames.append({k: ds[k].values for k in ("positions_nm", "energy_kT", "potential_kJ")})
-    return merge_md(frames, target, n)
+    return merge_md(frames, target, n, float(params.get("rhat_max", MD_RHAT_MAX)), gen)
 
 
 def generate(
@@ -53,7 +57,7 @@ def generate(
         return exact_reference(target, n, gen)
     if ref["kind"] == "mcmc":
         return _mcmc(target, n, gen, ref["params"], checkpoint)
-    return _md(target, n, list(replicas))
+    return _md(target, n, gen, list(replicas), ref["params"])
 
 
 def _describe(target: Target) -> dict[str, Any]:
