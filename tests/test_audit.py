@@ -192,7 +192,7 @@ def test_audit_of_a_leaderboard_row_walks_to_the_reference_data(micro, capsys, m
         "← samples: sample set results/gauss/flow_mle/seed0/samples.zarr",
         "← model: model results/gauss/flow_mle/seed0/model.zarr",
         "← reference: reference data results/gauss/reference/train.zarr",
-        "← noise_floor:gauss: noise floor results/gauss/noise_floor.json",
+        "← noise_floor:gauss/seed0: noise floor results/gauss/noise_floor/seed0.json",
         "← output:csv: file results/leaderboard.csv",
         "← output:config: file results/config.resolved.yaml",
     ]

@@ -19,7 +19,7 @@ from boltzbench.metrics.distributional import (
     median_bandwidth,
     wasserstein2,
 )
-from boltzbench.metrics.evaluate import subsample
+from boltzbench.metrics.evaluate import reference_rows, score, subsample
 from boltzbench.metrics.modes import mode_coverage, normalized_mode_entropy
 from boltzbench.metrics.weights import kish_ess, log_z_error, log_z_hat
 from boltzbench.targets.analytic import GMM
@@ -283,14 +283,52 @@ def test_reference_rows_are_shared_across_methods():
 
 def test_noise_floor_keys_match_sample_metrics():
     for target in (Gaussian(dim=2), GMM()):
-        a, b = exact_set(target, 300, 24), exact_set(target, 300, 25)
-        floor = noise_floor(a, b, target, 200, gen())
+        floor_split, ref = exact_set(target, 3 * 200, 24), exact_set(target, 300, 25)
+        floor = noise_floor(floor_split, ref, target, 100, 200, 3, gen())
         names = {n for n in METRICS.names() if _metric(n).kind == "sample"}
         names = {n for n in names if _metric(n).applies(target)}
-        assert set(floor) == names | {f"{n}_reweighted" for n in names}
-        assert all(type(v) is float and math.isfinite(v) for v in floor.values())
-        # duplicates from a resample make the reweighted floor no smaller, on average
-        assert floor["w2_reweighted"] > 0.9 * floor["w2"]
+        assert len(floor) == 3
+        for values in floor:
+            assert set(values) == names | {f"{n}_reweighted" for n in names}
+            assert all(type(v) is float and math.isfinite(v) for v in values.values())
+
+
+def test_noise_floor_scores_like_a_method_against_the_same_rows():
+    """Replicate r is chunk r of the floor split scored by evaluate's own path, with
+    uniform weights, against the rows the seed's reference generator draws."""
+    target = Gaussian(dim=2)
+    floor_split, ref = exact_set(target, 2 * 150, 30), exact_set(target, 400, 31)
+    floor = noise_floor(floor_split, ref, target, 100, 150, 2, gen(5), gen(99))
+    chunk = SampleSet(x=floor_split.x[150:], energy=floor_split.energy[150:])
+    chunk.log_weight = torch.zeros(150, dtype=torch.float64)
+    g = gen(5)
+    score(  # replicate 0 consumed the generator first
+        SampleSet(floor_split.x[:150], floor_split.energy[:150], torch.zeros(150)),
+        target,
+        reference_rows(ref, 100, gen(99)),
+        100,
+        g,
+    )
+    again = score(chunk, target, reference_rows(ref, 100, gen(99)), 100, g)
+    again.pop("n_eval_samples")
+    assert floor[1] == again
+
+
+# ------------------------------------------------------------ invalid rows
+def test_invalid_rows_count_as_outside_mass_for_mode_metrics():
+    """Half the rows of a perfectly balanced GMM set made NaN: the mode TV is exactly
+    the invalid mass (the finite half has the exact mode weights), not 0."""
+    target = GMM()
+    x = target.means.repeat(5, 1)  # 5 rows at every mean: p̂ = π exactly
+    bad = torch.full_like(x, math.nan)
+    s = SampleSet(x=torch.cat([x, bad]), energy=torch.cat([target.energy(x), target.energy(bad)]))
+    ref = exact_set(target, 400, 3)
+    out = evaluate(s, target, ref, n_eval=400, generator=gen())
+    assert out["nonfinite_fraction"] == 0.5
+    assert out["mode_tv"] == pytest.approx(0.5, abs=1e-12)  # ½ (Σ|½π − π| + ½)
+    assert out["modes_found"] == 40.0  # each mode still holds half its weight ≥ 0.1 π
+    # H = −Σ (½/40) log(½/40) = ½ (log 40 + log 2), over log 40
+    assert out["mode_coverage"] == pytest.approx(0.5 + 0.5 * math.log(2) / math.log(40))
 
 
 # ------------------------------------------------------------ conformance
@@ -316,20 +354,134 @@ def typical_set(target, n: int, seed: int = 0) -> SampleSet:
     return SampleSet(x=x, energy=target.energy(x).detach())
 
 
+def _wrong_set(target, ref: SampleSet) -> SampleSet:
+    """A set that is wrong in a known way for ``target``'s metrics: GMM-40 collapsed
+    into one mode, the φ⁴ field doubled, particle positions scaled by 1.3, alanine
+    dipeptide's internal coordinates 30× noisier, else shifted by 1 in every
+    coordinate."""
+    if isinstance(target, GMM):
+        x = target.means[0] + target.std * randn(ref.x.shape[0], 2, seed=40)
+    elif hasattr(target, "lattice_shape"):
+        x = 2.0 * ref.x
+    elif hasattr(target, "n_particles"):
+        x = target.coordinates(1.3 * target.positions(ref.x))
+    elif hasattr(target, "mdtraj_topology"):
+        x = typical_points(target, ref.x.shape[0], gen(41), noise=0.3)
+    else:
+        x = ref.x + 1.0
+    return SampleSet(x=x, energy=target.energy(x).detach())
+
+
+def _mix(a: SampleSet, b: SampleSet, frac: float) -> SampleSet:
+    """The first ``frac`` of the rows from ``b``, the rest from ``a``."""
+    k = int(frac * a.x.shape[0])
+    x, e = torch.cat([b.x[:k], a.x[k:]]), torch.cat([b.energy[:k], a.energy[k:]])
+    return SampleSet(x=x, energy=e)
+
+
+def _value(m: Metric, s: SampleSet, ref: SampleSet, target, invalid: float = 0.0) -> float:
+    args = (s.x, s.energy, ref.x, ref.energy, target, gen())
+    return m.fn(*args, invalid=invalid) if m.counts_invalid else m.fn(*args)
+
+
+#: metrics that do not compare the samples with the reference rows (mode metrics,
+#: against the exact mode weights): their value on a set holding exactly those
+#: weights, and on a set collapsed into one of GMM-40's modes (closed forms)
+MODE_METRICS = {
+    "mode_tv": (0.0, 1.0 - 1.0 / 40),
+    "modes_found": (40.0, 1.0),
+    "mode_coverage": (1.0, 0.0),
+}
+
+
+def _check_sample_metric(m: Metric, target) -> None:
+    if m.name in MODE_METRICS:
+        ideal, collapsed = MODE_METRICS[m.name]
+        exact = SampleSet(x=target.means.repeat(3, 1), energy=torch.zeros(120))
+        one = SampleSet(x=target.means[:1].repeat(120, 1), energy=torch.zeros(120))
+        assert _value(m, exact, exact, target) == pytest.approx(ideal, abs=1e-12)
+        assert _value(m, one, exact, target) == pytest.approx(collapsed, abs=1e-12)
+        return
+    ref = typical_set(target, 200, seed=26)
+    wrong = _wrong_set(target, ref)
+    assert _value(m, ref, ref, target) == pytest.approx(0.0, abs=1e-9)  # identical inputs
+    half, full = _value(m, _mix(ref, wrong, 0.5), ref, target), _value(m, wrong, ref, target)
+    assert 0 < half < full, (half, full)  # grows with the fraction of wrong rows
+    if m.counts_invalid:  # invalid rows are a mismatch, never ignored
+        assert _value(m, ref, ref, target, invalid=0.5) > 0.1
+
+
+def _check_weights_metric(m: Metric) -> None:
+    """q = p exactly (weights from the normalized density) against q = N(0, 2² I)."""
+    target = Gaussian(dim=2, mean=1.0)
+    x = target.sample(400, gen(50))
+    e = target.energy(x)
+    exact = SampleSet(x=x, energy=e, log_weight=-e - target.log_prob(x))
+    wide = importance_set(target, 400, q_scale=2.0, seed=51)
+    ideal = {"ess": 1.0, "log_z_error": 0.0, "log_z_hat": target.log_Z}[m.name]
+    assert m.fn(exact, target) == pytest.approx(ideal, abs=1e-9)
+    assert m.fn(wide, target) != pytest.approx(ideal, abs=1e-3)
+
+
+def _check_sampleset_metric(m: Metric, target) -> None:
+    s = typical_set(target, 100)
+    assert m.fn(s, target) == 0.0  # finite, L-form rows
+    if m.name == "nonfinite_fraction":
+        s.energy[:25] = math.nan
+        assert m.fn(s, target) == 0.25
+
+
+def _check_density_metric(m: Metric) -> None:
+    """q = p gives EUBO = log Z, forward KL 0 and forward ESS 1; another q does not
+    (closed forms for a Gaussian q in tests/test_forward_metrics.py)."""
+    target = Gaussian(dim=2, mean=1.0)
+    x = target.sample(300, gen(52))
+    e, log_p = target.energy(x), target.log_prob(x)
+    ideal = {"eubo": target.log_Z, "forward_kl": 0.0, "forward_ess": 1.0}[m.name]
+    assert m.fn(e, log_p, target) == pytest.approx(ideal, abs=1e-9)
+    other = log_p - 0.5 * (x**2).sum(-1) + 0.3
+    assert m.fn(e, other, target) != pytest.approx(ideal, abs=1e-2)
+
+
 @pytest.mark.parametrize("name", METRICS.names())
 def test_metric_conformance(name):
+    """Every registered metric: documented, and a number that can be wrong: its ideal
+    value on identical (or exact) inputs, and worse under a known perturbation."""
     m = _metric(name)
     assert isinstance(m, Metric) and m.name == name
-    assert m.kind in ("sample", "weights", "sampleset")
+    assert m.kind in ("sample", "weights", "sampleset", "density")
     assert m.doc.strip() and (m.fn.__doc__ or "").strip()
     assert m.better in ("lower", "higher", "neither")
     assert metric_docs()[name].startswith(m.doc) and metric_docs()[name] != m.doc
     target = next(t for t in _conformance_targets() if m.applies(t))
-    s = typical_set(target, 200)
-    s.log_weight = 0.1 * randn(200, seed=27)  # mildly uneven weights
     if m.kind == "sample":
-        ref = typical_set(target, 200, seed=26)
-        value = m.fn(s.x, s.energy, ref.x, ref.energy, target, gen())
+        _check_sample_metric(m, target)
+    elif m.kind == "weights":
+        _check_weights_metric(m)
+    elif m.kind == "sampleset":
+        _check_sampleset_metric(m, target)
     else:
-        value = m.fn(s, target)
-    assert type(value) is float and math.isfinite(value)
+        _check_density_metric(m)
+
+
+# ------------------------------------------------------------ ManyWell modes
+def test_manywell_mode_weights_match_exact_samples():
+    """The right-well occupation by quadrature against exact samples (4 standard errors),
+    the barrier as the stationary point between the wells, and a closed-form mode TV."""
+    from boltzbench.metrics.modes import mode_tv, modes_found
+    from boltzbench.targets.analytic import ManyWell, double_well_barrier
+
+    target = ManyWell(dim=8)  # 4 pairs: 16 modes
+    xb = double_well_barrier()
+    assert -4 * xb**3 + 12 * xb + 0.5 == pytest.approx(0.0, abs=1e-10)  # E₁'(x_b) = 0
+    w = target.mode_weights()
+    assert w.shape == (16,) and float(w.sum()) == pytest.approx(1.0, abs=1e-12)
+    x = target.sample(20_000, gen(60))
+    p_right = float(w[1:2].sum() / (w[0:1].sum() + w[1:2].sum()))  # pair 0 alone
+    frac = float((x[:, 0] > xb).double().mean())
+    assert frac == pytest.approx(p_right, abs=4 * math.sqrt(p_right * (1 - p_right) / 20_000))
+    all_right = x[(x[:, 0::2] > xb).all(-1)][:100]
+    assert mode_tv(all_right, None, None, None, target, gen()) == pytest.approx(
+        1 - float(w[15]), abs=1e-12
+    )
+    assert modes_found(all_right, None, None, None, target, gen()) == 1.0

@@ -91,6 +91,9 @@ def test_leaderboard_is_finite_for_every_target_and_method(run):
         assert board[col].map(math.isfinite).all(), col
     assert board["w2_floor"].map(math.isfinite).all()
     assert (board["w2_floor"] > 0).all()
+    # the floor has a spread: floor_replicates (default 5) draws per seed
+    assert (board["w2_floor_std"] > 0).all() and (board["w2_floor_n"] == 5).all()
+    assert board["w2_excess_sigma"].map(math.isfinite).all()
     # weighted methods get Δlog Z and ESS; every target here has a known log Z
     weighted = board[board.method.isin(["smc", "flow_rkl", "flow_mle"])]
     for col in [
@@ -129,7 +132,7 @@ def test_budget_sweep_stays_within_its_budgets(run):
     assert (run / "results/figures/budget_sweep.png").stat().st_size > 1000
     prov = json.loads((run / "results/budget_sweep.provenance.json").read_text())
     assert prov["outputs"]["csv"]["sha256"] == hash_path(run / "results/budget_sweep.csv")
-    assert len(json.loads(prov["attrs"]["inputs"])) == len(table) + 1  # + the noise floor
+    assert len(json.loads(prov["attrs"]["inputs"])) == len(table) + 1  # + one seed's floor
     board = pd.read_csv(run / "results/leaderboard.csv")
     assert not board.method.str.contains("-budget").any()  # kept out of the leaderboard
 
@@ -270,7 +273,7 @@ def test_jobs_run_the_code_of_their_own_workflow(tmp_path):
         str(config),
         "--cores",
         "1",
-        "results/g/noise_floor.json",
+        "results/g/noise_floor/seed0.json",
     ]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]

@@ -29,6 +29,7 @@ __all__ = [
     "validate_config",
     "config_schema",
     "reference_sizes",
+    "eval_size",
     "sweep_methods",
     "sweep_members",
 ]
@@ -83,6 +84,14 @@ class TargetSpec(_Section):
         description=(
             "How its reference sets are made; default: 'exact' for targets with an exact "
             "sampler (required for the others)."
+        ),
+    )
+    n_eval: PositiveInt | None = Field(
+        None,
+        description=(
+            "N_eval for this target's sample metrics (default: evaluation.n_eval), e.g. more "
+            "rows for a histogram metric on many bins. At most sampling.n_samples and the "
+            "size of the target's 'eval' split."
         ),
     )
 
@@ -162,7 +171,21 @@ class SamplingSpec(_Section):
 
 class EvaluationSpec(_Section):
     n_eval: PositiveInt = Field(
-        2_000, description="N_eval: samples and reference samples compared by sample metrics."
+        2_000,
+        description=(
+            "N_eval: samples and reference samples compared by sample metrics (a target may "
+            "set its own, targets.<name>.n_eval). At most sampling.n_samples."
+        ),
+    )
+    floor_replicates: PositiveInt = Field(
+        5,
+        description=(
+            "Independent draws of the noise floor per seed: each is a perfect sampler's "
+            "n_samples rows (a disjoint chunk of the 'floor' reference split, which is made "
+            "floor_replicates × n_samples rows long) scored exactly as a method's samples "
+            "are, against the seed's N_eval reference rows. The leaderboard shows the floor "
+            "as mean ± std over seeds and replicates."
+        ),
     )
 
 
@@ -197,6 +220,16 @@ class Config(_Section):
     sampling: SamplingSpec = Field(default_factory=SamplingSpec)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
+    reproducible: bool = Field(
+        False,
+        description=(
+            "Pin the CPU code paths that decide floating-point rounding, so that training "
+            "reproduces bit for bit across x86-64 CPUs of different instruction sets: jobs "
+            "run with ATEN_CPU_CAPABILITY=default (torch's portable kernels instead of "
+            "AVX2/AVX-512 ones), MKL_CBWR=COMPATIBLE and deterministic torch algorithms. "
+            "Slower; see the README for what reproduces with and without it."
+        ),
+    )
     targets: dict[str, TargetSpec] = Field(..., min_length=1, description="Targets by name.")
     methods: dict[str, MethodSpec] = Field(..., min_length=1, description="Methods by name.")
     budget_sweep: BudgetSweepSpec | None = Field(
@@ -291,11 +324,36 @@ def _check_references(cfg: Config, built: dict[str, Any]) -> None:
 
 
 def reference_sizes(cfg: Config, target: str) -> dict[str, int]:
-    """Rows of each split ('train', 'eval', 'floor') of ``target``'s reference sets."""
+    """Rows of each split ('train', 'eval', 'floor') of ``target``'s reference sets.
+
+    The 'floor' split holds ``evaluation.floor_replicates`` disjoint chunks of
+    ``sampling.n_samples`` rows (one perfect sampler's run each), or the 'eval'
+    split's size when that is larger.
+    """
     ref = cfg.targets[target].reference
     n_train = (ref and ref.n_train) or cfg.reference.n_train
     n_eval = (ref and ref.n_eval) or cfg.reference.n_eval
-    return {"train": n_train, "eval": n_eval, "floor": n_eval}
+    n_floor = max(n_eval, cfg.evaluation.floor_replicates * cfg.sampling.n_samples)
+    return {"train": n_train, "eval": n_eval, "floor": n_floor}
+
+
+def eval_size(cfg: Config, target: str) -> int:
+    """N_eval of ``target``: ``targets.<name>.n_eval``, else ``evaluation.n_eval``."""
+    return cfg.targets[target].n_eval or cfg.evaluation.n_eval
+
+
+def _check_eval_sizes(cfg: Config) -> None:
+    """N_eval fits in a run's samples and in the target's 'eval' split."""
+    n = cfg.sampling.n_samples
+    for name in cfg.targets:
+        n_eval = eval_size(cfg, name)
+        key = f"targets.{name}.n_eval" if cfg.targets[name].n_eval else "evaluation.n_eval"
+        split = reference_sizes(cfg, name)["eval"]
+        if n_eval > min(n, split):
+            raise ConfigError(
+                f"config key '{key}': N_eval = {n_eval} for target {name!r} exceeds "
+                f"sampling.n_samples = {n} or its 'eval' split of {split} rows"
+            )
 
 
 def _check_methods(cfg: Config, targets: dict[str, Any]) -> None:
@@ -337,7 +395,9 @@ def _check_data(cfg: Config, built: dict[str, Any]) -> None:
 
 
 def _check_budgets(cfg: Config, methods: dict[str, MethodSpec], sweep: bool = False) -> None:
-    """A budget names known targets and leaves training something to spend."""
+    """A budget names known targets, and every (method, target) with a budget can
+    plan a run that spends it (:meth:`~boltzbench.methods.Method.plan_budget`) and
+    leaves an energy-trained method something to train on."""
     from boltzbench.methods import METHODS
 
     n = cfg.sampling.n_samples
@@ -351,14 +411,24 @@ def _check_budgets(cfg: Config, methods: dict[str, MethodSpec], sweep: bool = Fa
                 )
         for t in spec.targets or list(cfg.targets):
             budget = spec.budget_for(t)
-            method = METHODS.build(spec.kind, **spec.params_for(t))
-            energy_trained = method.trainable and not getattr(method, "needs_data", False)
-            if budget is not None and energy_trained and budget <= method.sample_cost(n):
-                raise ConfigError(
-                    f"config key '{key}': {budget} evaluations for {name!r} on {t!r} leave "
-                    f"none for training: drawing sampling.n_samples = {n} samples costs "
-                    f"{method.sample_cost(n)}"
-                )
+            if budget is None:
+                continue
+            where = f"config key '{key}': {budget} evaluations for {name!r} on {t!r}"
+            try:
+                plan = METHODS.build(spec.kind, **spec.params_for(t)).plan_budget(budget, n)
+            except ValueError as err:
+                raise ConfigError(f"{where} cannot be planned: {err}") from None
+            _check_training_share(plan.method, budget, n, where)
+
+
+def _check_training_share(method, budget: int, n: int, where: str) -> None:
+    """An energy-trained method's plan leaves training at least one evaluation."""
+    energy_trained = method.trainable and not getattr(method, "needs_data", False)
+    if energy_trained and budget <= method.sample_cost(n):
+        raise ConfigError(
+            f"{where} leave none for training: drawing sampling.n_samples = {n} samples "
+            f"costs {method.sample_cost(n)}"
+        )
 
 
 def sweep_methods(cfg: Config) -> dict[str, MethodSpec]:
@@ -440,6 +510,7 @@ def validate_config(raw: dict[str, Any]) -> Config:
     _check_methods(cfg, targets)
     _check_data(cfg, targets)
     _check_references(cfg, targets)
+    _check_eval_sizes(cfg)
     _check_sweep(cfg)
     _check_budgets(cfg, cfg.methods)
     _check_budgets(cfg, sweep_methods(cfg), sweep=True)

@@ -11,6 +11,7 @@ from boltzbench.steps.adapter import export_source
 
 export_source(SRC)  # jobs run this src/ too: the code hashed here is the code run
 from boltzbench.config import (
+    eval_size,
     reference_sizes,
     sweep_members,
     sweep_methods,
@@ -42,7 +43,8 @@ def source(step):
     rule gets, as a param, the hash of the boltzbench files its step imports
     (found statically), plus the modules of the job's method and target (a
     lazily registered one, such as aldp, is not in any step's imports), or the
-    file of a user target. Changing code reruns exactly the jobs that run it.
+    file of a user target. Changing code reruns exactly the jobs that run it;
+    so does turning the reproducible mode on or off (it changes the kernels).
     """
 
     def params(wildcards):
@@ -60,7 +62,9 @@ def source(step):
                 extra = (
                     str(Path(inspect.getfile(target_factory(target_spec(wildcards))))),
                 )
-        return closure_hash(*modules, extra_files=extra)
+        code = closure_hash(*modules, extra_files=extra)
+        # the reproducible mode changes the kernels jobs run: toggling it reruns them
+        return f"{code}+reproducible" if CFG.reproducible else code
 
     return params
 
@@ -149,6 +153,25 @@ def md_gpu_request(wildcards):
 def gpu_request(wildcards):
     """GPUs a train or sample job requests: none when ``device: cpu``, else one."""
     return 0 if CFG.device == "cpu" else 1
+
+
+def has_density(wildcards):
+    from boltzbench.steps.common import build_method
+
+    return build_method(method_spec(wildcards)).has_density
+
+
+def evaluate_inputs(wildcards):
+    """The model store, for a method whose density the forward metrics evaluate."""
+    if has_density(wildcards):
+        w = wildcards
+        return {"model": f"{RESULTS}/{w.target}/{w.method}/seed{w.seed}/model.zarr"}
+    return {}
+
+
+def floor_paths(targets, seeds):
+    """The noise-floor files of every (target, seed)."""
+    return [f"{RESULTS}/{t}/noise_floor/seed{s}.json" for t in targets for s in seeds]
 
 
 def train_inputs(wildcards):

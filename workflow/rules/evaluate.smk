@@ -1,9 +1,10 @@
 # Evaluation: one metrics file per (target, method, seed), and the noise floor
-# of every sample metric per target.
+# of every sample metric per (target, seed), against the same reference rows.
 
 
 rule evaluate:
     input:
+        unpack(evaluate_inputs),
         samples=rules.sample.output.samples,
         reference=f"{RESULTS}/{{target}}/reference/eval.zarr",
     output:
@@ -18,8 +19,9 @@ rule evaluate:
         target_name="{target}",
         target=target_spec,
         method_name="{method}",
+        method=method_spec,
         seed=lambda w: int(w.seed),
-        n_eval=CFG.evaluation.n_eval,
+        n_eval=lambda w: eval_size(CFG, w.target),
         source=source("evaluate"),
     script:
         "../scripts/evaluate.py"
@@ -30,17 +32,20 @@ rule noise_floor:
         eval=f"{RESULTS}/{{target}}/reference/eval.zarr",
         floor=f"{RESULTS}/{{target}}/reference/floor.zarr",
     output:
-        floor=f"{RESULTS}/{{target}}/noise_floor.json",
+        floor=f"{RESULTS}/{{target}}/noise_floor/seed{{seed}}.json",
     log:
-        f"{LOGS}/noise_floor/{{target}}.log",
+        f"{LOGS}/noise_floor/{{target}}_seed{{seed}}.log",
     benchmark:
-        f"{LOGS}/benchmarks/noise_floor/{{target}}.tsv"
+        f"{LOGS}/benchmarks/noise_floor/{{target}}_seed{{seed}}.tsv"
     conda:
         "../../envs/boltzbench.yaml"
     params:
         target_name="{target}",
         target=target_spec,
-        n_eval=CFG.evaluation.n_eval,
+        seed=lambda w: int(w.seed),
+        n_eval=lambda w: eval_size(CFG, w.target),
+        n_samples=CFG.sampling.n_samples,
+        replicates=CFG.evaluation.floor_replicates,
         source=source("noise_floor"),
     script:
         "../scripts/noise_floor.py"

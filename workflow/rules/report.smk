@@ -6,7 +6,7 @@
 rule aggregate:
     input:
         metrics=run_paths(f"{RESULTS}/{{target}}/{{method}}/seed{{seed}}/metrics.json"),
-        floors=expand(f"{RESULTS}/{{target}}/noise_floor.json", target=TARGETS),
+        floors=floor_paths(TARGETS, SEEDS),
     output:
         csv=report(
             f"{RESULTS}/leaderboard.csv",
@@ -32,7 +32,7 @@ rule aggregate:
     conda:
         "../../envs/boltzbench.yaml"
     params:
-        n_eval=CFG.evaluation.n_eval,
+        n_eval={t: eval_size(CFG, t) for t in TARGETS},
         config=canonical(CFG.model_dump(mode="json")),
         source=source("aggregate"),
     script:
@@ -80,7 +80,7 @@ rule budget_sweep:
             f"{RESULTS}/{{target}}/{{method}}/seed{{seed}}/metrics.json",
             matrix=sweep_runs,
         ),
-        floors=expand(f"{RESULTS}/{{target}}/noise_floor.json", target=SWEEP_TARGETS),
+        floors=floor_paths(SWEEP_TARGETS, SWEEP_SEEDS),
     output:
         csv=f"{RESULTS}/budget_sweep.csv",
         figure=report(

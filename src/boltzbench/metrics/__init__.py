@@ -11,10 +11,28 @@ from __future__ import annotations
 from boltzbench.metrics.base import Metric
 from boltzbench.metrics.distributional import energy_w1, mmd, w2
 from boltzbench.metrics.evaluate import evaluate, metric_docs, noise_floor, nonfinite_fraction
+from boltzbench.metrics.forward import eubo, forward_ess, forward_kl
 from boltzbench.metrics.lattice import has_lattice, magnetization_w1, susceptibility_error
-from boltzbench.metrics.modes import has_modes, mode_coverage
-from boltzbench.metrics.particles import distance_tv, distance_w2, energy_w2, has_particles
+from boltzbench.metrics.modes import (
+    FOUND_FRACTION,
+    has_equal_modes,
+    has_mode_weights,
+    mode_coverage,
+    mode_tv,
+    modes_found,
+)
+from boltzbench.metrics.particles import (
+    distance_tv,
+    distance_w2,
+    energy_w2,
+    has_particles,
+    lacks_particles,
+    w2_aligned,
+)
 from boltzbench.metrics.torsions import (
+    PSEUDO_COUNT,
+    RAMACHANDRAN_BINS,
+    TORSION_BINS,
     has_torsions,
     ramachandran_js,
     ramachandran_kl,
@@ -85,11 +103,12 @@ _register(
         doc=(
             "Exact 2-Wasserstein distance W2 (not W2²) between n_eval samples and n_eval "
             "reference samples as uniform empirical measures: sqrt of POT ot.emd2 "
-            "(network simplex) with squared-Euclidean cost. For particle targets x are the "
-            "(N-1)·d centre-of-mass-free chart coordinates, an isometry of the CoM-free "
-            "subspace, so this is W2 on raw Cartesian coordinates with the CoM removed, "
-            "without rotational or permutational alignment."
+            "(network simplex) with squared-Euclidean cost. Not computed for particle "
+            "targets (DW-4, LJ): on their raw CoM-free coordinates it measures how far "
+            "orientations and labels have mixed, in the reference as in the method (DW-4, "
+            "n_eval = 2000: floor 1.8 raw, 0.32 aligned); their sample W2 is w2_aligned."
         ),
+        applies=lacks_particles,
     )
 )
 _register(
@@ -116,18 +135,101 @@ _register(
         ),
     )
 )
+_MODES = (
+    "Modes: target.assign_modes labels (GMM-40: the most likely of its 40 components; "
+    "ManyWell-32: the left/right well of each of its 16 pairs, split at the barrier "
+    "x₁ = −0.0417, 2^16 modes) of the n_eval raw or reweighted samples; rows that are "
+    "not finite count as mass in no mode (raw)"
+)
 _register(
     Metric(
         name="mode_coverage",
         kind="sample",
         fn=mode_coverage,
         doc=(
-            "Entropy of the histogram of target.assign_modes over n_eval samples divided "
-            "by log(n_modes): 1 = all modes visited equally, 0 = one mode. Only for "
-            "targets that label modes."
+            f"H(p̂)/log K, the entropy of the empirical mode weights p̂ over the K equally "
+            f"weighted modes, normalized. {_MODES}. 1 = all K modes visited equally; "
+            "exp(H) is the number of equally visited modes it corresponds to (K^value: "
+            "0.578 on GMM-40 is ≈ 8.4 modes, not half of them). Only for targets whose "
+            "modes are equally weighted (GMM-40); the reference is not used."
         ),
         better="higher",
-        applies=has_modes,
+        applies=has_equal_modes,
+        counts_invalid=True,
+    )
+)
+_register(
+    Metric(
+        name="mode_tv",
+        kind="sample",
+        fn=mode_tv,
+        doc=(
+            "Total variation ½ (Σ_k |p̂_k − π_k| + invalid) ∈ [0, 1] between the empirical "
+            "mode weights p̂ of the samples and the exact weights π (GMM-40: 1/40 each; "
+            "ManyWell: products of each well's exact occupation, 0.8443 for the right "
+            f"well, by quadrature of the 1-D factor), invalid rows as an extra category. "
+            f"{_MODES}. Only for targets with known mode weights; the reference is not used."
+        ),
+        applies=has_mode_weights,
+        counts_invalid=True,
+    )
+)
+_register(
+    Metric(
+        name="modes_found",
+        kind="sample",
+        fn=modes_found,
+        doc=(
+            "Number of modes k holding at least a tenth of their exact weight, "
+            f"p̂_k ≥ {FOUND_FRACTION} π_k, and at least one sample. {_MODES}. With n_eval "
+            "samples an exact sampler finds all 40 GMM-40 modes but only a fraction of "
+            "ManyWell-32's 65,536 (most have weight < 1/n_eval): read it beside its floor."
+        ),
+        better="higher",
+        applies=has_mode_weights,
+        counts_invalid=True,
+    )
+)
+_FORWARD = (
+    "at the N_eval reference rows x_i ∼ p (the rows the sample metrics use), with the "
+    "method's normalized log density log q (flows, FAB, flow matching; Blessing et al. "
+    "2024, arXiv:2406.07423) and log w = −E − log q"
+)
+_register(
+    Metric(
+        name="eubo",
+        kind="density",
+        fn=eubo,
+        doc=(
+            f"EUBO = mean_i log w(x_i) {_FORWARD}: an estimate of log Z + KL(p ‖ q), an "
+            "upper bound on log Z in expectation, which a q that misses a mode of p "
+            "cannot keep tight. +inf when log q is not finite at some reference row."
+        ),
+    )
+)
+_register(
+    Metric(
+        name="forward_kl",
+        kind="density",
+        fn=forward_kl,
+        doc=(
+            f"EUBO − log Z {_FORWARD}: an estimate of the forward KL(p ‖ q) in nats. None "
+            "when log Z is unknown."
+        ),
+    )
+)
+_register(
+    Metric(
+        name="forward_ess",
+        kind="density",
+        fn=forward_ess,
+        doc=(
+            f"Forward ESS = 1 / (mean_i w(x_i) · mean_i 1/w(x_i)) ∈ (0, 1] {_FORWARD}. Its "
+            "population value equals the reverse (Kish) normalized ESS of importance "
+            "sampling from q, but it is estimated on p's samples, so a mode that q "
+            "misses drives it to 0 while the reverse ESS can stay near 1."
+        ),
+        better="higher",
     )
 )
 _register(
@@ -136,8 +238,11 @@ _register(
         kind="sampleset",
         fn=nonfinite_fraction,
         doc=(
-            "Fraction of all rows whose energy or any coordinate of x is NaN or ±inf; "
-            "these rows are dropped before the sample metrics."
+            "Fraction of all rows whose energy or any coordinate of x is NaN or ±inf. "
+            "Histogram and mode metrics count these rows as mass outside the reference's "
+            "support; the other sample metrics (W2, energy W1/W2, MMD, …) are computed on "
+            "the finite rows only, and the leaderboard marks their cells with the "
+            "fraction dropped."
         ),
     )
 )
@@ -160,14 +265,18 @@ _register(
         kind="sample",
         fn=distance_tv,
         doc=(
-            "Total variation ½ Σ_k |p_k - q_k| ∈ [0, 1] between histograms of all "
-            "interatomic distances (the N(N-1)/2 pairs of each of the n_eval samples, "
-            "pooled, against the same from n_eval reference samples), each normalized by "
-            "its own count, 200 equal-width bins over the common range [min, max] of the "
-            "pooled sample and reference distances (target length units). Particle "
-            "targets only."
+            "Total variation ½ (Σ_k |(1-ι) p_k - q_k| + ι + (1-ι) o) ∈ [0, 1] between "
+            "histograms of all interatomic distances (the N(N-1)/2 pairs of each of the "
+            "n_eval samples, pooled, against the same from n_eval reference samples), each "
+            "normalized by its own count. Bins from the reference alone: 200 equal-width "
+            "bins over [min, max] of the reference distances (target length units), plus "
+            "an outside bin: o is the fraction of sample distances outside that range, ι "
+            "the fraction of the sample set's rows that are not finite (no distances "
+            "computed); the reference has no mass outside, so TV ≥ ι + (1-ι) o and an "
+            "outlier moves no bin edge. Particle targets only."
         ),
         applies=has_particles,
+        counts_invalid=True,
     )
 )
 _register(
@@ -180,6 +289,29 @@ _register(
             "the pooled interatomic distances of n_eval samples (N(N-1)/2 per sample) and "
             "those of n_eval reference samples, as uniform empirical measures. Invariant "
             "to rotations, reflections and permutations. Particle targets only."
+        ),
+        applies=has_particles,
+    )
+)
+_register(
+    Metric(
+        name="w2_aligned",
+        kind="sample",
+        fn=w2_aligned,
+        doc=(
+            "Exact 2-Wasserstein distance W2 (not W2², target length units) between n_eval "
+            "samples and n_eval reference samples after each configuration is replaced by "
+            "the copy of it, under rotations, reflections (O(d)) and permutations of the "
+            "particles, closest to a fixed template T: the first N points of a unit grid, "
+            "point i (0-based) moved to 1 + 0.2 (i+1)/N times its distance from the "
+            "centroid (no symmetry). Argmin over (permutation, O(d)) of ‖Πᵀ P R − T‖², "
+            "each R by orthogonal Procrustes (SVD); exact over all N! orders for N ≤ 6 "
+            "(DW-4); for larger N (LJ) the best of 2^d local searches alternating "
+            "Hungarian assignment and Procrustes, started from the principal axes with "
+            "each sign pattern. Then sqrt of POT ot.emd2 on the aligned Cartesian "
+            "coordinates (squared-Euclidean cost). Invariant to rotations, reflections and "
+            "permutations of any row; ≥ the W2 of the quotient space (pair cost min over "
+            "the group of ‖x - g·y‖²). Particle targets only."
         ),
         applies=has_particles,
     )
@@ -215,22 +347,37 @@ _register(
         applies=has_lattice,
     )
 )
+_N_EVAL = (
+    "N_eval finite samples and N_eval reference samples (N_eval: targets.<name>.n_eval, "
+    "else evaluation.n_eval; 5,000 for aldp in the default config)"
+)
+_OUTSIDE = (
+    "plus one outside bin that holds the fraction of the sample set's rows that are not "
+    "finite (non-finite energy or coordinates, e.g. internal coordinates outside the "
+    "support), the samples' histogram of finite rows being scaled by (1 - that fraction); "
+    "the reference's outside bin is 0 (a finite angle is never outside [-π, π))"
+)
 _RAMA = (
     "(φ, ψ) from mdtraj.compute_dihedrals on the mdtraj quadruples φ = C(ACE)-N-CA-C, "
-    "ψ = N-CA-C-N(NME), in radians wrapped to [-π, π), of n_eval samples and n_eval "
-    "reference samples; histogram of 36 × 36 equal bins (10°) over [-π, π)²"
+    f"ψ = N-CA-C-N(NME), in radians wrapped to [-π, π), of {_N_EVAL}; histogram of "
+    f"{RAMACHANDRAN_BINS} × {RAMACHANDRAN_BINS} equal bins ({360 / RAMACHANDRAN_BINS:g}°) "
+    f"over [-π, π)², {_OUTSIDE}"
 )
-_SMOOTH = "bin probabilities smoothed as p̃ = (p + ε) / (1 + K ε) with ε = 1e-6, K bins"
+_SMOOTH = (
+    f"bin probabilities smoothed as p̃ = (p + ε) / (1 + K ε) with ε = {PSEUDO_COUNT:g}, "
+    "K bins counting the outside bin"
+)
 _register(
     Metric(
         name="ramachandran_kl",
         kind="sample",
         fn=ramachandran_kl,
         doc=(
-            f"KL(ref ‖ samples) = Σ p̃_ref log(p̃_ref / p̃_samples) in nats, {_RAMA}, "
-            f"{_SMOOTH} = 1296. Alanine dipeptide only."
+            f"KL(ref ‖ samples) = Σ p̃_ref log(p̃_ref / p̃_samples) in nats, {_RAMA}; "
+            f"{_SMOOTH}, K = {RAMACHANDRAN_BINS**2 + 1}. Alanine dipeptide only."
         ),
         applies=has_torsions,
+        counts_invalid=True,
     )
 )
 _register(
@@ -244,11 +391,13 @@ _register(
             "dipeptide only."
         ),
         applies=has_torsions,
+        counts_invalid=True,
     )
 )
 _TORSION_1D = (
-    "60 equal bins (6°) over [-π, π), dihedrals from mdtraj.compute_dihedrals of n_eval "
-    f"samples and n_eval reference samples, {_SMOOTH} = 60"
+    f"{TORSION_BINS} equal bins ({360 / TORSION_BINS:g}°) over [-π, π) plus the outside "
+    "bin of ramachandran_kl (invalid rows), dihedrals from mdtraj.compute_dihedrals of "
+    f"{_N_EVAL}; {_SMOOTH}, K = {TORSION_BINS + 1}"
 )
 _register(
     Metric(
@@ -260,6 +409,7 @@ _register(
             "dipeptide only."
         ),
         applies=has_torsions,
+        counts_invalid=True,
     )
 )
 _register(
@@ -272,6 +422,7 @@ _register(
             "dipeptide only."
         ),
         applies=has_torsions,
+        counts_invalid=True,
     )
 )
 _register(
@@ -287,6 +438,7 @@ _register(
             f"(14, 16, 18, 19); {_TORSION_1D}. Alanine dipeptide only."
         ),
         applies=has_torsions,
+        counts_invalid=True,
     )
 )
 _register(

@@ -14,9 +14,20 @@ A :class:`Metric` is a named function with one of three kinds:
     or None when the sample set has neither (e.g. MCMC without weights).
 ``"sampleset"``
     A property of the whole sample set: ``fn(samples, target) -> float``.
+``"density"``
+    Uses the method's normalized log density log q at the N_eval reference
+    samples (forward metrics: EUBO, forward ESS): ``fn(ref_energy, ref_log_q,
+    target) -> float | None``, both arguments float64 of shape ``(N_eval,)``.
+    Only for methods that have a density (``Method.has_density``).
 
 ``applies(target)`` says whether a metric is defined for a target (mode
-coverage only for targets with ``assign_modes``). ``better`` (``"lower"``,
+coverage only for targets with ``assign_modes``). ``counts_invalid`` marks a
+``"sample"`` metric that can score rows the sampler drew but that are not
+finite (NaN or ±inf energy or coordinates): it is called with the keyword
+``invalid``, the fraction of the sample set's rows that are not finite, and
+counts that mass as falling outside the reference's support (a histogram
+metric's "outside" bin). Every other sample metric is computed on the finite
+rows only, and the leaderboard marks its cells whenever rows were dropped. ``better`` (``"lower"``,
 ``"higher"``, or ``"neither"`` for an estimate such as log Ẑ) is printed with the
 metric's definition under the leaderboard.
 """
@@ -27,9 +38,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+import torch
+
 from boltzbench.targets.base import Target
 
-__all__ = ["Metric"]
+__all__ = ["Metric", "LogDensity"]
+
+#: x ``(n, dim)`` ↦ log q(x) ``(n,)``: a method's normalized log density
+LogDensity = Callable[[torch.Tensor], torch.Tensor]
 
 
 def _always(target: Target) -> bool:
@@ -39,8 +55,9 @@ def _always(target: Target) -> bool:
 @dataclass(frozen=True)
 class Metric:
     name: str
-    kind: Literal["sample", "weights", "sampleset"]
+    kind: Literal["sample", "weights", "sampleset", "density"]
     fn: Callable[..., float | None]
     doc: str
     better: Literal["lower", "higher", "neither"] = "lower"
     applies: Callable[[Target], bool] = _always
+    counts_invalid: bool = False

@@ -4,17 +4,27 @@
 
 1. ``"sampleset"`` metrics on the sample set as given (e.g. ``nonfinite_fraction``).
 2. ``"weights"`` metrics on all rows (log Ẑ, Δlog Z, ESS; None without weights).
-3. Rows whose energy or any coordinate of x is non-finite are dropped.
-   ``n = min(n_eval, finite rows)`` of them are drawn uniformly without
-   replacement, and ``min(n_eval, finite reference rows)`` reference rows the
-   same way; every ``"sample"`` metric compares the two → key ``"<name>"``.
-4. With ``log_weight``, n rows are also drawn from the finite rows by
+3. N_eval reference rows are drawn (:func:`reference_rows`), by a generator
+   that depends only on (target, seed), so every method of a seed and that
+   seed's noise floor are compared with the same rows.
+4. :func:`score`: rows whose energy or any coordinate of x is non-finite are
+   set aside; ``n = min(n_eval, finite rows)`` of the others are drawn uniformly
+   without replacement and every ``"sample"`` metric compares them with the
+   reference rows → key ``"<name>"``. Metrics that can (histograms, mode
+   metrics: ``counts_invalid``) also count the fraction of non-finite rows as
+   mass outside the reference's support; the others are computed on finite
+   rows only, and the leaderboard marks them when rows were dropped.
+5. With ``log_weight``, n rows are also drawn from the finite rows by
    multinomial resampling (with replacement) with probabilities w_i / Σ_j w_j
-   (non-finite log weights count as zero) → key ``"<name>_reweighted"``,
-   against the same reference rows.
+   (non-finite log weights count as zero) → key ``"<name>_reweighted"``.
+6. With the method's log density, the ``"density"`` (forward) metrics at the
+   reference rows.
 
-:func:`noise_floor` is step 3 between two independent reference sets: what a
-perfect sampler scores at this n_eval.
+:func:`noise_floor` scores perfect samplers by the same :func:`score`: each of
+``floor_replicates`` disjoint chunks of n_samples exact rows (the 'floor'
+split), given uniform weights, against the seed's reference rows. A perfect
+sampler's raw and reweighted metrics are thus at their floors by construction,
+and the replicates give the floor's spread.
 """
 
 from __future__ import annotations
@@ -24,7 +34,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from boltzbench.metrics.base import Metric
+from boltzbench.metrics.base import LogDensity, Metric
 from boltzbench.metrics.weights import clean_log_weights
 from boltzbench.targets.base import Target
 
@@ -33,6 +43,9 @@ if TYPE_CHECKING:  # only for annotations: metrics never import the sampler fami
 
 __all__ = [
     "evaluate",
+    "score",
+    "reference_rows",
+    "floor_chunks",
     "noise_floor",
     "metric_docs",
     "applicable_metrics",
@@ -120,19 +133,32 @@ def resample(samples: SampleSet, n: int, generator: torch.Generator) -> SampleSe
     return replace(_take(samples, idx), log_weight=None, log_q=None)
 
 
+def _call(
+    m: Metric,
+    samples: SampleSet,
+    reference: SampleSet,
+    target: Target,
+    generator: torch.Generator,
+    invalid: float,
+) -> float:
+    """``m`` on the rows of ``samples`` against ``reference`` (``invalid`` passed when it
+    counts invalid rows)."""
+    args = (samples.x, samples.energy, reference.x, reference.energy, target, generator)
+    return float(m.fn(*args, invalid=invalid) if m.counts_invalid else m.fn(*args))
+
+
 def _sample_metrics(
-    samples: SampleSet | None, reference: SampleSet, target: Target, generator: torch.Generator
+    samples: SampleSet | None,
+    reference: SampleSet,
+    target: Target,
+    generator: torch.Generator,
+    invalid: float = 0.0,
 ) -> dict[str, float | None]:
     """Every applicable ``"sample"`` metric; None for all when either set is empty."""
     metrics = applicable_metrics(target, "sample")
     if samples is None or samples.x.shape[0] == 0 or reference.x.shape[0] == 0:
         return {m.name: None for m in metrics}
-    return {
-        m.name: float(
-            m.fn(samples.x, samples.energy, reference.x, reference.energy, target, generator)
-        )
-        for m in metrics
-    }
+    return {m.name: _call(m, samples, reference, target, generator, invalid) for m in metrics}
 
 
 def _whole_set_metrics(samples: SampleSet, target: Target) -> dict[str, float | None]:
@@ -145,6 +171,51 @@ def _whole_set_metrics(samples: SampleSet, target: Target) -> dict[str, float | 
     return out
 
 
+def _density_metrics(
+    reference: SampleSet, log_density: LogDensity, target: Target
+) -> dict[str, float | None]:
+    """Every applicable ``"density"`` metric at the reference rows (forward metrics)."""
+    with torch.no_grad():
+        log_q = log_density(reference.x).detach().to(torch.float64).reshape(-1)
+    ref_energy = reference.energy.detach().to(torch.float64)
+    out: dict[str, float | None] = {}
+    for m in applicable_metrics(target, "density"):
+        value = m.fn(ref_energy, log_q, target)
+        out[m.name] = None if value is None else float(value)
+    return out
+
+
+def reference_rows(reference: SampleSet, n_eval: int, generator: torch.Generator) -> SampleSet:
+    """The N_eval reference rows a sample set is scored against: ``min(n_eval, finite
+    rows)`` finite rows drawn uniformly without replacement (float64)."""
+    return subsample(finite_rows(reference), n_eval, generator)
+
+
+def score(
+    samples: SampleSet, target: Target, ref: SampleSet, n_eval: int, generator: torch.Generator
+) -> dict[str, float | None]:
+    """Every ``"sample"`` metric of ``samples`` against the fixed reference rows ``ref``.
+
+    Raw (key ``"<name>"``): ``min(n_eval, finite rows)`` finite rows drawn
+    uniformly without replacement; metrics with ``counts_invalid`` also get the
+    fraction of all rows that are not finite. Reweighted (``"<name>_reweighted"``,
+    only with ``log_weight``): as many rows drawn from the finite rows by
+    multinomial resampling with probabilities w_i / Σ_j w_j (zero-weight rows
+    carry no mass, so nothing is counted as invalid). Also ``n_eval_samples``.
+    This is the one path by which both a method and the noise floor are scored.
+    """
+    finite = finite_rows(samples)
+    raw = subsample(finite, n_eval, generator)
+    invalid = nonfinite_fraction(samples, target)
+    out = _sample_metrics(raw, ref, target, generator, invalid)
+    if samples.log_weight is not None:
+        reweighted = resample(finite, raw.x.shape[0], generator)
+        rw = _sample_metrics(reweighted, ref, target, generator)
+        out.update({f"{name}_reweighted": v for name, v in rw.items()})
+    out["n_eval_samples"] = int(raw.x.shape[0])
+    return out
+
+
 def evaluate(
     samples: SampleSet,
     target: Target,
@@ -152,55 +223,75 @@ def evaluate(
     n_eval: int,
     generator: torch.Generator,
     reference_generator: torch.Generator | None = None,
+    log_density: LogDensity | None = None,
 ) -> dict[str, float | None]:
     """Every applicable metric of ``samples`` on ``target`` (see the module docstring).
 
     ``reference_generator`` (default: ``generator``) draws the n_eval reference
-    rows; the pipeline seeds it by (target, seed) only, so every method on a
-    target and seed is compared against the same reference rows.
+    rows (:func:`reference_rows`); the pipeline seeds it by (target, seed) only,
+    so every method on a target and seed, and the noise floor of that seed, is
+    compared against the same reference rows. ``log_density`` (x ↦ log q(x),
+    the method's normalized density) adds the ``"density"`` metrics, evaluated
+    at those reference rows.
 
     Returns the ``"sampleset"`` and ``"weights"`` metric names, each ``"sample"``
     metric name, ``"<name>_reweighted"`` for each ``"sample"`` metric when
-    ``samples.log_weight`` is given (None when every weight is zero), and
-    ``n_eval_samples`` / ``n_eval_reference`` (ints: the rows actually compared).
-    Values are Python floats or None.
+    ``samples.log_weight`` is given (None when every weight is zero), the
+    ``"density"`` metric names with ``log_density``, and ``n_eval_samples`` /
+    ``n_eval_reference`` (ints: the rows actually compared). Values are Python
+    floats or None.
     """
     out = _whole_set_metrics(samples, target)
-    finite = finite_rows(samples)
-    ref = subsample(finite_rows(reference), n_eval, reference_generator or generator)
-    raw = subsample(finite, n_eval, generator)
-    out.update(_sample_metrics(raw, ref, target, generator))
-    if samples.log_weight is not None:
-        reweighted = resample(finite, raw.x.shape[0], generator)
-        rw = _sample_metrics(reweighted, ref, target, generator)
-        out.update({f"{name}_reweighted": v for name, v in rw.items()})
-    out["n_eval_samples"] = int(raw.x.shape[0])
+    ref = reference_rows(reference, n_eval, reference_generator or generator)
+    out.update(score(samples, target, ref, n_eval, generator))
+    if log_density is not None:
+        out.update(_density_metrics(ref, log_density, target))
     out["n_eval_reference"] = int(ref.x.shape[0])
     return out
 
 
+def floor_chunks(floor: SampleSet, n_samples: int, replicates: int) -> list[SampleSet]:
+    """``replicates`` disjoint chunks of ``n_samples`` consecutive rows of the 'floor'
+    split (each one perfect sampler's run). Raises ValueError when it is too short."""
+    if floor.x.shape[0] < n_samples * replicates:
+        raise ValueError(
+            f"the 'floor' reference split has {floor.x.shape[0]} rows; {replicates} floor "
+            f"replicates of {n_samples} samples need {n_samples * replicates}"
+        )
+    idx = torch.arange(n_samples * replicates).reshape(replicates, n_samples)
+    return [_take(floor, i) for i in idx]
+
+
 def noise_floor(
-    reference_a: SampleSet,
-    reference_b: SampleSet,
+    floor: SampleSet,
+    reference: SampleSet,
     target: Target,
     n_eval: int,
+    n_samples: int,
+    replicates: int,
     generator: torch.Generator,
-) -> dict[str, float]:
-    """Every applicable ``"sample"`` metric between ``n_eval`` rows of each reference set.
+    reference_generator: torch.Generator | None = None,
+) -> list[dict[str, float | None]]:
+    """The metrics of ``replicates`` perfect samplers, one dict per replicate.
 
-    Rows are drawn uniformly without replacement from the finite rows of
-    ``reference_a`` (as the samples) and ``reference_b`` (as the reference).
-    ``"<name>_reweighted"`` is the floor of the reweighted variant: the rows of
-    ``reference_a`` resampled multinomially with uniform weights (so with the
-    duplicates a resample by weight brings) against the same reference rows.
-    Raises ValueError when either has no finite rows.
+    Replicate r is chunk r of ``floor`` (:func:`floor_chunks`: ``n_samples``
+    exact rows) given uniform log weights, scored by :func:`score` exactly as a
+    method's sample set is, against the N_eval rows of ``reference`` that
+    ``reference_generator`` draws (the same rows as every method of the seed).
+    So ``"<name>"`` is an exact sampler's raw metric and ``"<name>_reweighted"``
+    that of an exactly weighted sampler of the same size: each at its own
+    floor, with no extra duplicates. Raises ValueError when either set has no
+    finite rows.
     """
-    a = subsample(finite_rows(reference_a), n_eval, generator)
-    b = subsample(finite_rows(reference_b), n_eval, generator)
-    if a.x.shape[0] == 0 or b.x.shape[0] == 0:
-        raise ValueError("noise_floor needs finite rows in both reference sets")
-    floor = _sample_metrics(a, b, target, generator)
-    uniform = replace(a, log_weight=torch.zeros_like(a.energy))
-    rw = _sample_metrics(resample(uniform, a.x.shape[0], generator), b, target, generator)
-    floor.update({f"{name}_reweighted": v for name, v in rw.items()})
-    return floor  # type: ignore[return-value]
+    ref = reference_rows(reference, n_eval, reference_generator or generator)
+    if ref.x.shape[0] == 0:
+        raise ValueError("noise_floor needs finite rows in the reference set")
+    out = []
+    for chunk in floor_chunks(floor, n_samples, replicates):
+        if not bool(_finite_mask(chunk).any()):
+            raise ValueError("noise_floor needs finite rows in the floor set")
+        uniform = replace(chunk, log_weight=torch.zeros_like(chunk.energy))
+        values = score(uniform, target, ref, n_eval, generator)
+        values.pop("n_eval_samples")
+        out.append(values)
+    return out

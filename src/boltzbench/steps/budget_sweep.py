@@ -6,7 +6,7 @@ are aggregated like leaderboard rows (mean ± std over seeds,
 with the base method and the budget as columns, and drawn as one figure: the
 metric against the target evaluations actually used (log scale), one line per
 method through its budgets, the metric's noise floor (raw and reweighted) as
-horizontal lines.
+horizontal lines with a band of ± one floor standard deviation.
 
 Weighted methods are shown by the ``_reweighted`` form of the metric (resampled
 by their importance weights), unweighted ones by the plain form; the legend
@@ -68,17 +68,15 @@ def sweep_figure(frame: pd.DataFrame, target: str, metric: str):
             capsize=3,
             label=f"{method} ({'reweighted' if weighted else 'raw'})",
         )
-    for col in sorted(shown):  # the floor of each form shown
+    for col in sorted(shown):  # the floor of each form shown, with its ± std band
         floor = frame.get(f"{col}_floor")
         if floor is not None and floor.notna().any():
+            mean = float(floor.dropna().iloc[0])
+            std = float(frame[f"{col}_floor_std"].dropna().iloc[0])
             style = ":" if col.endswith("_reweighted") else "--"
-            ax.axhline(
-                float(floor.dropna().iloc[0]),
-                color="k",
-                ls=style,
-                lw=1,
-                label=f"noise floor ({'reweighted' if style == ':' else 'raw'})",
-            )
+            form = "reweighted" if style == ":" else "raw"
+            ax.axhline(mean, color="k", ls=style, lw=1, label=f"noise floor ({form}) ± std")
+            ax.axhspan(mean - std, mean + std, color="k", alpha=0.08, lw=0)
     for budget in sorted(frame.budget.unique()):
         ax.axvline(budget, color="0.8", lw=0.8, zorder=0)
     ax.set(

@@ -1,5 +1,11 @@
 """Evaluate step: every applicable metric for one (target, method, seed), and
-the noise floor of every sample metric for one target."""
+the noise floor of every sample metric for one (target, seed).
+
+Both draw the seed's N_eval reference rows with the same generator (seeded by
+target and seed), so a method and its floor are scored against the same rows.
+A method with a density (``Method.has_density``) is loaded from its model
+store, and its log density at those rows gives the forward metrics.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +16,13 @@ from typing import Any
 import torch
 
 from boltzbench.estimators import normalized_kish_ess
-from boltzbench.io import dataset_to_samples, read_store, write_json
+from boltzbench.io import dataset_to_samples, load_model, read_store, write_json
 from boltzbench.methods.base import SampleSet
 from boltzbench.metrics import evaluate, noise_floor
+from boltzbench.metrics.base import LogDensity
 from boltzbench.provenance import now, provenance_attrs
-from boltzbench.steps.common import generator
-from boltzbench.targets import build_target
+from boltzbench.steps.common import build_method, generator
+from boltzbench.targets import Target, build_target
 
 __all__ = ["run", "run_noise_floor"]
 
@@ -32,6 +39,9 @@ DIAGNOSTIC_KEYS = (
     "n_samples",
     "budget_stop_fit",
     "budget_stop_sample",
+    "budget_planned",
+    "budget_settings",
+    "budget_note",
 )
 
 
@@ -42,6 +52,7 @@ def _cost(samples: SampleSet) -> dict[str, float]:
     cost["total_n_grad"] = cost.get("fit_n_grad", 0) + cost.get("sample_n_grad", 0)
     cost["total_seconds"] = cost.get("fit_seconds", 0) + cost.get("sample_seconds", 0)
     cost["budget"] = float(attrs.get("budget", math.nan))
+    cost["budget_used"] = cost["total_n_energy"] / cost["budget"]  # NaN without a budget
     cost["ess_count"] = effective_samples(samples)
     evals = cost["total_n_energy"]
     cost["ess_per_1e6_evals"] = 1e6 * cost["ess_count"] / evals if evals > 0 else math.nan
@@ -63,6 +74,19 @@ def effective_samples(samples: SampleSet) -> float:
     return math.nan
 
 
+def _log_density(path: str | None, target: Target, method: dict[str, Any]) -> LogDensity | None:
+    """x ↦ log q(x) of the fitted method in the model store ``path``, or None when the
+    method has no density (or no model was given)."""
+    if path is None:
+        return None
+    model = build_method(method)
+    if not model.has_density:
+        return None
+    state, _, _ = load_model(path)
+    model.load_model_state(target, state)
+    return lambda x: model.log_density(target, x)
+
+
 def run(
     *,
     inputs: dict,
@@ -72,15 +96,17 @@ def run(
     method_name: str,
     seed: int,
     n_eval: int,
+    method: dict[str, Any] | None = None,
     source: str = "",
 ) -> None:
     started = now()
     tgt = build_target(target).double()
     samples = dataset_to_samples(read_store(inputs["samples"]))
     reference = dataset_to_samples(read_store(inputs["reference"]))
+    density = _log_density(inputs.get("model"), tgt, method or {})
     gen = generator("evaluate", target_name, method_name, seed)
     ref_gen = generator("reference_rows", target_name, seed)  # the same for every method
-    metrics = evaluate(samples, tgt, reference, n_eval, gen, ref_gen)
+    metrics = evaluate(samples, tgt, reference, n_eval, gen, ref_gen, density)
     log.info("%s on %s (seed %d): %s", method_name, target_name, seed, metrics)
     result = {
         "target": target_name,
@@ -94,6 +120,8 @@ def run(
     config = dict(
         target_name=target_name, target=target, method_name=method_name, seed=seed, n_eval=n_eval
     )
+    if method is not None:
+        config["method"] = method
     write_json(
         result, outputs["metrics"], provenance_attrs("evaluate", config, seed, inputs, started)
     )
@@ -105,17 +133,38 @@ def run_noise_floor(
     outputs: dict,
     target_name: str,
     target: dict[str, Any],
+    seed: int,
     n_eval: int,
+    n_samples: int,
+    replicates: int,
     source: str = "",
 ) -> None:
+    """The noise floor of one (target, seed): ``replicates`` perfect samplers of
+    ``n_samples`` rows (disjoint chunks of the 'floor' split), each scored like a
+    method against the seed's N_eval rows of the 'eval' split."""
     started = now()
     tgt = build_target(target).double()
-    a = dataset_to_samples(read_store(inputs["eval"]))
-    b = dataset_to_samples(read_store(inputs["floor"]))
-    floor = noise_floor(b, a, tgt, n_eval, generator("noise_floor", target_name))
-    log.info("noise floor on %s: %s", target_name, floor)
-    config = dict(target_name=target_name, target=target, n_eval=n_eval)
-    result = {"target": target_name, "noise_floor": floor}
+    reference = dataset_to_samples(read_store(inputs["eval"]))
+    floor = dataset_to_samples(read_store(inputs["floor"]))
+    gen = generator("noise_floor", target_name, seed)
+    ref_gen = generator("reference_rows", target_name, seed)  # the methods' rows
+    values = noise_floor(floor, reference, tgt, n_eval, n_samples, replicates, gen, ref_gen)
+    log.info("noise floor on %s (seed %d): %s", target_name, seed, values)
+    config = dict(
+        target_name=target_name,
+        target=target,
+        seed=seed,
+        n_eval=n_eval,
+        n_samples=n_samples,
+        replicates=replicates,
+    )
+    result = {
+        "target": target_name,
+        "seed": seed,
+        "n_samples": n_samples,
+        "n_eval": n_eval,
+        "replicates": values,
+    }
     write_json(
-        result, outputs["floor"], provenance_attrs("noise_floor", config, None, inputs, started)
+        result, outputs["floor"], provenance_attrs("noise_floor", config, seed, inputs, started)
     )

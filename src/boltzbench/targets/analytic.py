@@ -14,7 +14,14 @@ import torch.nn.functional as F
 
 from boltzbench.targets.base import Target
 
-__all__ = ["GMM", "Funnel", "ManyWell", "double_well_log_z"]
+__all__ = [
+    "GMM",
+    "Funnel",
+    "ManyWell",
+    "double_well_log_z",
+    "double_well_barrier",
+    "double_well_right_mass",
+]
 
 
 class GMM(Target):
@@ -64,6 +71,10 @@ class GMM(Target):
         """Index of the most likely component for each row, shape ``(n,)``."""
         return self.component_log_prob(x).argmax(-1)
 
+    def mode_weights(self) -> torch.Tensor:
+        """Equal weights 1/K: the components (its modes) are equally weighted."""
+        return torch.full((self.n_modes,), 1.0 / self.n_modes, dtype=torch.float64)
+
     def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
         k = torch.randint(self.n_modes, (n,), generator=generator)
         eps = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
@@ -102,12 +113,8 @@ def _double_well_log_density(x: np.ndarray | float, a: float, b: float, c: float
     return -(a * x + b * x**2 + c * x**4)
 
 
-def double_well_log_z(a: float = -0.5, b: float = -6.0, c: float = 1.0) -> float:
-    """log ∫ exp(-(a x + b x² + c x⁴)) dx + log √(2π), by adaptive quadrature.
-
-    This is the log normalizer of one 2-D ManyWell factor (the second coordinate
-    is a standard normal).
-    """
+def _double_well_mass(a: float, b: float, c: float, lo: float, hi: float) -> tuple[float, float]:
+    """(∫_lo^hi exp(-(a x + b x² + c x⁴) − peak) dx, peak) by adaptive quadrature."""
     peak = float(np.max(_double_well_log_density(np.linspace(-4, 4, 8001), a, b, c)))
 
     def f(x):
@@ -115,8 +122,37 @@ def double_well_log_z(a: float = -0.5, b: float = -6.0, c: float = 1.0) -> float
 
     from scipy import integrate  # imported here: only ManyWell needs it
 
-    val, _ = integrate.quad(f, -np.inf, np.inf, epsabs=0, epsrel=1e-13, limit=500)
+    val, _ = integrate.quad(f, lo, hi, epsabs=0, epsrel=1e-13, limit=500)
+    return val, peak
+
+
+def double_well_log_z(a: float = -0.5, b: float = -6.0, c: float = 1.0) -> float:
+    """log ∫ exp(-(a x + b x² + c x⁴)) dx + log √(2π), by adaptive quadrature.
+
+    This is the log normalizer of one 2-D ManyWell factor (the second coordinate
+    is a standard normal).
+    """
+    val, peak = _double_well_mass(a, b, c, -np.inf, np.inf)
     return math.log(val) + peak + 0.5 * math.log(2 * math.pi)
+
+
+def double_well_barrier(a: float = -0.5, b: float = -6.0, c: float = 1.0) -> float:
+    """The barrier top x_b of E₁(x) = a x + b x² + c x⁴ between its two wells: the
+    middle real root of E₁'(x) = a + 2b x + 4c x³ (≈ −0.0417 for ManyWell)."""
+    roots = np.roots([4 * c, 0.0, 2 * b, a])
+    real = np.sort(roots[np.abs(roots.imag) < 1e-9].real)
+    if real.size != 3:
+        raise ValueError(f"E1 = {a} x + {b} x^2 + {c} x^4 has no barrier between two wells")
+    return float(real[1])
+
+
+def double_well_right_mass(a: float = -0.5, b: float = -6.0, c: float = 1.0) -> float:
+    """P(x > x_b) under the 1-D factor ∝ exp(−E₁(x)): the exact occupation of the
+    right well (≈ 0.85 for ManyWell, whose 0.5 x tilt favours it), by quadrature."""
+    xb = double_well_barrier(a, b, c)
+    right, _ = _double_well_mass(a, b, c, xb, np.inf)
+    total, _ = _double_well_mass(a, b, c, -np.inf, np.inf)
+    return right / total
 
 
 class ManyWell(Target):
@@ -127,6 +163,12 @@ class ManyWell(Target):
     is dim/2 times the log normalizer of one pair, computed by quadrature
     (≈ 164.6957 for dim = 32). Exact samples come from rejection sampling of the
     1-D double-well factor under a two-Gaussian envelope.
+
+    Modes: each pair's x₁ sits in the left or the right well (split at the
+    barrier top x_b ≈ −0.0417), so there are 2^(dim/2) modes (65,536 for
+    dim = 32), labelled by the bits [x₁ > x_b] of the pairs. Their exact
+    weights are products of the right-well occupation P(x₁ > x_b) ≈ 0.85 and
+    its complement, by quadrature.
     """
 
     exact_sampling = True
@@ -138,6 +180,7 @@ class ManyWell(Target):
             raise ValueError(f"ManyWell needs an even dim, got {dim}")
         self.dim, self.a, self.b, self.c = dim, a, b, c
         self.log_Z = dim // 2 * double_well_log_z(a, b, c)
+        self.n_modes = 2 ** (dim // 2)
 
     @cached_property
     def _envelope(self) -> _Envelope:
@@ -149,6 +192,18 @@ class ManyWell(Target):
         x1, x2 = x[:, 0::2], x[:, 1::2]
         lp = _double_well_log_density(x1, self.a, self.b, self.c) - 0.5 * x2**2
         return -lp.sum(-1)
+
+    def assign_modes(self, x: torch.Tensor) -> torch.Tensor:
+        """Σ_j [x₁⁽ʲ⁾ > x_b] 2^j over the pairs j: the well of every pair, shape ``(n,)``."""
+        right = (x[:, 0::2] > double_well_barrier(self.a, self.b, self.c)).long()
+        return (right << torch.arange(self.dim // 2, device=x.device)).sum(-1)
+
+    def mode_weights(self) -> torch.Tensor:
+        """Π_j P(well of pair j), shape ``(2^(dim/2),)``, in the labels of :meth:`assign_modes`."""
+        p = double_well_right_mass(self.a, self.b, self.c)
+        bits = torch.arange(self.n_modes)[:, None] >> torch.arange(self.dim // 2) & 1
+        n_right = bits.sum(-1).to(torch.float64)
+        return p**n_right * (1 - p) ** (self.dim // 2 - n_right)
 
     def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
         m = self.dim // 2

@@ -26,11 +26,16 @@ class Target(torch.nn.Module):
         :meth:`sample` draws exact i.i.d. samples.
     ``log_Z``
         The exact log normalizing constant, or None when it is unknown.
+    ``n_modes``
+        How many modes :meth:`assign_modes` labels (0: the target labels none);
+        :meth:`mode_weights` gives their exact probabilities where known. The
+        mode metrics (mode TV, modes found, mode coverage) apply only then.
     """
 
     dim: int
     exact_sampling: bool = False
     log_Z: float | None = None
+    n_modes: int = 0
     #: a short human description, shown in reports
     description: str = ""
 
@@ -47,6 +52,16 @@ class Target(torch.nn.Module):
         """A typical configuration, shape ``(dim,)``, that samplers start around
         (chains, SMC's base, a reverse-KL flow's initial proposal), or None for
         the origin. Molecular targets return an energy minimum."""
+        return None
+
+    def assign_modes(self, x: torch.Tensor) -> torch.Tensor:
+        """The mode of each row, integer labels in ``[0, n_modes)``, shape ``(n,)``;
+        only when ``n_modes > 0``."""
+        raise NotImplementedError(f"{type(self).__name__} labels no modes")
+
+    def mode_weights(self) -> torch.Tensor | None:
+        """The exact probability of each mode, shape ``(n_modes,)`` float64 summing to 1,
+        or None when unknown."""
         return None
 
     def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
