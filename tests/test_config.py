@@ -87,6 +87,10 @@ def test_shipped_configs_are_valid():
             ["'targets.gmm40'", "exactly one"],
         ),
         ({"targets": {}}, ["'targets'"]),
+        # N_eval must fit in a run's samples and the eval split
+        ({"evaluation__n_eval": 10**6}, ["'evaluation.n_eval'", "n_samples"]),
+        ({"targets__gmm40__n_eval": 10**6}, ["'targets.gmm40.n_eval'", "n_samples"]),
+        ({"evaluation__floor_replicates": 0}, ["'evaluation.floor_replicates'", "greater"]),
         # reference generation: every target needs a way to make its reference sets
         ({"targets__dw": {"kind": "dw4"}}, ["'targets.dw.reference'", "no exact sampler"]),
         (

@@ -8,7 +8,7 @@ sample metric, and :func:`metric_docs` the definitions shown in the report.
 
 from __future__ import annotations
 
-from boltzbench.metrics.base import Metric
+from boltzbench.metrics.base import OT_MAX_ROWS, Metric
 from boltzbench.metrics.distributional import energy_w1, mmd, w2
 from boltzbench.metrics.evaluate import evaluate, metric_docs, noise_floor, nonfinite_fraction
 from boltzbench.metrics.forward import eubo, forward_ess, forward_kl
@@ -101,6 +101,7 @@ _register(
         kind="sample",
         fn=w2,
         doc=(
+            f"On min(N_eval, {OT_MAX_ROWS}) rows of each set (the first of the drawn rows). "
             "Exact 2-Wasserstein distance W2 (not W2²) between n_eval samples and n_eval "
             "reference samples as uniform empirical measures: sqrt of POT ot.emd2 "
             "(network simplex) with squared-Euclidean cost. Not computed for particle "
@@ -109,6 +110,7 @@ _register(
             "n_eval = 2000: floor 1.8 raw, 0.32 aligned); their sample W2 is w2_aligned."
         ),
         applies=lacks_particles,
+        max_rows=OT_MAX_ROWS,
     )
 )
 _register(
@@ -128,11 +130,13 @@ _register(
         kind="sample",
         fn=mmd,
         doc=(
+            f"On min(N_eval, {OT_MAX_ROWS}) rows of each set (the first of the drawn rows). "
             "MMD = sqrt(max(MMD²_b, 0)) with the biased V-statistic MMD²_b (diagonal terms "
             "included; Gretton et al. 2012) and Gaussian kernel exp(-‖x-y‖²/(2h²)); "
             "h = median of the pairwise Euclidean distances (i < j) of the pooled "
             "samples and reference samples."
         ),
+        max_rows=OT_MAX_ROWS,
     )
 )
 _MODES = (
@@ -299,6 +303,7 @@ _register(
         kind="sample",
         fn=w2_aligned,
         doc=(
+            f"On min(N_eval, {OT_MAX_ROWS}) rows of each set (the first of the drawn rows). "
             "Exact 2-Wasserstein distance W2 (not W2², target length units) between n_eval "
             "samples and n_eval reference samples after each configuration is replaced by "
             "the copy of it, under rotations, reflections (O(d)) and permutations of the "
@@ -314,6 +319,7 @@ _register(
             "the group of ‖x - g·y‖²). Particle targets only."
         ),
         applies=has_particles,
+        max_rows=OT_MAX_ROWS,
     )
 )
 _register(
@@ -447,6 +453,7 @@ _register(
         kind="sample",
         fn=torus_w2,
         doc=(
+            f"On min(N_eval, {OT_MAX_ROWS}) rows of each set (the first of the drawn rows). "
             "Exact 2-Wasserstein distance W2 (not W2², radians) on the flat torus between "
             "the (φ, ψ) of n_eval samples and n_eval reference samples (mdtraj dihedrals "
             "as in ramachandran_kl), uniform empirical measures, cost "
@@ -454,6 +461,7 @@ _register(
             "Alanine dipeptide only."
         ),
         applies=has_torsions,
+        max_rows=OT_MAX_ROWS,
     )
 )
 _register(

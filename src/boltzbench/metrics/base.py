@@ -27,7 +27,11 @@ finite (NaN or ±inf energy or coordinates): it is called with the keyword
 ``invalid``, the fraction of the sample set's rows that are not finite, and
 counts that mass as falling outside the reference's support (a histogram
 metric's "outside" bin). Every other sample metric is computed on the finite
-rows only, and the leaderboard marks its cells whenever rows were dropped. ``better`` (``"lower"``,
+rows only, and the leaderboard marks its cells whenever rows were dropped.
+``max_rows`` caps the rows a metric compares (the first ``max_rows`` of the
+N_eval sample and reference rows, themselves uniform draws): the exact OT and
+kernel metrics cost O(n²)–O(n³), so they stay at :data:`OT_MAX_ROWS` rows where a
+target raises N_eval for its histogram metrics (alanine dipeptide). ``better`` (``"lower"``,
 ``"higher"``, or ``"neither"`` for an estimate such as log Ẑ) is printed with the
 metric's definition under the leaderboard.
 """
@@ -42,7 +46,10 @@ import torch
 
 from boltzbench.targets.base import Target
 
-__all__ = ["Metric", "LogDensity"]
+__all__ = ["Metric", "LogDensity", "OT_MAX_ROWS"]
+
+#: rows compared by the exact OT and kernel metrics (W2, aligned W2, torus W2, MMD)
+OT_MAX_ROWS = 2000
 
 #: x ``(n, dim)`` ↦ log q(x) ``(n,)``: a method's normalized log density
 LogDensity = Callable[[torch.Tensor], torch.Tensor]
@@ -61,3 +68,4 @@ class Metric:
     better: Literal["lower", "higher", "neither"] = "lower"
     applies: Callable[[Target], bool] = _always
     counts_invalid: bool = False
+    max_rows: int | None = None

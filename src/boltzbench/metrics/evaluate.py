@@ -143,6 +143,9 @@ def _call(
 ) -> float:
     """``m`` on the rows of ``samples`` against ``reference`` (``invalid`` passed when it
     counts invalid rows)."""
+    k = m.max_rows
+    if k is not None:  # the first k rows: uniform draws already
+        samples, reference = _take(samples, slice(0, k)), _take(reference, slice(0, k))
     args = (samples.x, samples.energy, reference.x, reference.energy, target, generator)
     return float(m.fn(*args, invalid=invalid) if m.counts_invalid else m.fn(*args))
 

@@ -177,8 +177,11 @@ SHOWN = (
     "ramachandran_js",
     "ramachandran_js_reweighted",
     "torsion_kl_phi",
+    "torsion_kl_phi_reweighted",
     "torsion_kl_psi",
+    "torsion_kl_psi_reweighted",
     "torsion_kl_other",
+    "torsion_kl_other_reweighted",
     "torus_w2",
     "torus_w2_reweighted",
     "wrong_chirality",
@@ -245,7 +248,8 @@ def shown_metrics(frame: pd.DataFrame) -> list[str]:
     """The columns of the Markdown/HTML tables: :data:`SHOWN` first, then any other
     reported metric (a user's or a newly registered one), then the costs."""
     present = [c.removesuffix("_mean") for c in frame.columns if c.endswith("_mean")]
-    extra = [m for m in present if m not in SHOWN and m not in ("log_z_hat",)]
+    hidden = ("log_z_hat", "n_eval_samples", "n_eval_reference")  # in the CSV only
+    extra = [m for m in present if m not in SHOWN and m not in hidden]
     return [m for m in SHOWN if m not in COST_COLUMNS] + sorted(extra) + list(COST_COLUMNS)
 
 
