@@ -13,7 +13,15 @@ import inspect
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-__all__ = ["Registry", "RegistryError", "import_callable", "check_kwargs"]
+__all__ = [
+    "Registry",
+    "RegistryError",
+    "import_callable",
+    "check_kwargs",
+    "spec_factory",
+    "build_spec",
+    "check_instance",
+]
 
 T = TypeVar("T")
 
@@ -126,3 +134,34 @@ def import_callable(spec: str) -> Callable[..., Any]:
     if not callable(obj):
         raise RegistryError(f"{spec!r} is not callable")
     return obj
+
+
+def spec_factory(registry: Registry[T], spec: dict[str, Any]) -> Callable[..., T]:
+    """The factory a config entry names: its ``callable`` ("module:function" or a
+    class, a user's), else its registered ``kind``."""
+    if spec.get("callable"):
+        return import_callable(spec["callable"])
+    return registry.get(spec["kind"])
+
+
+def build_spec(registry: Registry[T], spec: dict[str, Any], base: type) -> T:
+    """Build the config entry ``{kind|callable, params}`` of ``registry``.
+
+    Every keyword is checked first; a user callable must return an instance of
+    ``base`` (RegistryError otherwise, naming what it returned).
+    """
+    factory = spec_factory(registry, spec)
+    params = dict(spec.get("params") or {})
+    name = spec.get("kind") or spec.get("callable")
+    check_kwargs(factory, params, f"{registry.kind} {name!r}")
+    return check_instance(factory(**params), base, name)
+
+
+def check_instance(built: Any, base: type, name: str) -> Any:
+    """``built``, or RegistryError when it is not a ``base`` (what ``name`` returned)."""
+    if not isinstance(built, base):
+        raise RegistryError(
+            f"{name!r} returned {type(built).__name__}, not a boltzbench {base.__name__} "
+            f"(an instance of {base.__module__}.{base.__name__})"
+        )
+    return built
