@@ -303,3 +303,22 @@ def test_user_method_and_external_samples(tmp_path):
     swept["budget_sweep"]["methods"] = ["mine", "ext"]
     with pytest.raises(ConfigError, match="'budget_sweep.methods': 'ext' scores samples made"):
         validate_config(swept)
+
+
+def test_external_file_per_target_through_overrides(tmp_path):
+    import numpy as np
+
+    np.savez(tmp_path / "gmm.npz", x=np.zeros((10, 2)))
+    np.savez(tmp_path / "user.npz", x=np.zeros((10, 3)))
+    ext = {
+        "kind": "external",
+        "targets": ["gmm40", "user"],
+        "overrides": {
+            "gmm40": {"path": str(tmp_path / "gmm.npz")},
+            "user": {"path": str(tmp_path / "user.npz")},
+        },
+    }
+    validate_config(edited(methods__ext=ext))
+    ext["targets"].append("funnel10")  # no file for it
+    with pytest.raises(ConfigError, match="'methods.ext.params'.*'path'"):
+        validate_config(edited(methods__ext=ext))

@@ -8,6 +8,7 @@ noise floor.
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -19,6 +20,7 @@ import zarr
 from boltzbench.cli import main
 from boltzbench.config import validate_config
 from boltzbench.external import ExternalSamplesError, load_samples
+from boltzbench.io import read_attrs
 from boltzbench.metrics.evaluate import nonfinite_fraction
 from boltzbench.steps.sample import check_declared_budget
 from boltzbench.steps.score import score_file
@@ -286,3 +288,50 @@ def test_weighted_file_gets_weight_metrics(score_config, tmp_path):
     assert report.metrics["log_z_error"] == pytest.approx(0.0, abs=1e-9)
     assert report.metrics["ess"] == pytest.approx(1.0)
     assert math.isfinite(report.metrics["w2_reweighted"]) and "w2_reweighted" in report.floor
+
+
+def test_external_through_the_steps_with_a_budget(tmp_path):
+    """train → sample → evaluate of ``kind: external`` under a budget: the costs are
+    the file's, marked declared; boltzbench's check is recorded apart; declaring more
+    evaluations than the budget is an error."""
+    from boltzbench.steps import evaluate, reference, sample, train
+
+    target = {"kind": "gaussian", "params": {"dim": 2}}
+    g = build_target(target).double()
+    path = exact_file(tmp_path / "s.npz", g, n=100, n_energy=800, n_grad=400, seconds=2.0)
+    method = {"kind": "external", "params": {"path": str(path)}}
+    job = dict(target_name="g", target=target, method_name="ext", method=method, seed=0)
+    runs = dict(job, n_samples=100, budget=1000)
+    out = {k: str(tmp_path / f"{k}.zarr") for k in ("model", "samples", "eval")}
+    train.run(inputs={}, outputs={"model": out["model"]}, **runs)
+    inputs = {"model": out["model"], "external_samples": str(path)}
+    sample.run(inputs=inputs, outputs={"samples": out["samples"]}, **runs)
+    attrs = read_attrs(out["samples"])
+    assert attrs["costs_declared"] == 1 and attrs["check_n_energy"] == 100
+    assert "sample_n_energy" not in attrs and attrs["declared_n_energy"] == 800
+    assert "costs are declared by the file" in attrs["budget_note"]
+
+    reference.run(
+        inputs={},
+        outputs={"store": out["eval"]},
+        target_name="g",
+        target=target,
+        split="eval",
+        n=200,
+    )
+    metrics_path = tmp_path / "metrics.json"
+    evaluate.run(
+        inputs={"samples": out["samples"], "reference": out["eval"]},
+        outputs={"metrics": str(metrics_path)},
+        n_eval=50,
+        **job,
+    )
+    cost = json.loads(metrics_path.read_text())["cost"]
+    assert cost["costs_declared"] == 1.0 and cost["total_n_energy"] == 800
+    assert cost["total_n_grad"] == 400 and cost["total_seconds"] == 2.0
+    assert cost["budget_used"] == 0.8 and cost["check_n_energy"] == 100
+
+    over = dict(runs, budget=700)
+    train.run(inputs={}, outputs={"model": out["model"]}, **over)
+    with pytest.raises(ValueError, match="declare 800 energy evaluations"):
+        sample.run(inputs=inputs, outputs={"samples": out["samples"]}, **over)

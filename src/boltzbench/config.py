@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from boltzbench.registry import RegistryError, check_instance, check_kwargs
+from boltzbench.registry import RegistryError, check_instance, check_kwargs, required_params
 
 __all__ = [
     "Config",
@@ -388,8 +388,9 @@ def _check_methods(cfg: Config, targets: dict[str, Any]) -> None:
     accepts each target it runs on (:meth:`~boltzbench.methods.Method.check_target`)."""
     for name, spec in cfg.methods.items():
         key = f"methods.{name}"
-        _method_factory(spec, key)
-        _build_method(spec.entry(), f"{key}.params", f"{key}.callable")
+        runs_on = spec.targets or list(cfg.targets)
+        if _builds_alone(_method_factory(spec, key), spec, runs_on):
+            _build_method(spec.entry(), f"{key}.params", f"{key}.callable")
         for field in ("targets", "overrides"):
             for t in getattr(spec, field) or []:
                 if t not in cfg.targets:
@@ -397,13 +398,21 @@ def _check_methods(cfg: Config, targets: dict[str, Any]) -> None:
                         f"config key '{key}.{field}': unknown target {t!r}; "
                         f"valid choices: {', '.join(cfg.targets)}"
                     )
-        for t in spec.targets or list(cfg.targets):
+        for t in runs_on:
             sub = f"{key}.overrides.{t}" if t in spec.overrides else f"{key}.params"
             method = _build_method(spec.entry(t), sub, f"{key}.callable")
             try:
                 method.check_target(targets[t])
             except ValueError as err:
                 raise ConfigError(f"config key '{sub}': on target {t!r}: {err}") from None
+
+
+def _builds_alone(factory, spec: MethodSpec, runs_on: list[str]) -> bool:
+    """Whether ``params`` are checked on their own (errors then name ``methods.X.params``):
+    not when a required parameter is missing from them but every target's override
+    gives it (an external sample file per target)."""
+    missing = set(required_params(factory)) - set(spec.params)
+    return not missing or not all(missing <= set(spec.overrides.get(t, {})) for t in runs_on)
 
 
 def _method_factory(spec: MethodSpec, key: str):

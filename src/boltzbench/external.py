@@ -36,6 +36,7 @@ mode metrics), as a method's failed draws do.
 
 from __future__ import annotations
 
+import logging
 import math
 import zipfile
 from dataclasses import dataclass
@@ -61,6 +62,8 @@ __all__ = [
     "COST_KEYS",
     "ENERGY_TOL",
 ]
+
+log = logging.getLogger(__name__)
 
 #: per-row arrays: shape (n, dim) for x, (n,) for the others
 ROW_KEYS = ("x", "log_weight", "log_q", "energy")
@@ -340,7 +343,7 @@ def load_samples(
     n_rows = check_layout(info, int(target.dim), target_name)
     reader = _open(info.path)
     used = n_rows if n is None else min(n, n_rows)
-    device = torch.get_default_device()
+    device = torch.empty(0).device  # the default device (a job's torch.device mode)
     x = _tensor(reader, "x", used, device)
     energy = _target_energy(target, x)
     given = {k: _tensor(reader, k, used, device) for k in ROW_KEYS[1:] if k in info.shapes}
@@ -373,4 +376,13 @@ def _attrs(
         "n_nonfinite_log_weight": 0 if lw is None else int((~torch.isfinite(lw)).sum()),
     }
     attrs.update({f"declared_{k}": v for k, v in info.declared.items()})
+    if attrs["n_nonfinite_rows"] or attrs["n_nonfinite_log_weight"]:
+        log.warning(
+            "%s: %d of %d rows have non-finite x or energy (kept: the metrics count them as "
+            "invalid), %d non-finite log weights (zero weight)",
+            info.path,
+            attrs["n_nonfinite_rows"],
+            x.shape[0],
+            attrs["n_nonfinite_log_weight"],
+        )
     return attrs

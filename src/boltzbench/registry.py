@@ -18,6 +18,7 @@ __all__ = [
     "RegistryError",
     "import_callable",
     "check_kwargs",
+    "required_params",
     "spec_factory",
     "build_spec",
     "check_instance",
@@ -102,6 +103,13 @@ def accepted_params(factory: Callable[..., Any]) -> list[str] | None:
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
         return None
     return [p.name for p in params if p.kind is not inspect.Parameter.VAR_POSITIONAL]
+
+
+def required_params(factory: Callable[..., Any]) -> list[str]:
+    """Keyword names ``factory`` needs (those without a default)."""
+    params = inspect.signature(factory).parameters.values()
+    kinds = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    return [p.name for p in params if p.default is inspect.Parameter.empty and p.kind not in kinds]
 
 
 def check_kwargs(factory: Callable[..., Any], kwargs: dict[str, Any], what: str) -> None:
