@@ -4,6 +4,7 @@ import math
 
 import torch
 
+from boltzbench.methods import METHODS
 from boltzbench.targets.base import Target
 from boltzbench.targets.gaussian import Gaussian
 
@@ -33,3 +34,9 @@ def typical_points(t: Target, n: int, gen: torch.Generator, noise: float = 0.05)
     loc = t.base_location()
     x = torch.randn(n, t.dim, generator=gen, dtype=torch.float64)
     return x if loc is None else loc.double() + noise * x
+
+
+def sampling_methods() -> list[str]:
+    """Registered methods that draw their own samples: every one but those whose
+    costs are declared (``external`` reads a file; see tests/test_external.py)."""
+    return [name for name in METHODS.names() if not METHODS.get(name).declares_costs]

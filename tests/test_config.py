@@ -87,6 +87,52 @@ def test_shipped_configs_are_valid():
             ["'targets.gmm40'", "exactly one"],
         ),
         ({"targets": {}}, ["'targets'"]),
+        # a user's method: 'module:callable' (tests/custom_method.py)
+        (
+            {"methods__mine": {"callable": "no_such_module:f"}},
+            ["'methods.mine.callable'", "cannot import", "no_such_module"],
+        ),
+        ({"methods__mine": {"callable": "custom_method"}}, ["'methods.mine.callable'", "module:"]),
+        (
+            {"methods__mine": {"callable": "custom_method:nope"}},
+            ["'methods.mine.callable'", "no attribute 'nope'"],
+        ),
+        (
+            {"methods__mine": {"callable": "custom_method:NOT_CALLABLE"}},
+            ["'methods.mine.callable'", "not callable"],
+        ),
+        (
+            {"methods__mine": {"callable": "custom_method:GaussianIS", "params": {"scal": 1}}},
+            ["'methods.mine.params'", "scal", "valid parameters: scale, loc"],
+        ),
+        (
+            {"methods__mine": {"callable": "custom_method:make_gaussian_is", "params": {"s": 1}}},
+            ["'methods.mine.params'", "make_gaussian_is", "valid parameters: scale, loc"],
+        ),
+        (
+            {
+                "methods__mine": {
+                    "callable": "custom_method:GaussianIS",
+                    "overrides": {"user": {"scale": -1.0}},
+                }
+            },
+            ["'methods.mine.overrides.user'", "scale must be > 0"],
+        ),
+        (
+            {"methods__mine": {"callable": "custom_method:not_a_method"}},
+            ["'methods.mine.callable'", "returned str", "not a boltzbench Method"],
+        ),
+        (
+            {"methods__mine": {"kind": "mala", "callable": "custom_method:GaussianIS"}},
+            ["'methods.mine'", "exactly one of 'kind' or 'callable'"],
+        ),
+        ({"methods__mine": {"params": {}}}, ["'methods.mine'", "exactly one"]),
+        # samples made elsewhere: kind external, its file checked before any job
+        ({"methods__ext": {"kind": "external"}}, ["'methods.ext.params'", "path"]),
+        (
+            {"methods__ext": {"kind": "external", "params": {"path": "/nonexistent/s.npz"}}},
+            ["'methods.ext.params'", "on target", "no sample file at '/nonexistent/s.npz'"],
+        ),
         # N_eval must fit in a run's samples and the eval split
         ({"evaluation__n_eval": 10**6}, ["'evaluation.n_eval'", "n_samples"]),
         ({"targets__gmm40__n_eval": 10**6}, ["'targets.gmm40.n_eval'", "n_samples"]),
@@ -220,3 +266,59 @@ def test_configfile_on_the_command_line_replaces_the_default(tmp_path):
     out = dry_run(tmp_path, REPO / "tests/configs/tiny.yaml")
     assert out.returncode == 0, out.stderr[-2000:]
     assert "method=mala" in out.stdout and "leaky" not in out.stdout
+
+
+def test_user_method_and_external_samples(tmp_path):
+    """A user method (class or factory) and an external sample file validate, with
+    budgets and budget-sweep runs of the user method; the file is checked against
+    every target it runs on, and it never joins a budget sweep."""
+    import numpy as np
+
+    from boltzbench.config import sweep_members
+
+    np.savez(tmp_path / "user.npz", x=np.zeros((10, 3)), n_energy=10)
+    cfg = edited(
+        methods__mine={"callable": "custom_method:GaussianIS", "budget": {"user": 400}},
+        methods__mine_fn={"callable": "custom_method:make_gaussian_is", "targets": ["user"]},
+        methods__ext={
+            "kind": "external",
+            "targets": ["user"],
+            "params": {"path": str(tmp_path / "user.npz")},
+        },
+        budget_sweep={"target": "user", "budgets": [100, 200, 300]},
+    )
+    validated = validate_config(cfg)
+    members = sweep_members(validated)
+    assert {m["method"] for m in members.values()} == {"mala", "smc", "flow_mle", "mine", "mine_fn"}
+    assert members["mine-budget200"] == {"method": "mine", "budget": 200}
+
+    wrong_dim = copy.deepcopy(cfg)
+    wrong_dim["methods"]["ext"]["targets"] = ["user", "gmm40"]
+    with pytest.raises(ConfigError) as err:
+        validate_config(wrong_dim)
+    assert "'methods.ext.params': on target 'gmm40'" in str(err.value)
+    assert "'x' has 3 columns, but the target has dim 2" in str(err.value)
+
+    swept = copy.deepcopy(cfg)
+    swept["budget_sweep"]["methods"] = ["mine", "ext"]
+    with pytest.raises(ConfigError, match="'budget_sweep.methods': 'ext' scores samples made"):
+        validate_config(swept)
+
+
+def test_external_file_per_target_through_overrides(tmp_path):
+    import numpy as np
+
+    np.savez(tmp_path / "gmm.npz", x=np.zeros((10, 2)))
+    np.savez(tmp_path / "user.npz", x=np.zeros((10, 3)))
+    ext = {
+        "kind": "external",
+        "targets": ["gmm40", "user"],
+        "overrides": {
+            "gmm40": {"path": str(tmp_path / "gmm.npz")},
+            "user": {"path": str(tmp_path / "user.npz")},
+        },
+    }
+    validate_config(edited(methods__ext=ext))
+    ext["targets"].append("funnel10")  # no file for it
+    with pytest.raises(ConfigError, match="'methods.ext.params'.*'path'"):
+        validate_config(edited(methods__ext=ext))

@@ -6,7 +6,7 @@ and a passing suite. (The metric registry is walked in test_metrics.py.)
 
 import pytest
 import torch
-from helpers import typical_points
+from helpers import sampling_methods, typical_points
 
 from boltzbench.io import load_model, save_model
 from boltzbench.methods import METHODS, SampleSet
@@ -29,7 +29,7 @@ def test_target_conformance(name, gen):
     assert e32.dtype == torch.float32 and torch.allclose(e32.double(), e, rtol=1e-4, atol=1e-3)
 
 
-@pytest.mark.parametrize("name", METHODS.names())
+@pytest.mark.parametrize("name", sampling_methods())
 def test_method_conformance(name, gen, tmp_path):
     cls = METHODS.get(name)
     method = cls(**cls.fast_params)
@@ -67,7 +67,7 @@ def test_method_refuses_unknown_params(name):
         METHODS.build(name, no_such_param=1)
 
 
-@pytest.mark.parametrize("name", METHODS.names())
+@pytest.mark.parametrize("name", sampling_methods())
 def test_method_stops_at_its_budget(name, gen):
     """Fit and sample under a budget cut short on purpose: the counted evaluations
     never exceed it, and the method still returns samples."""

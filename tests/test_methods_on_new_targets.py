@@ -13,7 +13,7 @@ import inspect
 
 import pytest
 import torch
-from helpers import typical_points
+from helpers import sampling_methods, typical_points
 
 from boltzbench.methods import METHODS
 from boltzbench.targets import CountingTarget, build_target
@@ -44,7 +44,7 @@ def _method(kind: str, target: str, reverse_kl: bool):
     return cls(**params)
 
 
-CASES = [(t, k, rkl) for t in NEW_TARGETS for k in METHODS.names() for rkl in (False, True)]
+CASES = [(t, k, rkl) for t in NEW_TARGETS for k in sampling_methods() for rkl in (False, True)]
 CASES = [c for c in CASES if c[2] is False or c[1] == "flow"]
 
 

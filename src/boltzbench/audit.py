@@ -24,7 +24,9 @@ of every metrics and noise-floor file it read, optionally only one row's
 (``row="gmm40/mala"``: the metrics files of every seed of that row and the
 target's noise floor). Recorded paths are relative to the workflow's working
 directory: ``directory``, or else the first of the current directory and the
-audited file's parents under which they exist.
+audited file's parents under which they exist. Inputs made outside boltzbench
+(the sample file of a method ``kind: external``) carry no provenance and are
+verified by their sha256 only.
 """
 
 from __future__ import annotations
@@ -52,6 +54,9 @@ LABELS = {
     "aggregate": "leaderboard",
     "figures": "figure",
 }
+#: input roles of files made outside boltzbench (``Method.input_files``: the sample
+#: file of a method ``kind: external``), which carry no provenance: verified by hash only
+FOREIGN_INPUTS = frozenset({"external_samples"})
 SHORT = 16  # hex digits of a hash shown in the chain (the summary shows them whole)
 
 
@@ -201,7 +206,7 @@ class Auditor:
 
     def link(self, role: str, record: dict[str, str], consumer: Path) -> Link:
         path = self.resolve(record["path"], consumer)
-        if role.startswith("output:"):  # a leaderboard table: verified by hash only
+        if role.startswith("output:") or role in FOREIGN_INPUTS:  # verified by hash only
             node = self.nodes.setdefault(path.resolve(), Node(path))
             node.sha256 = hash_path(path) if path.exists() else None
         else:

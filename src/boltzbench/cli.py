@@ -9,6 +9,10 @@
                                  (exit status 1 if any recorded hash does not match)
 ``boltzbench status [ARGS...]``  which outputs are stale and why (a Snakemake dry run
                                  with ARGS, e.g. --configfile C --directory D)
+``boltzbench score --config CONFIG --target NAME FILE [--seed S] [--name M]``
+                                 score a file of samples made elsewhere (.npz or Zarr,
+                                 see boltzbench.external) on a target, beside the
+                                 noise floor (exit status 2 for bad input)
 ``boltzbench compare A B [--sigma K] [--metrics M1,M2] [--brief]``
                                  do two leaderboard.csv files agree within their seed
                                  spreads, cell by cell (|Δ mean| ≤ K·SE, Welch SE; exit
@@ -113,6 +117,73 @@ def _compare(args: argparse.Namespace) -> int:
     return result.exit_status
 
 
+def _score(args: argparse.Namespace) -> int:
+    from boltzbench.config import ConfigError, validate_config
+    from boltzbench.external import ExternalSamplesError
+    from boltzbench.steps.score import ScoreError, score_file
+
+    try:
+        cfg = validate_config(yaml.safe_load(Path(args.config).read_text()))
+        report = score_file(cfg, args.target, args.file, args.seed, args.name)
+    except (ConfigError, ExternalSamplesError, ScoreError, OSError) as err:
+        print(f"boltzbench score: {err}", file=sys.stderr)
+        return 2
+    print("\n".join(render_score(report)))
+    return 0
+
+
+#: metrics of a score report shown only as counts in its header, not in its table
+_SCORE_HIDDEN = ("n_eval_samples", "n_eval_reference")
+
+
+def _number(v: float | None) -> str:
+    return "-" if v is None else f"{v:.4g}"
+
+
+def _score_header(report) -> list[str]:
+    """The file, its rows and checks, its declared costs and the reference used."""
+    from boltzbench.external import ENERGY_TOL
+
+    a = report.attrs
+    declared = {k.removeprefix("declared_"): v for k, v in a.items() if k.startswith("declared_")}
+    lw = a.get("n_nonfinite_log_weight", 0)
+    energies = (
+        f"checked against the target's (|ΔE| ≤ {ENERGY_TOL:g}·max(1, |E|) k_BT): they agree"
+        if a.get("energy_checked")
+        else "none in the file (the target's own are used)"
+    )
+    return [
+        f"boltzbench score: {report.path} on target {report.target!r} (seed {report.seed})",
+        f"  file: {a['external_format']}, sha256 {a['external_sha256']}",
+        f"  rows: {a['external_n_rows']} in the file, the first {report.n_rows} scored "
+        f"(sampling.n_samples = {report.n_samples})",
+        f"  non-finite rows: {a['n_nonfinite_rows']} (kept: the metrics count them as invalid)"
+        + (f"; non-finite log weights: {lw} (zero weight)" if lw else ""),
+        f"  energies: {energies}",
+        "  declared costs (not counted by boltzbench): "
+        + (", ".join(f"{k} {v}" for k, v in declared.items()) or "none"),
+        f"  reference: {report.reference}; N_eval = {report.n_eval}; noise floor: "
+        f"{report.replicates} perfect samplers of {report.n_samples} rows",
+    ]
+
+
+def render_score(report) -> list[str]:
+    """A score report as text: its header, then metric, value, floor and reading."""
+    from boltzbench.steps.aggregate import verdict
+
+    rows = [("metric", "value", "noise floor (mean ± std, n)", "reading")]
+    for name, value in report.metrics.items():
+        if name in _SCORE_HIDDEN:
+            continue
+        f = report.floor.get(name)
+        floor = "-" if f is None else f"{f.mean:.4g} ± {f.std:.2g} ({f.n})"
+        reading = "" if f is None else verdict(f.excess_sigma(value))
+        rows.append((name, _number(value), floor, reading))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    table = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[3] for r in rows]
+    return [*_score_header(report), "", *(line.rstrip() for line in table)]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="boltzbench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -140,6 +211,18 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("status", help="which outputs are stale and why (snakemake dry run)")
     p.add_argument("snakemake_args", nargs=argparse.REMAINDER)
     p.set_defaults(func=_status)
+    p = sub.add_parser("score", help="score a file of samples made elsewhere beside the floor")
+    p.add_argument("file", help="an .npz file or a Zarr store (see boltzbench.external)")
+    p.add_argument("--config", required=True, help="the config naming the target")
+    p.add_argument("--target", required=True, help="the target's name in the config")
+    p.add_argument("--seed", type=int, help="the seed of the reference rows and floor")
+    p.add_argument(
+        "--name",
+        default="external",
+        help="the method name that seeds the draw of rows scored (a pipeline method's name "
+        "reproduces its metrics)",
+    )
+    p.set_defaults(func=_score)
     p = sub.add_parser("compare", help="do two leaderboards agree within their seed spreads")
     p.add_argument("a", help="leaderboard.csv of one run")
     p.add_argument("b", help="leaderboard.csv of the other run")

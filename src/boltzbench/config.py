@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from boltzbench.registry import RegistryError, check_kwargs
+from boltzbench.registry import RegistryError, check_instance, check_kwargs, required_params
 
 __all__ = [
     "Config",
@@ -103,9 +103,22 @@ class TargetSpec(_Section):
 
 
 class MethodSpec(_Section):
-    """A method: a registered ``kind`` with its hyperparameters."""
+    """A method: a registered ``kind`` or a user ``callable``, with its hyperparameters."""
 
-    kind: str = Field(..., description="Name of a registered method (boltzbench list).")
+    kind: str | None = Field(
+        None,
+        description=(
+            "Name of a registered method (boltzbench list); 'external' scores samples made "
+            "elsewhere, read from the file its params name."
+        ),
+    )
+    callable: str | None = Field(
+        None,
+        description=(
+            "'module:function' (or a class) returning a boltzbench Method (a user method); "
+            "its file is part of its jobs' code hash."
+        ),
+    )
     params: dict[str, Any] = Field(
         default_factory=dict, description="Keyword arguments of the method's constructor."
     )
@@ -127,9 +140,22 @@ class MethodSpec(_Section):
         ),
     )
 
+    @model_validator(mode="after")
+    def _one_source(self) -> MethodSpec:
+        if (self.kind is None) == (self.callable is None):
+            raise ValueError("give exactly one of 'kind' or 'callable'")
+        return self
+
     def params_for(self, target: str) -> dict[str, Any]:
         """The effective parameters on ``target``: ``params`` updated by its override."""
         return {**self.params, **self.overrides.get(target, {})}
+
+    def entry(self, target: str | None = None) -> dict[str, Any]:
+        """``{kind|callable, params}`` of the method (on ``target``: overrides applied),
+        as :func:`boltzbench.methods.build_method` takes it."""
+        params = self.params if target is None else self.params_for(target)
+        source = {"callable": self.callable} if self.callable else {"kind": self.kind}
+        return {**source, "params": params}
 
     def budget_for(self, target: str) -> int | None:
         """The evaluation budget on ``target`` (None: none)."""
@@ -357,15 +383,14 @@ def _check_eval_sizes(cfg: Config) -> None:
 
 
 def _check_methods(cfg: Config, targets: dict[str, Any]) -> None:
-    from boltzbench.methods import METHODS
-
+    """Every method builds (a registered kind, or a user callable that imports and
+    returns a Method) with its params, and with each target's override, and
+    accepts each target it runs on (:meth:`~boltzbench.methods.Method.check_target`)."""
     for name, spec in cfg.methods.items():
         key = f"methods.{name}"
-        try:
-            factory = METHODS.get(spec.kind)
-        except RegistryError as err:
-            raise ConfigError(f"config key '{key}': {err}") from None
-        _build_method(factory, spec.kind, spec.params, f"{key}.params")
+        runs_on = spec.targets or list(cfg.targets)
+        if _builds_alone(_method_factory(spec, key), spec, runs_on):
+            _build_method(spec.entry(), f"{key}.params", f"{key}.callable")
         for field in ("targets", "overrides"):
             for t in getattr(spec, field) or []:
                 if t not in cfg.targets:
@@ -373,19 +398,43 @@ def _check_methods(cfg: Config, targets: dict[str, Any]) -> None:
                         f"config key '{key}.{field}': unknown target {t!r}; "
                         f"valid choices: {', '.join(cfg.targets)}"
                     )
-        for t in spec.targets or list(cfg.targets):
+        for t in runs_on:
             sub = f"{key}.overrides.{t}" if t in spec.overrides else f"{key}.params"
-            _build_method(factory, spec.kind, spec.params_for(t), sub)
+            method = _build_method(spec.entry(t), sub, f"{key}.callable")
+            try:
+                method.check_target(targets[t])
+            except ValueError as err:
+                raise ConfigError(f"config key '{sub}': on target {t!r}: {err}") from None
+
+
+def _builds_alone(factory, spec: MethodSpec, runs_on: list[str]) -> bool:
+    """Whether ``params`` are checked on their own (errors then name ``methods.X.params``):
+    not when a required parameter is missing from them but every target's override
+    gives it (an external sample file per target)."""
+    missing = set(required_params(factory)) - set(spec.params)
+    return not missing or not all(missing <= set(spec.overrides.get(t, {})) for t in runs_on)
+
+
+def _method_factory(spec: MethodSpec, key: str):
+    """The method's factory: an unknown kind names ``methods.X``, a callable that
+    does not import or is not callable names ``methods.X.callable``."""
+    from boltzbench.methods import method_factory
+
+    try:
+        return method_factory(spec.entry())
+    except RegistryError as err:
+        where = f"{key}.callable" if spec.callable else key
+        raise ConfigError(f"config key '{where}': {err}") from None
 
 
 def _check_data(cfg: Config, built: dict[str, Any]) -> None:
     """Refuse a data-based method on a target that has no reference data to train on."""
-    from boltzbench.methods import METHODS
+    from boltzbench.methods import build_method
 
     for name, spec in cfg.methods.items():
         for t in spec.targets or list(cfg.targets):
             has_data = cfg.targets[t].reference is not None or built[t].exact_sampling
-            method = METHODS.build(spec.kind, **spec.params_for(t))
+            method = build_method(spec.entry(t))
             if getattr(method, "needs_data", False) and not has_data:
                 raise ConfigError(
                     f"config key 'methods.{name}': it trains on reference samples, but target "
@@ -398,7 +447,7 @@ def _check_budgets(cfg: Config, methods: dict[str, MethodSpec], sweep: bool = Fa
     """A budget names known targets, and every (method, target) with a budget can
     plan a run that spends it (:meth:`~boltzbench.methods.Method.plan_budget`) and
     leaves an energy-trained method something to train on."""
-    from boltzbench.methods import METHODS
+    from boltzbench.methods import build_method
 
     n = cfg.sampling.n_samples
     for name, spec in methods.items():
@@ -415,7 +464,7 @@ def _check_budgets(cfg: Config, methods: dict[str, MethodSpec], sweep: bool = Fa
                 continue
             where = f"config key '{key}': {budget} evaluations for {name!r} on {t!r}"
             try:
-                plan = METHODS.build(spec.kind, **spec.params_for(t)).plan_budget(budget, n)
+                plan = build_method(spec.entry(t)).plan_budget(budget, n)
             except ValueError as err:
                 raise ConfigError(f"{where} cannot be planned: {err}") from None
             _check_training_share(plan.method, budget, n, where)
@@ -437,13 +486,22 @@ def sweep_methods(cfg: Config) -> dict[str, MethodSpec]:
     if sweep is None:
         return {}
     names = sweep.methods or [
-        m for m, spec in cfg.methods.items() if sweep.target in (spec.targets or cfg.targets)
+        m
+        for m, spec in cfg.methods.items()
+        if sweep.target in (spec.targets or cfg.targets) and not _declares_costs(spec, sweep.target)
     ]
     return {
         f"{m}-budget{b}": cfg.methods[m].model_copy(update={"budget": b, "targets": [sweep.target]})
         for m in names
         for b in sweep.budgets
     }
+
+
+def _declares_costs(spec: MethodSpec, target: str) -> bool:
+    """Whether the method scores samples made elsewhere (costs declared, not counted)."""
+    from boltzbench.methods import build_method
+
+    return build_method(spec.entry(target)).declares_costs
 
 
 def sweep_members(cfg: Config) -> dict[str, dict[str, Any]]:
@@ -472,6 +530,11 @@ def _check_sweep(cfg: Config) -> None:
                 f"config key 'budget_sweep.methods': {m!r} is not a method that runs on "
                 f"{sweep.target!r}"
             )
+        if _declares_costs(spec, sweep.target):
+            raise ConfigError(
+                f"config key 'budget_sweep.methods': {m!r} scores samples made elsewhere "
+                "(its costs are declared, not counted): a budget cannot change them"
+            )
     if any(s < 0 for s in sweep.seeds or []):
         raise ConfigError(
             f"config key 'budget_sweep.seeds': seeds must be >= 0 (got {sweep.seeds})"
@@ -486,14 +549,22 @@ def _check_sweep(cfg: Config) -> None:
         raise ConfigError(f"config key 'methods': names {sorted(clash)} are taken by budget_sweep")
 
 
-def _build_method(factory, kind: str, params: dict[str, Any], key: str):
+def _build_method(entry: dict[str, Any], key: str, callable_key: str):
+    """Build a method entry: a parameter it does not take, or one its constructor
+    refuses, names ``key``; a callable that returns no Method names ``callable_key``."""
+    from boltzbench.methods import Method, method_factory
+
+    name = entry.get("kind") or entry["callable"]
+    factory = method_factory(entry)
     try:
-        check_kwargs(factory, params, f"method {kind!r}")
-        return factory(**params)
+        check_kwargs(factory, entry["params"], f"method {name!r}")
+        method = factory(**entry["params"])
+    except (RegistryError, TypeError, ValueError) as err:
+        raise ConfigError(f"config key '{key}': {err}") from None
+    try:
+        return check_instance(method, Method, name)
     except RegistryError as err:
-        raise ConfigError(f"config key '{key}': {err}") from None
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"config key '{key}': {err}") from None
+        raise ConfigError(f"config key '{callable_key}': {err}") from None
 
 
 def validate_config(raw: dict[str, Any]) -> Config:

@@ -13,7 +13,16 @@ import inspect
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-__all__ = ["Registry", "RegistryError", "import_callable", "check_kwargs"]
+__all__ = [
+    "Registry",
+    "RegistryError",
+    "import_callable",
+    "check_kwargs",
+    "required_params",
+    "spec_factory",
+    "build_spec",
+    "check_instance",
+]
 
 T = TypeVar("T")
 
@@ -96,6 +105,13 @@ def accepted_params(factory: Callable[..., Any]) -> list[str] | None:
     return [p.name for p in params if p.kind is not inspect.Parameter.VAR_POSITIONAL]
 
 
+def required_params(factory: Callable[..., Any]) -> list[str]:
+    """Keyword names ``factory`` needs (those without a default)."""
+    params = inspect.signature(factory).parameters.values()
+    kinds = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    return [p.name for p in params if p.default is inspect.Parameter.empty and p.kind not in kinds]
+
+
 def check_kwargs(factory: Callable[..., Any], kwargs: dict[str, Any], what: str) -> None:
     """Raise :class:`RegistryError` naming any keyword ``factory`` does not take."""
     valid = accepted_params(factory)
@@ -126,3 +142,34 @@ def import_callable(spec: str) -> Callable[..., Any]:
     if not callable(obj):
         raise RegistryError(f"{spec!r} is not callable")
     return obj
+
+
+def spec_factory(registry: Registry[T], spec: dict[str, Any]) -> Callable[..., T]:
+    """The factory a config entry names: its ``callable`` ("module:function" or a
+    class, a user's), else its registered ``kind``."""
+    if spec.get("callable"):
+        return import_callable(spec["callable"])
+    return registry.get(spec["kind"])
+
+
+def build_spec(registry: Registry[T], spec: dict[str, Any], base: type) -> T:
+    """Build the config entry ``{kind|callable, params}`` of ``registry``.
+
+    Every keyword is checked first; a user callable must return an instance of
+    ``base`` (RegistryError otherwise, naming what it returned).
+    """
+    factory = spec_factory(registry, spec)
+    params = dict(spec.get("params") or {})
+    name = spec.get("kind") or spec.get("callable")
+    check_kwargs(factory, params, f"{registry.kind} {name!r}")
+    return check_instance(factory(**params), base, name)
+
+
+def check_instance(built: Any, base: type, name: str) -> Any:
+    """``built``, or RegistryError when it is not a ``base`` (what ``name`` returned)."""
+    if not isinstance(built, base):
+        raise RegistryError(
+            f"{name!r} returned {type(built).__name__}, not a boltzbench {base.__name__} "
+            f"(an instance of {base.__module__}.{base.__name__})"
+        )
+    return built

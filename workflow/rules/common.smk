@@ -19,6 +19,7 @@ from boltzbench.config import (
 )
 from boltzbench.hashing import closure_hash
 from boltzbench.methods import METHODS as METHOD_REGISTRY
+from boltzbench.methods import method_factory
 from boltzbench.targets import TARGETS as TARGET_REGISTRY
 from boltzbench.targets import target_factory
 
@@ -43,26 +44,30 @@ def source(step):
     rule gets, as a param, the hash of the boltzbench files its step imports
     (found statically), plus the modules of the job's method and target (a
     lazily registered one, such as aldp, is not in any step's imports), or the
-    file of a user target. Changing code reruns exactly the jobs that run it;
+    file of a user method or target. A sample job's hash also covers the files
+    from outside the pipeline that its method reads (``Method.input_files``: an
+    external sample file). Changing code reruns exactly the jobs that run it;
     so does turning the reproducible mode on or off (it changes the kernels).
     """
 
     def params(wildcards):
         modules = [f"boltzbench.steps.{step}", "boltzbench.steps.adapter"]
+        extra = []
         if "method" in wildcards.keys():
-            modules.append(
-                METHOD_REGISTRY.module_of(ALL_METHODS[wildcards.method].kind)
-            )
-        extra = ()
+            spec = ALL_METHODS[wildcards.method]
+            if spec.kind:  # a registered method, imported lazily
+                modules.append(METHOD_REGISTRY.module_of(spec.kind))
+            else:  # a user method: its file
+                extra.append(inspect.getfile(method_factory(spec.entry())))
+            if step == "sample":
+                extra += method_inputs(wildcards).values()
         if "target" in wildcards.keys():
             kind = CFG.targets[wildcards.target].kind
             if kind:  # a registered target, possibly imported lazily (aldp)
                 modules.append(TARGET_REGISTRY.module_of(kind))
             else:  # a user target: its file
-                extra = (
-                    str(Path(inspect.getfile(target_factory(target_spec(wildcards))))),
-                )
-        code = closure_hash(*modules, extra_files=extra)
+                extra.append(inspect.getfile(target_factory(target_spec(wildcards))))
+        code = closure_hash(*modules, extra_files=tuple(extra))
         # the reproducible mode changes the kernels jobs run: toggling it reruns them
         return f"{code}+reproducible" if CFG.reproducible else code
 
@@ -83,9 +88,17 @@ def target_spec(wildcards):
 
 
 def method_spec(wildcards):
-    """The method's kind and its effective params on this target (overrides applied)."""
-    spec = ALL_METHODS[wildcards.method]
-    return canonical({"kind": spec.kind, "params": spec.params_for(wildcards.target)})
+    """The method's kind (or callable) and its effective params on this target
+    (overrides applied)."""
+    return canonical(ALL_METHODS[wildcards.method].entry(wildcards.target))
+
+
+def method_inputs(wildcards):
+    """Files from outside the pipeline that the method's sampling reads, by role
+    (an external sample file); inputs of the sample job."""
+    from boltzbench.steps.common import build_method
+
+    return build_method(method_spec(wildcards)).input_files()
 
 
 def method_budget(wildcards):

@@ -3,6 +3,7 @@
 
 rule sample:
     input:
+        unpack(method_inputs),
         model=rules.train.output.model,
     output:
         samples=directory(f"{RESULTS}/{{target}}/{{method}}/seed{{seed}}/samples.zarr"),

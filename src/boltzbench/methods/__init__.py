@@ -1,14 +1,20 @@
 """Methods: every sampler family behind one interface, one registry.
 
-Build a method from its config entry with ``METHODS.build(kind, **params)``.
+Build a method from its config entry with :func:`build_method`: the entry
+names a registered ``kind`` or a user ``callable`` (``"module:function"`` or a
+class) that returns a :class:`Method`; both take ``params`` as keyword
+arguments.
 """
 
 from __future__ import annotations
 
-from boltzbench.methods.base import Method, SampleSet
-from boltzbench.registry import Registry
+from collections.abc import Callable
+from typing import Any
 
-__all__ = ["METHODS", "Method", "SampleSet"]
+from boltzbench.methods.base import Method, SampleSet
+from boltzbench.registry import Registry, build_spec, spec_factory
+
+__all__ = ["METHODS", "Method", "SampleSet", "build_method", "method_factory"]
 
 METHODS: Registry[Method] = Registry("method")
 
@@ -21,3 +27,15 @@ METHODS.register_lazy("diffusion", "boltzbench.methods.diffusion:DiffusionSample
 METHODS.register_lazy("fab", "boltzbench.methods.fab:FAB")
 METHODS.register_lazy("flow_mcmc", "boltzbench.methods.flow_mcmc:FlowMCMC")
 METHODS.register_lazy("flow_matching", "boltzbench.methods.flow_matching:FlowMatching")
+METHODS.register_lazy("external", "boltzbench.methods.external:ExternalSamples")
+
+
+def method_factory(spec: dict[str, Any]) -> Callable[..., Method]:
+    """The factory a method config entry names (``kind`` or ``callable``)."""
+    return spec_factory(METHODS, spec)
+
+
+def build_method(spec: dict[str, Any]) -> Method:
+    """Build the method of a config entry ``{kind|callable, params}``; a user
+    callable must return a :class:`Method` (RegistryError otherwise)."""
+    return build_spec(METHODS, spec, Method)

@@ -21,6 +21,16 @@ Capability tags (class attributes):
     ``fit`` does real work and yields a training history.
 ``weighted``
     Samples come with importance weights (``log_weight``).
+``declares_costs``
+    The samples were made elsewhere and their costs are *declared* (by the
+    file they come from), not counted: boltzbench's own evaluations (the
+    check of the file's energies) are recorded as ``check_n_*`` instead, and
+    the leaderboard marks the costs as declared (the ``external`` method).
+
+Hooks a method may override (each has a default that does nothing):
+:meth:`Method.check_target` (config validation, before any job) and
+:meth:`Method.input_files` (files from outside the pipeline that sampling
+reads, made inputs of the sample job).
 
 Evaluation budgets. A budget is a plan, not only a cap:
 :meth:`Method.plan_budget` returns a :class:`BudgetPlan`, a copy of the method
@@ -231,6 +241,25 @@ class Method:
     budget_settings: tuple[str, ...] = ()
     #: :meth:`log_density` gives the normalized density the samples are drawn from
     has_density: bool = False
+    #: the costs come declared with samples made elsewhere, not counted (``external``)
+    declares_costs: bool = False
+
+    def check_target(self, target: Target) -> None:
+        """Raise ValueError when this method, as configured, cannot run on ``target``.
+
+        Config validation calls it for every target the method runs on, before
+        any job starts (``external``: its file exists and holds rows of the
+        target's dimension). Default: nothing to check.
+        """
+
+    def input_files(self) -> dict[str, str]:
+        """Files from outside the pipeline that :meth:`sample` reads, ``{role: path}``.
+
+        The sample job takes them as inputs: their sha256 is in its provenance
+        and a change to them reruns it (``external``: its sample file).
+        Roles are Python identifiers. Default: none.
+        """
+        return {}
 
     def log_density(self, target: Target, x: torch.Tensor) -> torch.Tensor:
         """log q(x) of the fitted sampler at ``x`` ``(n, dim)``, float64 ``(n,)``: the

@@ -59,12 +59,15 @@ def _long_records(metric_files: list[str]) -> pd.DataFrame:
     rows = []
     for path in metric_files:
         m = read_json(path)
+        diagnostics = m.get("diagnostics") or {}
         base = {
             "target": m["target"],
             "method": m["method"],
             "seed": m["seed"],
             "n_samples": m["n_samples"],
-            "budget_note": (m.get("diagnostics") or {}).get("budget_note") or "",
+            "budget_note": diagnostics.get("budget_note") or "",
+            "costs_declared": bool(m["cost"].get("costs_declared")),
+            "declared_device": diagnostics.get("declared_device") or "",
         }
         values = {**m["metrics"], **{k: m["cost"].get(k) for k in COST_COLUMNS}}
         rows += [{**base, "metric": k, "value": _as_float(v)} for k, v in values.items()]
@@ -108,6 +111,11 @@ def _add_floors(wide: pd.DataFrame, floor_files: list[str]) -> None:
         ).where(lambda v: v > 0)
 
 
+def _first_text(values: pd.Series) -> str:
+    """The first non-empty string of ``values`` ("" when none)."""
+    return next((v for v in values if v), "")
+
+
 def leaderboard_frame(metric_files: list[str], floor_files: list[str]) -> pd.DataFrame:
     """Wide numeric leaderboard, one row per (target, method).
 
@@ -116,8 +124,10 @@ def leaderboard_frame(metric_files: list[str], floor_files: list[str]) -> pd.Dat
     sample metrics ``<metric>_floor``, ``<metric>_floor_std`` and
     ``<metric>_floor_n`` (mean, sample std and number of the floor's draws,
     over seeds × replicates) and ``<metric>_excess_sigma`` = (mean − floor) /
-    floor_std; and ``budget_note``, the first non-empty note of the row's runs
-    on why a budget was not spent.
+    floor_std; ``budget_note``, the first non-empty note of the row's runs
+    on why a budget was not spent; ``costs_declared`` (True when the row's
+    costs were declared with samples made elsewhere, not counted) and
+    ``declared_device``.
     """
     long = _long_records(metric_files)
     finite = long["value"].where(long["value"].map(math.isfinite))
@@ -131,7 +141,9 @@ def leaderboard_frame(metric_files: list[str], floor_files: list[str]) -> pd.Dat
     meta = long.groupby(["target", "method"]).agg(
         n_seeds=("seed", "nunique"),
         n_samples=("n_samples", "first"),
-        budget_note=("budget_note", lambda v: next((x for x in v if x), "")),
+        budget_note=("budget_note", _first_text),
+        costs_declared=("costs_declared", "max"),
+        declared_device=("declared_device", _first_text),
     )
     wide = meta.join(wide)
     _add_floors(wide, floor_files)
@@ -190,6 +202,16 @@ SHOWN = (
 )
 
 
+#: cost columns that come from declared costs, not counted ones, on a row whose
+#: samples were made elsewhere (``costs_declared``); their cells say "(declared)"
+DECLARED_COLUMNS = (
+    "total_n_energy",
+    "total_n_grad",
+    "total_seconds",
+    "budget_used",
+    "ess_per_1e6_evals",
+)
+
 #: |excess| in floor standard deviations within which a mean is "at the floor"
 AT_FLOOR_SIGMA = 2.0
 
@@ -233,6 +255,8 @@ def _cell(r: pd.Series, name: str) -> str | None:
     dropped = r.get("nonfinite_fraction_mean", 0.0)
     if _drops_rows(name) and dropped > 0:
         text += f" † {dropped:.1%} dropped"
+    if r.get("costs_declared") and name in DECLARED_COLUMNS:
+        text += " (declared)"
     return text
 
 
@@ -266,6 +290,8 @@ def _table(sub: pd.DataFrame, names: list[str]) -> pd.DataFrame:
             floor_row[name] = floor_row.get(name) or _floor_cell(r, name)
         if r.get("budget_note"):
             row["budget note"] = r.budget_note
+        if r.get("declared_device"):
+            row["device (declared)"] = r.declared_device
         rows.append(row)
     table = pd.DataFrame([floor_row, *rows])
     table = table.dropna(axis=1, how="all").astype(object)
@@ -316,7 +342,9 @@ _PREAMBLE = (
     "evaluations). `budget` is the evaluation budget the run was held to (target energy "
     "evaluations, fit + sample; empty: none), `budget_used` the fraction of it spent; "
     "`total_n_energy` never exceeds it, and a run that spent less than 95 % says why in "
-    "its budget note. "
+    "its budget note. Costs marked '(declared)' were not counted by boltzbench: they are "
+    "declared by the file of samples made elsewhere (a method `kind: external`), as is "
+    "the device; with no declaration the cell is empty. "
     "`ess_per_1e6_evals` is the ESS as a number of samples per 10⁶ energy evaluations: "
     "the Kish ESS (Σw)²/Σw² over all rows for weighted sets, the autocorrelation ESS of "
     "the kept chain draws (smallest over coordinates, Vehtari et al. 2021) for MCMC; "

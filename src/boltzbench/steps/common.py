@@ -13,7 +13,7 @@ import torch
 
 from boltzbench.checkpoint import Checkpoint
 from boltzbench.hashing import canonical_json, derive_seed, hash_json, hash_path
-from boltzbench.methods import METHODS, Method
+from boltzbench.methods import Method, build_method
 from boltzbench.methods.base import BUDGET_SPEND_MIN, BudgetPlan, TrainingDiverged
 from boltzbench.targets import CountingTarget, Target, build_target
 from boltzbench.targets.counting import EvalCounts
@@ -125,10 +125,6 @@ def named_divergence(method_name: str, target_name: str) -> Iterator[None]:
         yield
     except TrainingDiverged as err:
         raise TrainingDiverged(f"method {method_name!r} on target {target_name!r}: {err}") from err
-
-
-def build_method(spec: dict[str, Any]) -> Method:
-    return METHODS.build(spec["kind"], **(spec.get("params") or {}))
 
 
 @contextmanager

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from boltzbench.registry import Registry, RegistryError, check_kwargs, import_callable
+from boltzbench.registry import Registry, build_spec, spec_factory
 from boltzbench.targets.analytic import GMM, Funnel, ManyWell
 from boltzbench.targets.base import Target
 from boltzbench.targets.counting import BudgetExceeded, CountingTarget, EvalCounts
@@ -44,19 +44,9 @@ TARGETS.register_lazy("aldp", "boltzbench.targets.aldp:AlanineDipeptide")
 
 def target_factory(spec: dict[str, Any]):
     """The factory a target config entry names (``kind`` or ``callable``)."""
-    if spec.get("callable"):
-        return import_callable(spec["callable"])
-    return TARGETS.get(spec["kind"])
+    return spec_factory(TARGETS, spec)
 
 
 def build_target(spec: dict[str, Any]) -> Target:
     """Build the target of a config entry ``{kind|callable, params}``."""
-    factory = target_factory(spec)
-    params = dict(spec.get("params") or {})
-    check_kwargs(factory, params, f"target {spec.get('kind') or spec.get('callable')!r}")
-    target = factory(**params)
-    if not isinstance(target, Target):
-        raise RegistryError(
-            f"{spec.get('callable')!r} returned {type(target).__name__}, not a boltzbench Target"
-        )
-    return target
+    return build_spec(TARGETS, spec, Target)
