@@ -61,7 +61,10 @@ def working_directory(results: Path) -> Path:
     board = results / LEADERBOARD
     if not board.is_file():
         raise ExportError(f"no {LEADERBOARD} in {results}: export needs a finished run")
-    recorded = PurePath(read_json(board)["outputs"]["csv"]["path"])
+    try:
+        recorded = PurePath(read_json(board)["outputs"]["csv"]["path"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise ExportError(f"{board} records no leaderboard table: {err!r}") from None
     if recorded.is_absolute() or ".." in recorded.parts:
         raise ExportError(f"{board} records {recorded}: only relative paths can move")
     table = Path(os.path.abspath(results / recorded.name))
