@@ -3,16 +3,20 @@ verified; a flipped byte or an edited attr is caught and named.
 
 The fast tests build a small chain by hand (reference -> model -> metrics); the
 pipeline tests audit a real run of tests/configs/micro.yaml (shared with
-tests/test_status.py through :func:`micro_run`).
+tests/test_status.py through :func:`micro_run`), and its export unpacked elsewhere
+(tests/test_export.py exports a hand-made run).
 """
 
 from __future__ import annotations
 
 import shutil
+import tarfile
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
+import xarray as xr
 import zarr
 
 from boltzbench.audit import audit, problems
@@ -235,3 +239,38 @@ def test_audit_of_an_edited_leaderboard(micro_copy, capsys):
     assert code == 1
     assert "results/leaderboard.csv: sha256 recorded by results/leaderboard.provenance.json" in out
     assert main(["audit", "results/leaderboard.csv", "--row", "gauss/nope"]) == 2
+
+
+@pytest.mark.pipeline
+def test_every_store_of_a_run_opens_without_warnings(micro):
+    """The stores as the pipeline leaves them, .snakemake_timestamp inside each."""
+    stores = sorted((micro / "results").rglob("*.zarr"))
+    assert len(stores) == 7 and all((s / ".snakemake_timestamp").is_file() for s in stores)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for path in stores:
+            with xr.open_zarr(path) as ds:
+                ds.load()
+
+
+@pytest.mark.pipeline
+def test_an_export_of_the_run_audits_unpacked_elsewhere(micro, capsys, tmp_path, monkeypatch):
+    archive = tmp_path / "micro.tar.gz"
+    assert main(["export", str(micro / "results"), str(archive)]) == 0, capsys.readouterr()
+    with tarfile.open(archive) as tar:
+        names = tar.getnames()
+        tar.extractall(tmp_path / "unpacked", filter="data")
+    for part in ("leaderboard.csv", "leaderboard.html", "config.resolved.yaml", "figures/"):
+        assert any(name.startswith(f"results/{part}") for name in names), part
+    assert not any(("logs/" in n) or ("checkpoints/" in n) for n in names)
+    monkeypatch.chdir(tmp_path)  # neither the run nor the current directory resolves links
+    code, out = run_audit(capsys, "unpacked")
+    assert code == 0, out
+    assert "manifest ok" in out and "← reference: reference data unpacked/results/gauss" in out
+    chunk = tmp_path / "unpacked/results/gauss/mala/seed0/samples.zarr/x/c/0/0"
+    flip_byte(chunk)
+    code, out = run_audit(capsys, "unpacked")
+    assert code == 1
+    summary = out.split("\naudit: ", 1)[1]
+    assert "unpacked/results/gauss/mala/seed0/samples.zarr/x/c/0/0: manifest sha256" in summary
+    assert "samples.zarr: data_sha256 recorded" in summary

@@ -1,12 +1,25 @@
 """Artifacts: Zarr round trips, atomic writes, provenance and content hashes."""
 
 import json
+import warnings
 
+import numpy as np
 import pytest
 import torch
 import xarray as xr
+import zarr
+from snakemake.io import IOFile, directory
 
-from boltzbench.hashing import PACKAGE_ROOT, closure_hash, derive_seed, hash_path, module_closure
+from boltzbench.hashing import (
+    PACKAGE_ROOT,
+    ROOT_METADATA,
+    _hash_tree,
+    closure_hash,
+    data_hash,
+    derive_seed,
+    hash_path,
+    module_closure,
+)
 from boltzbench.io import (
     dataset_to_samples,
     load_model,
@@ -41,6 +54,66 @@ def test_sample_set_round_trip(tmp_path):
     assert torch.equal(back.diagnostics["ess_per_dim"], torch.tensor([3.0, 4.0]))
     assert back.attrs["acceptance"] == 0.5 and back.attrs["k"] == "v"
     assert json.loads(back.attrs["nested"]) == {"a": 1}
+
+
+def test_a_store_opens_the_ecosystem_way_without_warnings(tmp_path):
+    """``xarray.open_zarr(path)``, as a user opens a store, with every warning an error:
+    a sample set and a model as written, then with the ``.snakemake_timestamp`` that
+    Snakemake leaves inside a directory output (made by Snakemake's own code)."""
+    samples = write_store(samples_to_dataset(sample_set()), tmp_path / "s.zarr", {"k": "v"})
+    model = save_model(tmp_path / "m.zarr", {"w": torch.ones(2, 2)}, {"loss": [1.0]}, {})
+    for path in (samples, model):
+        for marked in (False, True):
+            if marked:
+                IOFile(directory(str(path))).touch()
+                assert (path / ".snakemake_timestamp").is_file()
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                with xr.open_zarr(path) as ds:
+                    ds.load()
+                read_store(path)
+    assert set(xr.open_zarr(samples).data_vars) >= {"x", "energy", "log_weight"}
+
+
+def test_the_seal_covers_the_consolidated_metadata(tmp_path):
+    """A reader of consolidated metadata takes the arrays' metadata from the root
+    document, so an edit there (a dtype, here) breaks the seal, as one in an array's
+    own document does; editing attrs does not."""
+    path = write_store(samples_to_dataset(sample_set()), tmp_path / "s.zarr", {"k": "v"})
+    root = json.loads((path / "zarr.json").read_text())
+    assert set(root["consolidated_metadata"]["metadata"]) >= {"x", "energy"}
+    sealed = root["attributes"]["data_sha256"]
+    assert data_hash(path) == sealed
+    zarr.open_group(path, mode="r+").attrs["k"] = "w"
+    assert data_hash(path) == sealed and "consolidated_metadata" in (path / "zarr.json").read_text()
+    root = json.loads((path / "zarr.json").read_text())
+    root["consolidated_metadata"]["metadata"]["x"]["data_type"] = "int64"
+    (path / "zarr.json").write_text(json.dumps(root))
+    assert data_hash(path) != sealed
+
+
+def test_stores_without_consolidated_metadata_keep_their_seal(tmp_path):
+    """A store written before consolidated metadata hashes as it did (every file but
+    the root document) and reads without a warning; a zarr v2 store's .zmetadata
+    (which copies the root attrs) is covered but for those attrs."""
+    old = tmp_path / "old.zarr"
+    samples_to_dataset(sample_set()).to_zarr(old, consolidated=False)
+    IOFile(directory(str(old))).touch()
+    assert data_hash(old) == _hash_tree(old, skip=ROOT_METADATA)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert torch.equal(dataset_to_samples(read_store(old)).x, sample_set().x)
+    v2 = tmp_path / "v2.zarr"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        xr.Dataset({"x": ("s", np.arange(3.0))}).to_zarr(v2, consolidated=True, zarr_format=2)
+        before = data_hash(v2)
+        zarr.open_group(v2, mode="r+").attrs["data_sha256"] = before
+    assert data_hash(v2) == before and "data_sha256" in (v2 / ".zmetadata").read_text()
+    meta = json.loads((v2 / ".zmetadata").read_text())
+    meta["metadata"]["x/.zarray"]["dtype"] = "<i8"
+    (v2 / ".zmetadata").write_text(json.dumps(meta))
+    assert data_hash(v2) != before
 
 
 def test_model_round_trip_without_pickle(tmp_path):

@@ -22,11 +22,19 @@ A leaderboard (``leaderboard.{csv,md,html}`` or ``leaderboard.provenance.json``)
 is audited through its provenance file: the hashes of the files it wrote, and
 of every metrics and noise-floor file it read, optionally only one row's
 (``row="gmm40/mala"``: the metrics files of every seed of that row and the
-target's noise floor). Recorded paths are relative to the workflow's working
-directory: ``directory``, or else the first of the current directory and the
-audited file's parents under which they exist. Inputs made outside boltzbench
-(the sample file of a method ``kind: external``) carry no provenance and are
+target's noise floor). The budget sweep's ``budget_sweep.provenance.json``
+records the files it wrote the same way. Inputs made outside boltzbench (the
+sample file of a method ``kind: external``) carry no provenance and are
 verified by their sha256 only.
+
+An archive written by ``boltzbench export`` and unpacked elsewhere is audited
+through its ``MANIFEST.json`` (give the directory or the manifest): every file
+against the sha256 the manifest lists (a changed, missing or unlisted file is
+named), and the manifest, itself an artifact of step ``export``, through the
+chains of the run's roots (leaderboard, budget sweep, figures) it records as its
+inputs. Recorded paths are relative to the workflow's working directory:
+``directory`` (for an archive: where it was unpacked), or else the first of the
+current directory and the audited file's parents under which they exist.
 """
 
 from __future__ import annotations
@@ -37,13 +45,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from boltzbench.hashing import hash_json, hash_path
+from boltzbench.hashing import content_files, hash_json, hash_path
 from boltzbench.io import DATA_HASH, read_attrs, read_json, recompute_data_hash
 
-__all__ = ["Auditor", "Check", "Node", "Link", "audit", "render", "problems", "LEADERBOARD"]
+__all__ = [
+    "Auditor",
+    "Check",
+    "Node",
+    "Link",
+    "audit",
+    "render",
+    "problems",
+    "manifest_checks",
+    "LEADERBOARD",
+    "MANIFEST",
+]
 
 #: the provenance file of a leaderboard, beside leaderboard.{csv,md,html}
 LEADERBOARD = "leaderboard.provenance.json"
+#: a provenance file that records the files its step wrote (``outputs``)
+PROVENANCE_SUFFIX = ".provenance.json"
+#: the manifest at the root of an archive written by ``boltzbench export``
+MANIFEST = "MANIFEST.json"
 #: what each step's artifact is called in the chain
 LABELS = {
     "reference": "reference data",
@@ -53,6 +76,8 @@ LABELS = {
     "noise_floor": "noise floor",
     "aggregate": "leaderboard",
     "figures": "figure",
+    "budget_sweep": "budget sweep",
+    "export": "export manifest",
 }
 #: input roles of files made outside boltzbench (``Method.input_files``: the sample
 #: file of a method ``kind: external``), which carry no provenance: verified by hash only
@@ -62,11 +87,13 @@ SHORT = 16  # hex digits of a hash shown in the chain (the summary shows them wh
 
 @dataclass
 class Check:
-    """One verification: ``name`` (what was compared), ``ok`` and a readable ``detail``."""
+    """One verification: ``name`` (what was compared), ``ok`` and a readable ``detail``;
+    ``where``: the file it is about, when not the artifact that holds the check."""
 
     name: str
     ok: bool
     detail: str
+    where: Path | None = None
 
 
 @dataclass
@@ -199,8 +226,8 @@ class Auditor:
         return node
 
     def _outputs(self, path: Path) -> dict[str, dict[str, str]]:
-        """The files a leaderboard wrote, as roles ``output:<name>``."""
-        if path.name != LEADERBOARD:
+        """The files a leaderboard (or the budget sweep) wrote, as roles ``output:<name>``."""
+        if not path.name.endswith(PROVENANCE_SUFFIX):
             return {}
         return {f"output:{k}": v for k, v in _recorded(read_json(path).get("outputs")).items()}
 
@@ -223,10 +250,61 @@ def _link_check(record: dict[str, str], node: Node) -> Check:
     return Check("sha256", True, "ok")
 
 
+def archive_manifest(path: Path) -> Path | None:
+    """The manifest of an unpacked export: ``path`` itself, or the one in it."""
+    if path.name == MANIFEST and path.is_file():
+        return path
+    if path.is_dir() and (path / MANIFEST).is_file():
+        return path / MANIFEST
+    return None
+
+
+def manifest_checks(manifest: Path) -> list[Check]:
+    """Every file of an unpacked export against the sha256 its manifest lists.
+
+    One failed check per file that is changed, missing or not listed (Snakemake's
+    ``.snakemake_timestamp`` markers aside); one passed check if every file verifies.
+    """
+    root = manifest.parent
+    try:
+        listed = {name: rec["sha256"] for name, rec in read_json(manifest)["files"].items()}
+    except Exception as err:
+        return [Check("manifest", False, f"unreadable: {type(err).__name__}: {err}")]
+    failed = [c for name, sha in sorted(listed.items()) if (c := _file_check(root, name, sha))]
+    unlisted = [f for f in content_files(root) if f.relative_to(root).as_posix() not in listed]
+    failed += [
+        Check("manifest", False, "does not list this file", f) for f in unlisted if f != manifest
+    ]
+    return failed or [Check("manifest", True, f"{len(listed)} files verified")]
+
+
+def _file_check(root: Path, name: str, recorded: str) -> Check | None:
+    """A listed file against its sha256; None if it verifies."""
+    if Path(name).is_absolute() or ".." in Path(name).parts:
+        return Check("manifest", False, f"lists {name!r}, which is not a path inside the archive")
+    path = root / name
+    if not path.is_file():
+        return Check("manifest", False, f"sha256 {recorded}, but the file is missing", path)
+    actual = hash_path(path)
+    if actual != recorded:
+        detail = f"sha256 {recorded}, on disk {actual}: changed since the export"
+        return Check("manifest", False, detail, path)
+    return None
+
+
+def _audit_archive(manifest: Path, directory: str | Path | None) -> tuple[Auditor, Node]:
+    """The manifest's file checks, then the chain from the roots it records."""
+    auditor = Auditor(directory if directory is not None else manifest.parent)
+    root = auditor.artifact(manifest)
+    root.checks += manifest_checks(manifest)
+    return auditor, root
+
+
 def audit(
     path: str | Path, row: str | None = None, directory: str | Path | None = None
 ) -> tuple[Auditor, Node]:
-    """Audit ``path`` (a store, a metrics or JSON file, a figure or a leaderboard file).
+    """Audit ``path`` (a store, a metrics or JSON file, a figure, a leaderboard file,
+    or an unpacked export: its directory or its ``MANIFEST.json``).
 
     ``row`` (``"target/method"``) restricts a leaderboard audit to that row.
     Returns the auditor (every node, by resolved path) and the root node.
@@ -237,6 +315,9 @@ def audit(
     board = leaderboard_provenance(path)
     if row is not None and board is None:
         raise ValueError(f"--row needs a leaderboard file, got {path}")
+    manifest = archive_manifest(path)
+    if manifest is not None:
+        return _audit_archive(manifest, directory)
     auditor = Auditor(directory)
     select = None if row is None else row_filter(row)
     root = auditor.artifact(board or path, select)
@@ -257,7 +338,9 @@ def problems(auditor: Auditor) -> list[str]:
     """One line per failed check: the bad artifact and what mismatched."""
     out = []
     for node in auditor.nodes.values():
-        out += [f"{_shown(node.path)}: {c.name} {c.detail}" for c in node.checks if not c.ok]
+        out += [
+            f"{_shown(c.where or node.path)}: {c.name} {c.detail}" for c in node.checks if not c.ok
+        ]
         for lk in node.links:
             if not lk.check.ok:
                 out.append(_link_problem(node, lk))
@@ -275,7 +358,10 @@ def _link_problem(consumer: Node, lk: Link) -> str:
 def _describe(node: Node, packages_above: dict[str, str]) -> Iterator[str]:
     """The provenance lines of one artifact."""
     a = node.attrs or {}
-    checks = " · ".join(f"{c.name} {'ok' if c.ok else 'FAILED'}" for c in node.checks)
+    ok = {c.name: True for c in node.checks}
+    for c in node.checks:
+        ok[c.name] &= c.ok
+    checks = " · ".join(f"{name} {'ok' if good else 'FAILED'}" for name, good in ok.items())
     yield f"sha256 {_short(node.sha256)} · {checks or 'no checks'}"
     if not a:
         return
@@ -330,7 +416,11 @@ def render(
     yield indent + head
     inner = indent + "    "
     first, *rest = _describe(node, packages_above or {})
-    failed = [f"FAILED {c.name}: {c.detail}" for c in node.checks if not c.ok]
+    failed = [
+        f"FAILED {c.name}: " + (f"{_shown(c.where)}: " if c.where else "") + c.detail
+        for c in node.checks
+        if not c.ok
+    ]
     yield from (inner + line for line in [first, *failed, *rest])
     packages = _json_attr((node.attrs or {}).get("packages"))
     for lk in node.links:

@@ -5,8 +5,15 @@
 ``boltzbench schema [--write]``  print (or write) the config JSON schema
 ``boltzbench run [ARGS...]``     run the pipeline: ``snakemake --cores all ARGS``
 ``boltzbench audit PATH [--row TARGET/METHOD] [--directory DIR]``
-                                 print and verify the provenance chain of an artifact
-                                 (exit status 1 if any recorded hash does not match)
+                                 print and verify the provenance chain of an artifact,
+                                 or of an unpacked export (its directory): every file
+                                 against its manifest, then the chains (exit status 1
+                                 if any recorded hash does not match)
+``boltzbench export RESULTS OUT``
+                                 write one archive (OUT: .tar, .tar.gz, .tgz, .tar.xz)
+                                 of the run in RESULTS: leaderboard, metrics, sample
+                                 sets, models, references, resolved config, figures,
+                                 provenance, and MANIFEST.json with every file's sha256
 ``boltzbench status [ARGS...]``  which outputs are stale and why (a Snakemake dry run
                                  with ARGS, e.g. --configfile C --directory D)
 ``boltzbench score --config CONFIG --target NAME FILE [--seed S] [--name M]``
@@ -96,6 +103,21 @@ def _audit(args: argparse.Namespace) -> int:
     print(f"\naudit: {n} files, {len(bad)} problem(s):")
     print("\n".join(f"  {line}" for line in bad))
     return 1
+
+
+def _export(args: argparse.Namespace) -> int:
+    from boltzbench.export import ExportError, export
+    from boltzbench.hashing import hash_path
+
+    try:
+        out, n = export(args.results, args.out)
+    except (ExportError, FileNotFoundError) as err:
+        print(f"boltzbench export: {err}", file=sys.stderr)
+        return 2
+    size = out.stat().st_size / 2**20
+    print(f"wrote {out}: {n} files, {size:.1f} MiB, sha256 {hash_path(out)}")
+    print(f"to verify it: mkdir run && tar -xf {out} -C run && boltzbench audit run")
+    return 0
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -202,12 +224,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("snakemake_args", nargs=argparse.REMAINDER)
     p.set_defaults(func=_run)
     p = sub.add_parser("audit", help="print and verify the provenance chain of an artifact")
-    p.add_argument("path", help="a store, metrics/JSON file, figure or leaderboard file")
+    p.add_argument(
+        "path",
+        help="a store, metrics/JSON file, figure or leaderboard file, or an unpacked export",
+    )
     p.add_argument("--row", help="with a leaderboard: only the row TARGET/METHOD (every seed)")
     p.add_argument(
         "--directory", help="the workflow's working directory (default: found from PATH)"
     )
     p.set_defaults(func=_audit)
+    p = sub.add_parser("export", help="write one archive of a run, with a manifest of sha256")
+    p.add_argument("results", help="the run's results directory (with leaderboard.provenance.json)")
+    p.add_argument("out", help="the archive to write: .tar, .tar.gz, .tgz or .tar.xz")
+    p.set_defaults(func=_export)
     p = sub.add_parser("status", help="which outputs are stale and why (snakemake dry run)")
     p.add_argument("snakemake_args", nargs=argparse.REMAINDER)
     p.set_defaults(func=_status)

@@ -3,7 +3,8 @@
 * :func:`hash_path` hashes a file, or a directory store (a Zarr store) as the
   sorted list of (relative path, file bytes), so it is independent of mtimes.
 * :func:`data_hash` hashes a directory store without its root metadata
-  document (where its attrs live), so a store can record it in its own attrs.
+  document (where its attrs live), so a store can record it in its own attrs;
+  the consolidated copy of the arrays' metadata in that document is covered.
 * :func:`source_hash` hashes the boltzbench source files (for provenance), and
   :func:`closure_hash` only the files a step imports (for Snakemake's params, so
   a code change reruns exactly the jobs it can affect).
@@ -23,6 +24,8 @@ from typing import Any
 __all__ = [
     "hash_path",
     "data_hash",
+    "consolidated_metadata",
+    "content_files",
     "hash_json",
     "source_hash",
     "module_closure",
@@ -44,10 +47,15 @@ def _update_with_file(h: Any, path: Path) -> None:
             h.update(chunk)
 
 
+def content_files(path: str | Path) -> list[Path]:
+    """Every file under the directory ``path``, sorted, but Snakemake's markers."""
+    return sorted(p for p in Path(path).rglob("*") if p.is_file() and p.name not in IGNORED)
+
+
 def _hash_tree(path: Path, skip: frozenset[str] = frozenset()) -> str:
     """sha256 of (relative path, bytes) of every file under ``path``, but ``skip``ped ones."""
     h = hashlib.sha256()
-    for f in sorted(p for p in path.rglob("*") if p.is_file() and p.name not in IGNORED):
+    for f in content_files(path):
         rel = str(f.relative_to(path))
         if rel in skip:
             continue
@@ -72,13 +80,37 @@ def hash_path(path: str | Path) -> str:
 
 
 def data_hash(path: str | Path) -> str:
-    """sha256 of a directory store as :func:`hash_path`, without its root metadata.
+    """sha256 of a directory store as :func:`hash_path`, without its root attrs.
 
     The root metadata document (zarr v3: ``zarr.json``) holds the store's attrs,
     so this hash can be recorded there: it covers every array's metadata and
-    chunks, not the attrs.
+    chunks, not the attrs. A store with consolidated metadata keeps a second
+    copy of every array's metadata in that document, the copy a reader such as
+    ``xarray.open_zarr`` uses; it is covered too, so an edit of either copy
+    changes the hash. A store without consolidated metadata hashes as before.
     """
-    return _hash_tree(Path(path), skip=ROOT_METADATA)
+    path = Path(path)
+    tree = _hash_tree(path, skip=ROOT_METADATA)
+    consolidated = consolidated_metadata(path)
+    if consolidated is None:
+        return tree
+    return hash_json({"tree": tree, "consolidated_metadata": consolidated})
+
+
+def consolidated_metadata(path: str | Path) -> Any | None:
+    """The arrays' metadata consolidated into a store's root document, without the
+    root attrs; None if the store has none.
+
+    zarr v3 keeps it in ``zarr.json`` under ``consolidated_metadata``; zarr v2 in
+    ``.zmetadata``, whose ``metadata`` also copies the root ``.zattrs`` (left out).
+    """
+    path = Path(path)
+    if (path / "zarr.json").is_file():
+        return json.loads((path / "zarr.json").read_text()).get("consolidated_metadata")
+    if (path / ".zmetadata").is_file():
+        metadata = json.loads((path / ".zmetadata").read_text())["metadata"]
+        return {k: v for k, v in metadata.items() if k != ".zattrs"}
+    return None
 
 
 def hash_json(obj: Any) -> str:

@@ -9,13 +9,20 @@ the hash of its content without its attrs (an artifact cannot record the hash of
 its own bytes):
 
 * a Zarr store: :func:`boltzbench.hashing.data_hash` (every file but the root
-  ``zarr.json``), computed on the temporary path and written into the root attrs
-  before the rename;
+  ``zarr.json``, plus the consolidated metadata inside it), computed on the
+  temporary path and written into the root attrs before the rename;
 * a JSON file written with provenance attrs: the sha256 of the canonical JSON of
   the document without its ``"attrs"``.
 
 :func:`read_attrs` and :func:`recompute_data_hash` read them back for
 ``boltzbench audit``.
+
+Stores carry consolidated metadata: their root ``zarr.json`` lists every array,
+so ``xarray.open_zarr(path)`` opens one without a warning and without listing
+the directory. (Listing it is what made zarr warn about Snakemake's
+``.snakemake_timestamp``, the empty file Snakemake creates inside a
+``directory()`` output to carry its modification time: zarr tries each entry as
+a child node, and that file is none.)
 
 Stores:
 
@@ -104,8 +111,10 @@ def write_store(ds: xr.Dataset, path: str | Path, attrs: dict[str, Any]) -> Path
     ds = ds.copy()
     ds.attrs = {**ds.attrs, **attrs}
     with atomic_path(path) as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore", category=UserWarning)  # zarr v3 consolidated-metadata note
-        ds.to_zarr(tmp, mode="w", consolidated=False)
+        # zarr v3 notes that consolidated metadata is not (yet) in its specification
+        warnings.simplefilter("ignore", category=UserWarning)
+        ds.to_zarr(tmp, mode="w", consolidated=True)
+        # the seal covers the consolidated copy, and setting an attr keeps it as it is
         zarr.open_group(tmp, mode="r+").attrs[DATA_HASH] = data_hash(tmp)
     return Path(path)
 
@@ -113,9 +122,11 @@ def write_store(ds: xr.Dataset, path: str | Path, attrs: dict[str, Any]) -> Path
 def read_store(path: str | Path) -> xr.Dataset:
     """Load the Zarr store ``path`` fully into memory."""
     with warnings.catch_warnings():
-        # Snakemake puts a .snakemake_timestamp marker inside directory outputs
+        # stores written before consolidated metadata: xarray falls back to listing
+        # the directory, where Snakemake's .snakemake_timestamp is no Zarr node
+        warnings.filterwarnings("ignore", ".*consolidated metadata", RuntimeWarning)
         warnings.filterwarnings("ignore", message=".*snakemake_timestamp.*")
-        with xr.open_zarr(path, consolidated=False) as ds:
+        with xr.open_zarr(path) as ds:
             return ds.load()
 
 

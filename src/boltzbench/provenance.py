@@ -165,14 +165,19 @@ def provenance_attrs(
     seed: int | None,
     inputs: dict[str, str | Path] | None = None,
     started_at: str | None = None,
+    directory: str | Path | None = None,
 ) -> dict[str, Any]:
     """The provenance attributes of one artifact (see the module docstring).
 
     ``inputs`` maps an input's role (e.g. ``"reference"``) to its path; its
-    content hash is computed here.
+    content hash is computed here. The paths are recorded as given, and read
+    relative to ``directory`` (default: the current directory).
     """
     commit, dirty = git_state()
-    hashed = {role: {"path": str(p), "sha256": hash_path(p)} for role, p in (inputs or {}).items()}
+    base = Path(directory if directory is not None else ".")
+    hashed = {
+        role: {"path": str(p), "sha256": hash_path(base / p)} for role, p in (inputs or {}).items()
+    }
     return {
         "boltzbench_step": step,
         "boltzbench_version": __version__,
