@@ -1,0 +1,2 @@
+METRIC_CHECKS={}
+def check_metric(*a, **k): pass
