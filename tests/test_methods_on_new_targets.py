@@ -3,8 +3,9 @@
 Each method, with its fast settings, fits (a maximum-likelihood flow on
 points near the target's base location, standing in for reference data) and
 draws 64 samples of DW-4, LJ-13, φ⁴ and alanine dipeptide in internal
-coordinates; the energies it reports are the target's own at its samples, and
-every evaluation is counted.
+coordinates: :func:`boltzbench.testing.check_method`'s ``samples`` check (shapes
+and dtypes, the energies it reports are the target's own at its samples, every
+evaluation is counted).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import torch
 from helpers import sampling_methods, typical_points
 
 from boltzbench.methods import METHODS
-from boltzbench.targets import CountingTarget, build_target
+from boltzbench.targets import build_target
+from boltzbench.testing import check_method
 
 NEW_TARGETS = {
     "dw4": {"kind": "dw4"},
@@ -50,16 +52,7 @@ CASES = [c for c in CASES if c[2] is False or c[1] == "flow"]
 
 @pytest.mark.parametrize("target_name, kind, reverse_kl", CASES)
 def test_method_runs_on_new_target(target_name, kind, reverse_kl):
-    gen = torch.Generator().manual_seed(0)
-    target = CountingTarget(build_target(NEW_TARGETS[target_name]).double())
+    target = build_target(NEW_TARGETS[target_name]).double()
     method = _method(kind, target_name, reverse_kl)
-    data = typical_points(target, 256, gen, noise=0.01) if method.needs_data else None
-    method.fit(target, data, gen)
-    samples = method.sample(target, 64, gen)
-    assert samples.x.shape == (64, target.dim)
-    finite = torch.isfinite(samples.energy)
-    assert finite.any(), "no finite sample"
-    with torch.no_grad():
-        again = target.target.energy(samples.x[finite].double())
-    assert torch.allclose(samples.energy[finite].double(), again, rtol=1e-6, atol=1e-6)
-    assert target.counts.energy > 0
+    data = typical_points(target, 256, torch.Generator().manual_seed(0), noise=0.01)
+    check_method(method, [target], data=data, checks=["samples"])

@@ -8,10 +8,9 @@ import math
 import numpy as np
 import pytest
 import torch
-from helpers import typical_points
 
 from boltzbench.methods.base import SampleSet
-from boltzbench.metrics import METRICS, Metric, evaluate, metric_docs, noise_floor
+from boltzbench.metrics import METRICS, evaluate, noise_floor
 from boltzbench.metrics.distributional import (
     OTNotConverged,
     energy_w1,
@@ -24,6 +23,7 @@ from boltzbench.metrics.modes import mode_coverage, normalized_mode_entropy
 from boltzbench.metrics.weights import kish_ess, log_z_error, log_z_hat
 from boltzbench.targets.analytic import GMM
 from boltzbench.targets.gaussian import Gaussian
+from boltzbench.testing import check_metric
 
 SAMPLE_METRICS = {"w2", "energy_w1", "energy_w2", "mmd"}
 WHOLE_SET_METRICS = {"nonfinite_fraction", "log_z_hat", "log_z_error", "ess"}
@@ -285,8 +285,8 @@ def test_noise_floor_keys_match_sample_metrics():
     for target in (Gaussian(dim=2), GMM()):
         floor_split, ref = exact_set(target, 3 * 200, 24), exact_set(target, 300, 25)
         floor = noise_floor(floor_split, ref, target, 100, 200, 3, gen())
-        names = {n for n in METRICS.names() if _metric(n).kind == "sample"}
-        names = {n for n in names if _metric(n).applies(target)}
+        names = {n for n in METRICS.names() if METRICS.build(n).kind == "sample"}
+        names = {n for n in names if METRICS.build(n).applies(target)}
         assert len(floor) == 3
         for values in floor:
             assert set(values) == names | {f"{n}_reweighted" for n in names}
@@ -332,136 +332,41 @@ def test_invalid_rows_count_as_outside_mass_for_mode_metrics():
 
 
 # ------------------------------------------------------------ conformance
-def _metric(name: str) -> Metric:
-    return METRICS.build(name)
-
-
-def _conformance_targets():
-    """One target of each kind a metric may apply to (plain, modes, lattice,
-    particles, molecule), cheapest first."""
-    from boltzbench.targets import TARGETS
-
-    yield Gaussian(dim=2)
-    yield GMM()
-    yield TARGETS.build("phi4", L=4, m2=1.0, lam=0.0)  # the free field: exact samples
-    yield TARGETS.build("dw4")
-    yield TARGETS.build("aldp", solvent="vacuum")
-
-
-def typical_set(target, n: int, seed: int = 0) -> SampleSet:
-    """Exact samples, or points near the target's base location, with their energies."""
-    x = typical_points(target, n, gen(seed), noise=0.01)
-    return SampleSet(x=x, energy=target.energy(x).detach())
-
-
-def _wrong_set(target, ref: SampleSet) -> SampleSet:
-    """A set that is wrong in a known way for ``target``'s metrics: GMM-40 collapsed
-    into one mode, the φ⁴ field doubled, particle positions scaled by 1.3, alanine
-    dipeptide's internal coordinates 30× noisier, else shifted by 1 in every
-    coordinate."""
-    if isinstance(target, GMM):
-        x = target.means[0] + target.std * randn(ref.x.shape[0], 2, seed=40)
-    elif hasattr(target, "lattice_shape"):
-        x = 2.0 * ref.x
-    elif hasattr(target, "n_particles"):
-        x = target.coordinates(1.3 * target.positions(ref.x))
-    elif hasattr(target, "mdtraj_topology"):
-        x = typical_points(target, ref.x.shape[0], gen(41), noise=0.3)
-    else:
-        x = ref.x + 1.0
-    return SampleSet(x=x, energy=target.energy(x).detach())
-
-
-def _mix(a: SampleSet, b: SampleSet, frac: float) -> SampleSet:
-    """The first ``frac`` of the rows from ``b``, the rest from ``a``."""
-    k = int(frac * a.x.shape[0])
-    x, e = torch.cat([b.x[:k], a.x[k:]]), torch.cat([b.energy[:k], a.energy[k:]])
-    return SampleSet(x=x, energy=e)
-
-
-def _value(m: Metric, s: SampleSet, ref: SampleSet, target, invalid: float = 0.0) -> float:
-    args = (s.x, s.energy, ref.x, ref.energy, target, gen())
-    return m.fn(*args, invalid=invalid) if m.counts_invalid else m.fn(*args)
-
-
-#: metrics that do not compare the samples with the reference rows (mode metrics,
-#: against the exact mode weights): their value on a set holding exactly those
-#: weights, and on a set collapsed into one of GMM-40's modes (closed forms)
-MODE_METRICS = {
+#: closed forms beyond check_metric's defaults: (value on ideal inputs, value on the
+#: fully perturbed set). The mode metrics compare with GMM-40's exact mode weights:
+#: ideal on every mode equally, the perturbed set collapsed into one mode.
+EXPECTED = {
     "mode_tv": (0.0, 1.0 - 1.0 / 40),
     "modes_found": (40.0, 1.0),
     "mode_coverage": (1.0, 0.0),
+    "ess": (1.0, None),
+    "log_z_error": (0.0, None),
+    "log_z_hat": (lambda t: t.log_Z, None),
+    "eubo": (lambda t: t.log_Z, None),
+    "forward_kl": (0.0, None),
+    "forward_ess": (1.0, None),
 }
-
-
-def _check_sample_metric(m: Metric, target) -> None:
-    if m.name in MODE_METRICS:
-        ideal, collapsed = MODE_METRICS[m.name]
-        exact = SampleSet(x=target.means.repeat(3, 1), energy=torch.zeros(120))
-        one = SampleSet(x=target.means[:1].repeat(120, 1), energy=torch.zeros(120))
-        assert _value(m, exact, exact, target) == pytest.approx(ideal, abs=1e-12)
-        assert _value(m, one, exact, target) == pytest.approx(collapsed, abs=1e-12)
-        return
-    ref = typical_set(target, 200, seed=26)
-    wrong = _wrong_set(target, ref)
-    assert _value(m, ref, ref, target) == pytest.approx(0.0, abs=1e-9)  # identical inputs
-    half, full = _value(m, _mix(ref, wrong, 0.5), ref, target), _value(m, wrong, ref, target)
-    assert 0 < half < full, (half, full)  # grows with the fraction of wrong rows
-    if m.counts_invalid:  # invalid rows are a mismatch, never ignored
-        assert _value(m, ref, ref, target, invalid=0.5) > 0.1
-
-
-def _check_weights_metric(m: Metric) -> None:
-    """q = p exactly (weights from the normalized density) against q = N(0, 2² I)."""
-    target = Gaussian(dim=2, mean=1.0)
-    x = target.sample(400, gen(50))
-    e = target.energy(x)
-    exact = SampleSet(x=x, energy=e, log_weight=-e - target.log_prob(x))
-    wide = importance_set(target, 400, q_scale=2.0, seed=51)
-    ideal = {"ess": 1.0, "log_z_error": 0.0, "log_z_hat": target.log_Z}[m.name]
-    assert m.fn(exact, target) == pytest.approx(ideal, abs=1e-9)
-    assert m.fn(wide, target) != pytest.approx(ideal, abs=1e-3)
-
-
-def _check_sampleset_metric(m: Metric, target) -> None:
-    s = typical_set(target, 100)
-    assert m.fn(s, target) == 0.0  # finite, L-form rows
-    if m.name == "nonfinite_fraction":
-        s.energy[:25] = math.nan
-        assert m.fn(s, target) == 0.25
-
-
-def _check_density_metric(m: Metric) -> None:
-    """q = p gives EUBO = log Z, forward KL 0 and forward ESS 1; another q does not
-    (closed forms for a Gaussian q in tests/test_forward_metrics.py)."""
-    target = Gaussian(dim=2, mean=1.0)
-    x = target.sample(300, gen(52))
-    e, log_p = target.energy(x), target.log_prob(x)
-    ideal = {"eubo": target.log_Z, "forward_kl": 0.0, "forward_ess": 1.0}[m.name]
-    assert m.fn(e, log_p, target) == pytest.approx(ideal, abs=1e-9)
-    other = log_p - 0.5 * (x**2).sum(-1) + 0.3
-    assert m.fn(e, other, target) != pytest.approx(ideal, abs=1e-2)
+#: modes_found counts a mode holding 10 % of its weight as found: half the rows
+#: invalid leave every mode found, 95 % do not
+INVALID_FRACTION = {"modes_found": 0.95}
 
 
 @pytest.mark.parametrize("name", METRICS.names())
 def test_metric_conformance(name):
     """Every registered metric: documented, and a number that can be wrong: its ideal
     value on identical (or exact) inputs, and worse under a known perturbation."""
-    m = _metric(name)
-    assert isinstance(m, Metric) and m.name == name
-    assert m.kind in ("sample", "weights", "sampleset", "density")
-    assert m.doc.strip() and (m.fn.__doc__ or "").strip()
-    assert m.better in ("lower", "higher", "neither")
-    assert metric_docs()[name].startswith(m.doc) and metric_docs()[name] != m.doc
-    target = next(t for t in _conformance_targets() if m.applies(t))
-    if m.kind == "sample":
-        _check_sample_metric(m, target)
-    elif m.kind == "weights":
-        _check_weights_metric(m)
-    elif m.kind == "sampleset":
-        _check_sampleset_metric(m, target)
-    else:
-        _check_density_metric(m)
+    m = METRICS.build(name)
+    assert m.name == name
+    ideal, perturbed = EXPECTED.get(name, (None, None))
+    check_metric(
+        m, ideal=ideal, perturbed=perturbed, invalid_fraction=INVALID_FRACTION.get(name, 0.5)
+    )
+
+
+def test_nonfinite_fraction_counts_nan_rows():
+    s = exact_set(Gaussian(dim=2), 100)
+    s.energy[:25] = math.nan
+    assert METRICS.build("nonfinite_fraction").fn(s, Gaussian(dim=2)) == 0.25
 
 
 # ------------------------------------------------------------ ManyWell modes

@@ -75,7 +75,7 @@ def params(case: Case) -> str | None:
     try:
         p = case.method.get_params()
         again = type(case.method)(**p).get_params()
-    except Exception as err:  # noqa: BLE001: any failure is the finding
+    except Exception as err:  # noqa: BLE001 (any failure is the finding)
         require(False, case.name, "params", f"get_params() does not rebuild it: {err!r}")
     require(again == p, case.name, "params", f"get_params() gives {p}, its copy {again}")
 
@@ -89,8 +89,12 @@ def samples(case: Case) -> str | None:
     s = run.samples
     require(isinstance(s, SampleSet), name, "samples", f"sample returned {type(s).__name__}")
     dim = case.target.dim
-    require(s.x.shape == (case.n, dim), name, "samples", f"x has shape {tuple(s.x.shape)}, "
-            f"expected ({case.n}, {dim})")
+    require(
+        s.x.shape == (case.n, dim),
+        name,
+        "samples",
+        f"x has shape {tuple(s.x.shape)}, expected ({case.n}, {dim})",
+    )
     for f in ("x", "energy", "log_weight", "log_q"):
         v = getattr(s, f)
         if v is not None:
@@ -106,8 +110,13 @@ def _check_energies(case: Case, s: SampleSet) -> None:
     got = s.energy.double()
     ok = torch.isclose(got, true, rtol=tol, atol=tol, equal_nan=True)
     rows = (~ok).nonzero().flatten()[:5].tolist()
-    require(not rows, case.name, "samples", f"reported energies differ from the target's at rows "
-            f"{rows}: {got[rows].tolist()} reported, {true[rows].tolist()} true")
+    require(
+        not rows,
+        case.name,
+        "samples",
+        f"reported energies differ from the target's at rows "
+        f"{rows}: {got[rows].tolist()} reported, {true[rows].tolist()} true",
+    )
     require(bool(torch.isfinite(got).any()), case.name, "samples", "no sample has a finite energy")
 
 
@@ -115,13 +124,21 @@ def _check_counted(case: Case, run: Run) -> None:
     counts = run.fit_counts.energy + run.sample_counts.energy
     grads = run.fit_counts.grad + run.sample_counts.grad
     raw = run.raw
-    require((raw.energy, raw.grad) == (counts, grads), case.name, "samples",
-            f"the energy was evaluated on {raw.energy} rows (gradient on {raw.grad}) but only "
-            f"{counts} ({grads}) went through the counting target it was given: it evaluates "
-            "the energy outside the counting target")
-    require(run.sample_counts.energy >= run.samples.x.shape[0], case.name, "samples",
-            f"{run.samples.x.shape[0]} energies reported, {run.sample_counts.energy} evaluated "
-            "while sampling")
+    require(
+        (raw.energy, raw.grad) == (counts, grads),
+        case.name,
+        "samples",
+        f"the energy was evaluated on {raw.energy} rows (gradient on {raw.grad}) but only "
+        f"{counts} ({grads}) went through the counting target it was given: it evaluates "
+        "the energy outside the counting target",
+    )
+    require(
+        run.sample_counts.energy >= run.samples.x.shape[0],
+        case.name,
+        "samples",
+        f"{run.samples.x.shape[0]} energies reported, {run.sample_counts.energy} evaluated "
+        "while sampling",
+    )
 
 
 @_check
@@ -129,8 +146,12 @@ def weights(case: Case) -> str | None:
     """Weights iff the method says ``weighted``; log w finite or −inf; log w = −E − log q."""
     s, name = case.main.samples, case.name
     weighted = bool(case.method.weighted)
-    require((s.log_weight is not None) == weighted, name, "weights",
-            f"weighted = {weighted} but log_weight is {'absent' if s.log_weight is None else 'set'}")
+    require(
+        (s.log_weight is not None) == weighted,
+        name,
+        "weights",
+        f"weighted = {weighted} but log_weight is {'absent' if s.log_weight is None else 'set'}",
+    )
     if s.log_weight is None:
         return "the method gives no weights"
     bad = s.log_weight.isnan() | (s.log_weight == math.inf)
@@ -154,8 +175,13 @@ def log_z(case: Case) -> str | None:
     if estimate is None:
         return "the method gives neither weights nor a log Z estimate"
     err = abs(estimate - case.target.log_Z)
-    require(err <= LOG_Z_TOL, case.name, "log_z", f"log Ẑ = {estimate:.4f} but log Z = "
-            f"{case.target.log_Z:.4f} (|Δ| = {err:.3g} > {LOG_Z_TOL}): the weights are inconsistent")
+    require(
+        err <= LOG_Z_TOL,
+        case.name,
+        "log_z",
+        f"log Ẑ = {estimate:.4f} but log Z = "
+        f"{case.target.log_Z:.4f} (|Δ| = {err:.3g} > {LOG_Z_TOL}): the weights are inconsistent",
+    )
     return None
 
 
@@ -164,10 +190,19 @@ def seeded(case: Case) -> str | None:
     """A fixed seed gives identical results, whatever the global random state."""
     a, b = case.main, case.run(global_seed_=2)
     diff = _differences(a.samples, b.samples)
-    require(not diff, case.name, "seeded", f"two runs with the same seed differ in {diff}: "
-            "it draws from an unseeded (global) random generator")
-    require(a.fit_counts == b.fit_counts and a.sample_counts == b.sample_counts, case.name,
-            "seeded", "two runs with the same seed made different evaluations")
+    require(
+        not diff,
+        case.name,
+        "seeded",
+        f"two runs with the same seed differ in {diff}: "
+        "it draws from an unseeded (global) random generator",
+    )
+    require(
+        a.fit_counts == b.fit_counts and a.sample_counts == b.sample_counts,
+        case.name,
+        "seeded",
+        "two runs with the same seed made different evaluations",
+    )
 
 
 @_check
@@ -184,8 +219,12 @@ def model_round_trip(case: Case) -> str | None:
     a = run.method.sample(target, 32, torch.Generator().manual_seed(5))
     b = restored.sample(target, 32, torch.Generator().manual_seed(5))
     diff = _differences(a, b)
-    require(not diff, case.name, "model_round_trip",
-            f"a copy restored from model_state() samples differently ({diff})")
+    require(
+        not diff,
+        case.name,
+        "model_round_trip",
+        f"a copy restored from model_state() samples differently ({diff})",
+    )
 
 
 @_check
@@ -216,13 +255,21 @@ def _killed_then_resumed(case: Case, path: Path, at: int, phase: str, go) -> tup
     except Killed:
         pass
     else:
-        require(False, case.name, "checkpoint", f"{phase} saved step {at} in one run but not "
-                "in another of the same seed")
+        require(
+            False,
+            case.name,
+            "checkpoint",
+            f"{phase} saved step {at} in one run but not in another of the same seed",
+        )
     again = counted(case.target)
     ckpt = KilledAfter(path, at, again, kill=False)
     result = go(again, ckpt)
-    require(ckpt.resumed_from == at, case.name, "checkpoint",
-            f"{phase} did not resume from its checkpoint at step {at} ({ckpt.resumed_from})")
+    require(
+        ckpt.resumed_from == at,
+        case.name,
+        "checkpoint",
+        f"{phase} did not resume from its checkpoint at step {at} ({ckpt.resumed_from})",
+    )
     return result, again.counts
 
 
@@ -235,10 +282,18 @@ def _resumed_fit(case: Case, run: Run, path: Path) -> None:
     method, counts = _killed_then_resumed(case, path, at, "fit", go)
     state = method.model_state()
     same = state.keys() == run.model.keys() and all(_same(state[k], run.model[k]) for k in state)
-    require(same, case.name, "checkpoint", f"fit killed after step {at} and resumed ends with "
-            "another model than an uninterrupted fit")
-    require(counts == run.fit_counts, case.name, "checkpoint",
-            f"resumed fit counts {counts}, uninterrupted {run.fit_counts}")
+    require(
+        same,
+        case.name,
+        "checkpoint",
+        f"fit killed after step {at} and resumed ends with another model than an uninterrupted fit",
+    )
+    require(
+        counts == run.fit_counts,
+        case.name,
+        "checkpoint",
+        f"resumed fit counts {counts}, uninterrupted {run.fit_counts}",
+    )
 
 
 def _resumed_sample(case: Case, run: Run, path: Path) -> None:
@@ -250,10 +305,18 @@ def _resumed_sample(case: Case, run: Run, path: Path) -> None:
 
     s, counts = _killed_then_resumed(case, path, at, "sample", go)
     diff = _differences(s, run.samples)
-    require(not diff, case.name, "checkpoint", f"sampling killed after step {at} and resumed "
-            f"differs from an uninterrupted run in {diff}")
-    require(counts == run.sample_counts, case.name, "checkpoint",
-            f"resumed sampling counts {counts}, uninterrupted {run.sample_counts}")
+    require(
+        not diff,
+        case.name,
+        "checkpoint",
+        f"sampling killed after step {at} and resumed differs from an uninterrupted run in {diff}",
+    )
+    require(
+        counts == run.sample_counts,
+        case.name,
+        "checkpoint",
+        f"resumed sampling counts {counts}, uninterrupted {run.sample_counts}",
+    )
 
 
 def _budgeted(case: Case, method: Method, budget: int, check: str) -> tuple[SampleSet, int, bool]:
@@ -265,15 +328,28 @@ def _budgeted(case: Case, method: Method, budget: int, check: str) -> tuple[Samp
         sample_target = counted(case.target, budget - fit_target.counts.energy)
         s = method.sample(sample_target, case.n, sample_generator(case.seed))
     except BudgetExceeded as err:
-        require(False, case.name, check, f"under a budget of {budget} it asked for more "
-                f"evaluations instead of stopping ({err})")
+        require(
+            False,
+            case.name,
+            check,
+            f"under a budget of {budget} it asked for more evaluations instead of stopping ({err})",
+        )
     spent = fit_target.counts.energy + sample_target.counts.energy
     raw = raw_counts(fit_target).energy + raw_counts(sample_target).energy
-    require(raw == spent, case.name, check, f"under a budget of {budget} it evaluated {raw} "
-            f"rows, {spent} of them counted: it evaluates the energy outside the counting target")
+    require(
+        raw == spent,
+        case.name,
+        check,
+        f"under a budget of {budget} it evaluated {raw} "
+        f"rows, {spent} of them counted: it evaluates the energy outside the counting target",
+    )
     require(spent <= budget, case.name, check, f"spent {spent} of a budget of {budget}")
-    require(s.x.shape[0] >= 1 and bool(torch.isfinite(s.energy).any()), case.name, check,
-            f"under a budget of {budget} it returned no finite sample")
+    require(
+        s.x.shape[0] >= 1 and bool(torch.isfinite(s.energy).any()),
+        case.name,
+        check,
+        f"under a budget of {budget} it returned no finite sample",
+    )
     return s, spent, fit_target.exhausted or sample_target.exhausted
 
 
@@ -286,9 +362,14 @@ def budget_stop(case: Case) -> str | None:
         return f"the unbudgeted run makes {total} evaluations"
     budget = total // 2
     _, spent, stopped = _budgeted(case, case.fresh(), budget, "budget_stop")
-    require(stopped, case.name, "budget_stop", f"spent {spent} of a budget of {budget} (its run "
-            f"needs {total}) without stopping at the budget: a method that shortens its run "
-            "should say so (CountingTarget.exhausted, see methods.base.affordable)")
+    require(
+        stopped,
+        case.name,
+        "budget_stop",
+        f"spent {spent} of a budget of {budget} (its run "
+        f"needs {total}) without stopping at the budget: a method that shortens its run "
+        "should say so (CountingTarget.exhausted, see methods.base.affordable)",
+    )
 
 
 @_check
@@ -301,12 +382,20 @@ def budget_plan(case: Case) -> str | None:
     try:
         plan = case.fresh().plan_budget(budget, case.n)
     except ValueError as err:
-        require(False, case.name, "budget_plan", f"cannot plan a budget of {budget}, what its own "
-                f"run spends: {err}")
+        require(
+            False,
+            case.name,
+            "budget_plan",
+            f"cannot plan a budget of {budget}, what its own run spends: {err}",
+        )
     _, spent, _ = _budgeted(case, plan.method, budget, "budget_plan")
-    require(spent >= BUDGET_SPEND_MIN * budget or bool(plan.note), case.name, "budget_plan",
-            f"its plan spent {spent} of a budget of {budget} ({spent / budget:.1%}, planned "
-            f"{plan.planned}) and its note does not say why")
+    require(
+        spent >= BUDGET_SPEND_MIN * budget or bool(plan.note),
+        case.name,
+        "budget_plan",
+        f"its plan spent {spent} of a budget of {budget} ({spent / budget:.1%}, planned "
+        f"{plan.planned}) and its note does not say why",
+    )
 
 
 def check_method(
@@ -355,5 +444,3 @@ def check_method(
         case = Case(method, target, n=n, seed=seed, data=data)
         report[type(target).__name__] = run_checks(METHOD_CHECKS, checks, case.name, case)
     return report
-
-

@@ -136,7 +136,9 @@ class Case:
     data: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
-        if self.method.needs_data and self.data is None:
+        if not self.method.needs_data:
+            self.data = None  # as in the pipeline: reference data only for who needs it
+        elif self.data is None:
             from boltzbench.testing.common import typical_points
 
             gen = torch.Generator().manual_seed(self.seed + 2)

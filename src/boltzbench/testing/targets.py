@@ -47,16 +47,24 @@ def interface(t: Target, name: str) -> str | None:
     """A Target of positive integer ``dim``; ``log_Z`` a float or None."""
     require(isinstance(t, Target), name, "interface", f"is a {type(t).__name__}, not a Target")
     require(isinstance(t.dim, int) and t.dim > 0, name, "interface", f"dim is {t.dim!r}")
-    require(t.log_Z is None or isinstance(t.log_Z, float), name, "interface",
-            f"log_Z is {t.log_Z!r}, not a float or None")
+    require(
+        t.log_Z is None or isinstance(t.log_Z, float),
+        name,
+        "interface",
+        f"log_Z is {t.log_Z!r}, not a float or None",
+    )
 
 
 @_check
 def energy(t: Target, name: str) -> str | None:
     """Energies of 16 typical points: shape (16,), finite; log_prob = −E − log Z."""
     x = typical_points(t, 16, _gen())
-    require(x.shape == (16, t.dim) and x.dtype == torch.float64, name, "energy",
-            f"typical points have shape {tuple(x.shape)} and dtype {x.dtype}")
+    require(
+        x.shape == (16, t.dim) and x.dtype == torch.float64,
+        name,
+        "energy",
+        f"typical points have shape {tuple(x.shape)} and dtype {x.dtype}",
+    )
     e = t.energy(x)
     require(e.shape == (16,), name, "energy", f"energy of (16, {t.dim}) has shape {tuple(e.shape)}")
     require(bool(torch.isfinite(e).all()), name, "energy", "energy is not finite at typical points")
@@ -72,8 +80,12 @@ def float32(t: Target, name: str) -> str | None:
     with _as_float32(t):
         e32 = t.energy(x.float())
     require(e32.dtype == torch.float32, name, "float32", f"float32 input gives {e32.dtype}")
-    require(torch.allclose(e32.double(), e, rtol=1e-4, atol=1e-3), name, "float32",
-            f"float32 energies differ: {e32.tolist()[:3]} against {e.tolist()[:3]}")
+    require(
+        torch.allclose(e32.double(), e, rtol=1e-4, atol=1e-3),
+        name,
+        "float32",
+        f"float32 energies differ: {e32.tolist()[:3]} against {e.tolist()[:3]}",
+    )
 
 
 @contextlib.contextmanager
@@ -101,15 +113,23 @@ def gradient(t: Target, name: str) -> str | None:
     xr = x.clone().requires_grad_(True)
     (auto,) = torch.autograd.grad(t.energy(xr).sum(), xr)
     require(torch.allclose(e, t.energy(x)), name, "gradient", "energy_and_grad's energy differs")
-    require(torch.allclose(grad, auto, rtol=1e-6, atol=1e-6), name, "gradient",
-            "energy_and_grad's gradient differs from autograd's")
+    require(
+        torch.allclose(grad, auto, rtol=1e-6, atol=1e-6),
+        name,
+        "gradient",
+        "energy_and_grad's gradient differs from autograd's",
+    )
     h, atol = 1e-6, 1e-5 * (1 + e.abs())  # central differences: rounding ≈ |E| 1e-16 / h
     for d in range(min(t.dim, MAX_DIMS)):
         step = torch.zeros(t.dim, dtype=x.dtype)
         step[d] = h
         fd = (t.energy(x + step) - t.energy(x - step)) / (2 * h)
-        require(bool(((grad[:, d] - fd).abs() <= atol + 1e-5 * fd.abs()).all()), name, "gradient",
-                f"∂E/∂x_{d} = {grad[:, d].tolist()} but central differences give {fd.tolist()}")
+        require(
+            bool(((grad[:, d] - fd).abs() <= atol + 1e-5 * fd.abs()).all()),
+            name,
+            "gradient",
+            f"∂E/∂x_{d} = {grad[:, d].tolist()} but central differences give {fd.tolist()}",
+        )
 
 
 @_check
@@ -120,7 +140,9 @@ def hooks(t: Target, name: str) -> str | None:
     if loc is not None:
         require(tuple(loc.shape) == (t.dim,), name, "hooks", f"base_location has shape {loc.shape}")
         e = t.energy(loc.double().reshape(1, -1))
-        require(bool(torch.isfinite(e).all()), name, "hooks", "energy at base_location is not finite")
+        require(
+            bool(torch.isfinite(e).all()), name, "hooks", "energy at base_location is not finite"
+        )
     if t.n_modes > 0:
         _check_modes(t, name)
     shape = getattr(t, "lattice_shape", None)
@@ -148,16 +170,24 @@ def exact_sampler(t: Target, name: str) -> str | None:
         return "the target has no exact sampler"
     x = t.sample(2000, _gen(1))
     require(x.shape == (2000, t.dim), name, "exact_sampler", f"sample(2000) has shape {x.shape}")
-    require(torch.equal(x[:5], t.sample(2000, _gen(1))[:5]), name, "exact_sampler",
-            "the same seed gives different samples")
+    require(
+        torch.equal(x[:5], t.sample(2000, _gen(1))[:5]),
+        name,
+        "exact_sampler",
+        "the same seed gives different samples",
+    )
     _, g = t.energy_and_grad(x.double())
     k = min(t.dim, MAX_DIMS)
     terms = torch.cat([g[:, :k], (x[:, :k, None] * g[:, None, :k]).flatten(1)], 1)
     expected = torch.cat([torch.zeros(k), torch.eye(k, dtype=terms.dtype).flatten()])
     z = (terms.mean(0) - expected).abs() / (terms.std(0) / math.sqrt(2000) + 1e-12)
-    require(float(z.max()) <= STEIN_SIGMAS, name, "exact_sampler",
-            f"exact samples break Stein's identity E[x ∇Eᵀ] = I, E[∇E] = 0 by {float(z.max()):.1f} "
-            "standard errors: the sampler and the energy disagree")
+    require(
+        float(z.max()) <= STEIN_SIGMAS,
+        name,
+        "exact_sampler",
+        f"exact samples break Stein's identity E[x ∇Eᵀ] = I, E[∇E] = 0 by {float(z.max()):.1f} "
+        "standard errors: the sampler and the energy disagree",
+    )
 
 
 @_check
@@ -167,8 +197,9 @@ def log_z(t: Target, name: str) -> str | None:
     if t.log_Z is None or not t.exact_sampling:
         return "needs both a log Z and an exact sampler"
     fit = t.sample(2000, _gen(2)).double()
-    q = torch.distributions.MultivariateNormal(fit.mean(0), 2.25 * torch.cov(fit.T).reshape(
-        t.dim, t.dim) + 1e-9 * torch.eye(t.dim))
+    q = torch.distributions.MultivariateNormal(
+        fit.mean(0), 2.25 * torch.cov(fit.T).reshape(t.dim, t.dim) + 1e-9 * torch.eye(t.dim)
+    )
     torch.manual_seed(0)  # q draws through the global generator: fix it for the check
     y = q.sample((4000,))
     log_w = -t.energy(y).double() - q.log_prob(y)
@@ -179,8 +210,12 @@ def log_z(t: Target, name: str) -> str | None:
     estimate = float(torch.logsumexp(log_w, 0) - math.log(4000))
     se = float(w.std() / w.mean()) / math.sqrt(4000)
     err = abs(estimate - t.log_Z)
-    require(err <= LOG_Z_SIGMAS * se + 1e-3, name, "log_z", f"log_Z = {t.log_Z:.6g} but "
-            f"importance sampling gives {estimate:.6g} ± {se:.2g}")
+    require(
+        err <= LOG_Z_SIGMAS * se + 1e-3,
+        name,
+        "log_z",
+        f"log_Z = {t.log_Z:.6g} but importance sampling gives {estimate:.6g} ± {se:.2g}",
+    )
     return None
 
 
