@@ -7,6 +7,7 @@ import torch
 from boltzbench.methods import METHODS
 from boltzbench.targets.base import Target
 from boltzbench.targets.gaussian import Gaussian
+from boltzbench.testing import typical_points  # noqa: F401 (re-exported for the tests)
 
 
 def correlated_gaussian() -> Gaussian:
@@ -24,16 +25,6 @@ class Walled(Target):
     def energy(self, x):
         e = 0.5 * (x**2).sum(-1)
         return torch.where(x[:, 0] > 0.5, torch.full_like(e, self.bad), e)
-
-
-def typical_points(t: Target, n: int, gen: torch.Generator, noise: float = 0.05) -> torch.Tensor:
-    """Points where ``t`` has finite energy: exact samples, else its base location
-    plus ``noise``·N(0, I) (molecules, particle systems), else N(0, I)."""
-    if t.exact_sampling:
-        return t.sample(n, gen)
-    loc = t.base_location()
-    x = torch.randn(n, t.dim, generator=gen, dtype=torch.float64)
-    return x if loc is None else loc.double() + noise * x
 
 
 def sampling_methods() -> list[str]:

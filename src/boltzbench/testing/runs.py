@@ -23,6 +23,7 @@ from boltzbench.checkpoint import NO_CHECKPOINT, Checkpoint
 from boltzbench.methods.base import Method, SampleSet
 from boltzbench.targets.base import Target
 from boltzbench.targets.counting import CountingTarget, EvalCounts
+from boltzbench.testing.common import typical_points
 
 __all__ = ["Case", "Run", "Recorder", "KilledAfter", "Killed", "counted", "fit_generator"]
 
@@ -139,8 +140,6 @@ class Case:
         if not self.method.needs_data:
             self.data = None  # as in the pipeline: reference data only for who needs it
         elif self.data is None:
-            from boltzbench.testing.common import typical_points
-
             gen = torch.Generator().manual_seed(self.seed + 2)
             self.data = typical_points(self.target, self.n_data, gen, noise=0.01)
 
