@@ -24,7 +24,7 @@ TESTS = Path(__file__).resolve().parent
 
 def test_the_readme_shows_the_checked_example_verbatim():
     """The README's "Writing a method" block is tests/readme_method.py, byte for byte."""
-    readme = (TESTS.parent / "README_issue14_testing.md").read_text()
+    readme = (TESTS.parent / "README.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
     assert (TESTS / "readme_method.py").read_text() in blocks
 
