@@ -556,10 +556,12 @@ def _check_sweep(cfg: Config) -> None:
 
 def _check_sweep_metric(cfg: Config) -> None:
     """The sweep's metric is a registered one (imports the metrics)."""
+    sweep = cfg.budget_sweep
+    if sweep is None:
+        return
     from boltzbench.metrics import METRICS
 
-    sweep = cfg.budget_sweep
-    if sweep is not None and sweep.metric.removesuffix("_reweighted") not in METRICS:
+    if sweep.metric.removesuffix("_reweighted") not in METRICS:
         raise ConfigError(
             f"config key 'budget_sweep.metric': unknown metric {sweep.metric!r}; valid "
             f"choices: {', '.join(METRICS.names())}"
