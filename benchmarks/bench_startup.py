@@ -13,6 +13,9 @@ snapshots of the workflow (:func:`benchmarks._common.snapshot_workflow`):
     with every output present and its metadata recorded (made as bench_dag
     makes it: placeholders, then ``--touch --forceall``), so it finds
     "Nothing to be done".
+``main_parse``
+    ``snakemake --list-rules`` on ``config.yaml``: Snakemake's start and the
+    parse of the workflow in a main process (full validation), no DAG.
 ``job_reparse``
     the command Snakemake runs for one job, as a SLURM job runs it:
     ``--mode remote --target-jobs train:target=gmm40,method=flow_rkl,seed=0
@@ -88,7 +91,9 @@ JOB_ARGS = (
     "remote",
     "-n",
 )
-MEASUREMENTS = ("dry_run", "noop_rerun", "job_reparse", "snakemake_import")
+MEASUREMENTS = ("dry_run", "noop_rerun", "main_parse", "job_reparse", "snakemake_import")
+#: Snakemake's arguments of each measurement on config.yaml in an empty directory
+DEFAULT_CONFIG_ARGS = {"dry_run": ("-n",), "main_parse": ("--list-rules",), "job_reparse": JOB_ARGS}
 
 
 def timed(fn, *args, **kwargs) -> tuple[float, float, object]:
@@ -145,7 +150,7 @@ def measure(name: str, snakefile: Path, tmp: Path, cfgs: dict[str, Path], rep: i
             raise RuntimeError(f"the no-op rerun ran jobs:\n{out[-3000:]}")
         return wall, cpu
     work = tmp / f"{name}_{snakefile.parent.name}_{rep}"
-    args = JOB_ARGS if name == "job_reparse" else ("-n",)
+    args = DEFAULT_CONFIG_ARGS[name]
     wall, cpu, (_, out) = timed(snakemake, snakefile, work, cfgs["default"], *args)
     shutil.rmtree(work, ignore_errors=True)
     if name == "job_reparse" and "rule train:" not in out:

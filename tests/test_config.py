@@ -268,12 +268,15 @@ def test_registry_metadata_matches_the_constructors(registry):
     it, are those of its imported constructor."""
     import importlib
 
-    from boltzbench.registry import factory_params, static_params
+    from boltzbench.registry import factory_params, import_callable, static_params
 
     reg = getattr(importlib.import_module(f"boltzbench.{registry}"), registry.upper())
     for name in reg.names():
         path = f"{reg.module_of(name)}:{reg.get(name).__name__}"
         assert static_params(path) == factory_params(reg.get(name)), name
+    # a user's class and factory function read the same way
+    for path in ("custom_method:GaussianIS", "custom_method:make_gaussian_is"):
+        assert static_params(path) == factory_params(import_callable(path)), path
 
 
 def test_planning_tags_match_the_methods():
