@@ -34,8 +34,9 @@ NO_SLEEP_TOUCH = (
 )
 
 
-def snapshot_workflow(dst: Path) -> Path:
-    """Copy the workflow and the package source to ``dst``; return its Snakefile.
+def snapshot_workflow(dst: Path, root: Path = REPO) -> Path:
+    """Copy the workflow and the package source of ``root`` (default: this
+    repository) to ``dst``; return its Snakefile.
 
     Other people edit ``src/`` and the rules while a benchmark runs; a code edit
     changes the rules' ``source`` params and would turn a no-op rerun into a
@@ -45,7 +46,7 @@ def snapshot_workflow(dst: Path) -> Path:
 
     dst.mkdir(parents=True, exist_ok=True)
     for part in WORKFLOW_PARTS:
-        src = REPO / part
+        src = root / part
         if src.is_dir():
             ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
             shutil.copytree(src, dst / part, ignore=ignore)

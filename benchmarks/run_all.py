@@ -11,6 +11,7 @@ BENCHMARKS = (
     "bench_mala",
     "bench_flow",
     "bench_dag",
+    "bench_startup",
     "bench_overhead",
     "bench_md",
     "bench_bridge",

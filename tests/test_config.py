@@ -41,181 +41,261 @@ MD_SHORT = {
 }
 
 
+SHIPPED = [
+    REPO / "config.yaml",
+    REPO / "config/full.yaml",
+    REPO / "tests/configs/tiny.yaml",
+    REPO / "tests/configs/molecular.yaml",
+]
+
+
 def test_shipped_configs_are_valid():
-    for path in [
-        REPO / "config.yaml",
-        REPO / "config/full.yaml",
-        REPO / "tests/configs/tiny.yaml",
-        REPO / "tests/configs/molecular.yaml",
-    ]:
+    for path in SHIPPED:
         validate_config(yaml.safe_load(path.read_text()))
 
 
-@pytest.mark.parametrize(
-    "changes, must_mention",
-    [
-        ({"n_samplez": 3}, ["'n_samplez'", "valid keys here", "sampling"]),
-        ({"sampling__n_samplez": 3}, ["'sampling.n_samplez'", "n_samples"]),
-        ({"sampling__n_samples": 0}, ["'sampling.n_samples'", "greater than 0"]),
-        ({"reference__n_eval": -5}, ["'reference.n_eval'", "greater than 0"]),
-        ({"evaluation__n_eval": "many"}, ["'evaluation.n_eval'", "integer"]),
-        ({"seeds": [0, -1]}, ["'seeds.1'"]),
-        ({"seeds": "zero"}, ["'seeds'", "list"]),
-        ({"methods__smc__params": {"kernel": "gibbs"}}, ["'methods.smc", "kernel", "mala", "hmc"]),
-        ({"targets__gmm40__kind": "gmm41"}, ["'targets.gmm40'", "gmm41", "gmm40", "manywell"]),
-        ({"targets__gmm40__params": {"n_modez": 3}}, ["'targets.gmm40'", "n_modez", "n_modes"]),
-        ({"methods__mala__kind": "hmcc"}, ["'methods.mala'", "hmcc", "mala", "smc", "flow"]),
-        (
-            {"methods__mala__params": {"stepsize": 0.1}},
-            ["'methods.mala.params'", "stepsize", "step_size"],
-        ),
-        (
-            {"methods__mala__overrides": {"gmm40": {"n_chains": 0}}},
-            ["'methods.mala.overrides.gmm40'", "n_chains"],
-        ),
-        ({"methods__mala__overrides": {"nope": {}}}, ["'methods.mala.overrides'", "nope"]),
-        ({"methods__mala__targets": ["nope"]}, ["'methods.mala.targets'", "nope", "gmm40"]),
-        ({"targets__user__callable": "custom_target"}, ["'targets.user'", "module:callable"]),
-        ({"targets__user__callable": "no_such_module:f"}, ["'targets.user'", "no_such_module"]),
-        ({"targets__user__callable": "custom_target:nope"}, ["'targets.user'", "nope"]),
-        (
-            {"targets__user": {"callable": "custom_target:not_a_target"}},
-            ["'targets.user'", "not a boltzbench Target"],
-        ),
-        (
-            {"targets__gmm40__callable": "custom_target:make_shifted_gaussian"},
-            ["'targets.gmm40'", "exactly one"],
-        ),
-        ({"targets": {}}, ["'targets'"]),
-        # a user's method: 'module:callable' (tests/custom_method.py)
-        (
-            {"methods__mine": {"callable": "no_such_module:f"}},
-            ["'methods.mine.callable'", "cannot import", "no_such_module"],
-        ),
-        ({"methods__mine": {"callable": "custom_method"}}, ["'methods.mine.callable'", "module:"]),
-        (
-            {"methods__mine": {"callable": "custom_method:nope"}},
-            ["'methods.mine.callable'", "no attribute 'nope'"],
-        ),
-        (
-            {"methods__mine": {"callable": "custom_method:NOT_CALLABLE"}},
-            ["'methods.mine.callable'", "not callable"],
-        ),
-        (
-            {"methods__mine": {"callable": "custom_method:GaussianIS", "params": {"scal": 1}}},
-            ["'methods.mine.params'", "scal", "valid parameters: scale, loc"],
-        ),
-        (
-            {"methods__mine": {"callable": "custom_method:make_gaussian_is", "params": {"s": 1}}},
-            ["'methods.mine.params'", "make_gaussian_is", "valid parameters: scale, loc"],
-        ),
-        (
-            {
-                "methods__mine": {
-                    "callable": "custom_method:GaussianIS",
-                    "overrides": {"user": {"scale": -1.0}},
-                }
-            },
-            ["'methods.mine.overrides.user'", "scale must be > 0"],
-        ),
-        (
-            {"methods__mine": {"callable": "custom_method:not_a_method"}},
-            ["'methods.mine.callable'", "returned str", "not a boltzbench Method"],
-        ),
-        (
-            {"methods__mine": {"kind": "mala", "callable": "custom_method:GaussianIS"}},
-            ["'methods.mine'", "exactly one of 'kind' or 'callable'"],
-        ),
-        ({"methods__mine": {"params": {}}}, ["'methods.mine'", "exactly one"]),
-        # samples made elsewhere: kind external, its file checked before any job
-        ({"methods__ext": {"kind": "external"}}, ["'methods.ext.params'", "path"]),
-        (
-            {"methods__ext": {"kind": "external", "params": {"path": "/nonexistent/s.npz"}}},
-            ["'methods.ext.params'", "on target", "no sample file at '/nonexistent/s.npz'"],
-        ),
-        # N_eval must fit in a run's samples and the eval split
-        ({"evaluation__n_eval": 10**6}, ["'evaluation.n_eval'", "n_samples"]),
-        ({"targets__gmm40__n_eval": 10**6}, ["'targets.gmm40.n_eval'", "n_samples"]),
-        ({"evaluation__floor_replicates": 0}, ["'evaluation.floor_replicates'", "greater"]),
-        # reference generation: every target needs a way to make its reference sets
-        ({"targets__dw": {"kind": "dw4"}}, ["'targets.dw.reference'", "no exact sampler"]),
-        (
-            {"targets__dw": {"kind": "dw4", "reference": {"kind": "exact"}}},
-            ["'targets.dw.reference'", "no exact sampler"],
-        ),
-        (
-            {
-                "targets__dw": {
-                    "kind": "dw4",
-                    "reference": {"kind": "mcmc", "params": {"n_chain": 4}},
-                }
-            },
-            ["'targets.dw.reference'", "n_chain", "n_chains"],
-        ),
-        (
-            {"targets__dw": {"kind": "dw4", "reference": {"kind": "gibbs"}}},
-            ["'targets.dw.reference.kind'", "exact", "mcmc", "md"],
-        ),
-        (
-            {"targets__dw": {"kind": "dw4", "reference": {"kind": "md", "params": {}}}},
-            ["'targets.dw.reference'", "molecular target"],
-        ),
-        (
-            {"targets__ala": {"kind": "aldp", "reference": {"kind": "md", "params": MD_SHORT}}},
-            ["'targets.ala.reference'", "MD frames", "fewer than"],
-        ),
-        (
-            {
-                "targets__ala": {
-                    "kind": "aldp",
-                    "reference": {"kind": "md", "params": {"n_replicas": 2}},
-                }
-            },
-            ["'targets.ala.reference'", "production_steps", "save_every_steps"],
-        ),
-        # data-based training needs reference data on every target it runs on
-        (
-            {"targets__dw": {"kind": "dw4"}, "methods__flow_mle__targets": ["user", "dw"]},
-            ["'methods.flow_mle'", "reference samples", "'dw'", "targets.dw.reference"],
-        ),
-        # evaluation budgets
-        ({"methods__smc__budget": {"nope": 1000}}, ["'methods.smc.budget'", "nope", "gmm40"]),
-        ({"methods__smc__budget": 0}, ["'methods.smc.budget'", "greater than 0"]),
-        (
-            {"methods__flow_rkl__budget": 500},
-            ["'methods.flow_rkl.budget'", "none for training", "n_samples = 500"],
-        ),
-        (
-            {"budget_sweep": {"target": "nope", "budgets": [1, 2, 3]}},
-            ["'budget_sweep.target'", "nope", "gmm40"],
-        ),
-        (
-            {"budget_sweep": {"target": "gmm40", "budgets": [1000, 2000]}},
-            ["'budget_sweep.budgets'", "at least 3"],
-        ),
-        (
-            {"budget_sweep": {"target": "user", "budgets": [1, 2, 3], "methods": ["flow_rkl"]}},
-            ["'budget_sweep.methods'", "flow_rkl", "'user'"],
-        ),
-        (
-            {"budget_sweep": {"target": "gmm40", "budgets": [1, 2, 3], "seeds": [-1]}},
-            ["'budget_sweep.seeds'", ">= 0"],
-        ),
-        (
-            {"budget_sweep": {"target": "gmm40", "budgets": [1, 2, 3], "metric": "w3"}},
-            ["'budget_sweep.metric'", "w3", "energy_w1"],
-        ),
-        (
-            {"budget_sweep": {"target": "gmm40", "budgets": [400, 2000, 9000]}},
-            ["'budget_sweep.budgets'", "'flow_rkl-budget400'", "none for training"],
-        ),
-    ],
-)
+def full_only(changes, must_mention):
+    """A bad config that only validation's full tier catches: it needs built objects
+    (a constructor's own checks, a user callable imported, reference generation,
+    budget plans, the metrics). The static tier leaves it alone."""
+    return pytest.param(changes, must_mention, marks=pytest.mark.full_only)
+
+
+BAD_CONFIGS = [
+    ({"n_samplez": 3}, ["'n_samplez'", "valid keys here", "sampling"]),
+    ({"sampling__n_samplez": 3}, ["'sampling.n_samplez'", "n_samples"]),
+    ({"sampling__n_samples": 0}, ["'sampling.n_samples'", "greater than 0"]),
+    ({"reference__n_eval": -5}, ["'reference.n_eval'", "greater than 0"]),
+    ({"evaluation__n_eval": "many"}, ["'evaluation.n_eval'", "integer"]),
+    ({"seeds": [0, -1]}, ["'seeds.1'"]),
+    ({"seeds": "zero"}, ["'seeds'", "list"]),
+    full_only(
+        {"methods__smc__params": {"kernel": "gibbs"}}, ["'methods.smc", "kernel", "mala", "hmc"]
+    ),
+    ({"targets__gmm40__kind": "gmm41"}, ["'targets.gmm40'", "gmm41", "gmm40", "manywell"]),
+    ({"targets__gmm40__params": {"n_modez": 3}}, ["'targets.gmm40'", "n_modez", "n_modes"]),
+    ({"methods__mala__kind": "hmcc"}, ["'methods.mala'", "hmcc", "mala", "smc", "flow"]),
+    (
+        {"methods__mala__params": {"stepsize": 0.1}},
+        ["'methods.mala.params'", "stepsize", "step_size"],
+    ),
+    full_only(
+        {"methods__mala__overrides": {"gmm40": {"n_chains": 0}}},
+        ["'methods.mala.overrides.gmm40'", "n_chains"],
+    ),
+    ({"methods__mala__overrides": {"nope": {}}}, ["'methods.mala.overrides'", "nope"]),
+    ({"methods__mala__targets": ["nope"]}, ["'methods.mala.targets'", "nope", "gmm40"]),
+    ({"targets__user__callable": "custom_target"}, ["'targets.user'", "module:callable"]),
+    full_only(
+        {"targets__user__callable": "no_such_module:f"}, ["'targets.user'", "no_such_module"]
+    ),
+    full_only({"targets__user__callable": "custom_target:nope"}, ["'targets.user'", "nope"]),
+    full_only(
+        {"targets__user": {"callable": "custom_target:not_a_target"}},
+        ["'targets.user'", "not a boltzbench Target"],
+    ),
+    (
+        {"targets__gmm40__callable": "custom_target:make_shifted_gaussian"},
+        ["'targets.gmm40'", "exactly one"],
+    ),
+    ({"targets": {}}, ["'targets'"]),
+    # a user's method: 'module:callable' (tests/custom_method.py)
+    full_only(
+        {"methods__mine": {"callable": "no_such_module:f"}},
+        ["'methods.mine.callable'", "cannot import", "no_such_module"],
+    ),
+    ({"methods__mine": {"callable": "custom_method"}}, ["'methods.mine.callable'", "module:"]),
+    full_only(
+        {"methods__mine": {"callable": "custom_method:nope"}},
+        ["'methods.mine.callable'", "no attribute 'nope'"],
+    ),
+    full_only(
+        {"methods__mine": {"callable": "custom_method:NOT_CALLABLE"}},
+        ["'methods.mine.callable'", "not callable"],
+    ),
+    full_only(
+        {"methods__mine": {"callable": "custom_method:GaussianIS", "params": {"scal": 1}}},
+        ["'methods.mine.params'", "scal", "valid parameters: scale, loc"],
+    ),
+    full_only(
+        {"methods__mine": {"callable": "custom_method:make_gaussian_is", "params": {"s": 1}}},
+        ["'methods.mine.params'", "make_gaussian_is", "valid parameters: scale, loc"],
+    ),
+    full_only(
+        {
+            "methods__mine": {
+                "callable": "custom_method:GaussianIS",
+                "overrides": {"user": {"scale": -1.0}},
+            }
+        },
+        ["'methods.mine.overrides.user'", "scale must be > 0"],
+    ),
+    full_only(
+        {"methods__mine": {"callable": "custom_method:not_a_method"}},
+        ["'methods.mine.callable'", "returned str", "not a boltzbench Method"],
+    ),
+    (
+        {"methods__mine": {"kind": "mala", "callable": "custom_method:GaussianIS"}},
+        ["'methods.mine'", "exactly one of 'kind' or 'callable'"],
+    ),
+    ({"methods__mine": {"params": {}}}, ["'methods.mine'", "exactly one"]),
+    # samples made elsewhere: kind external, its file checked before any job
+    ({"methods__ext": {"kind": "external"}}, ["'methods.ext.params'", "path"]),
+    full_only(
+        {"methods__ext": {"kind": "external", "params": {"path": "/nonexistent/s.npz"}}},
+        ["'methods.ext.params'", "on target", "no sample file at '/nonexistent/s.npz'"],
+    ),
+    # N_eval must fit in a run's samples and the eval split
+    ({"evaluation__n_eval": 10**6}, ["'evaluation.n_eval'", "n_samples"]),
+    ({"targets__gmm40__n_eval": 10**6}, ["'targets.gmm40.n_eval'", "n_samples"]),
+    ({"evaluation__floor_replicates": 0}, ["'evaluation.floor_replicates'", "greater"]),
+    # reference generation: every target needs a way to make its reference sets
+    full_only({"targets__dw": {"kind": "dw4"}}, ["'targets.dw.reference'", "no exact sampler"]),
+    full_only(
+        {"targets__dw": {"kind": "dw4", "reference": {"kind": "exact"}}},
+        ["'targets.dw.reference'", "no exact sampler"],
+    ),
+    full_only(
+        {
+            "targets__dw": {
+                "kind": "dw4",
+                "reference": {"kind": "mcmc", "params": {"n_chain": 4}},
+            }
+        },
+        ["'targets.dw.reference'", "n_chain", "n_chains"],
+    ),
+    (
+        {"targets__dw": {"kind": "dw4", "reference": {"kind": "gibbs"}}},
+        ["'targets.dw.reference.kind'", "exact", "mcmc", "md"],
+    ),
+    full_only(
+        {"targets__dw": {"kind": "dw4", "reference": {"kind": "md", "params": {}}}},
+        ["'targets.dw.reference'", "molecular target"],
+    ),
+    full_only(
+        {"targets__ala": {"kind": "aldp", "reference": {"kind": "md", "params": MD_SHORT}}},
+        ["'targets.ala.reference'", "MD frames", "fewer than"],
+    ),
+    full_only(
+        {
+            "targets__ala": {
+                "kind": "aldp",
+                "reference": {"kind": "md", "params": {"n_replicas": 2}},
+            }
+        },
+        ["'targets.ala.reference'", "production_steps", "save_every_steps"],
+    ),
+    # data-based training needs reference data on every target it runs on
+    full_only(
+        {"targets__dw": {"kind": "dw4"}, "methods__flow_mle__targets": ["user", "dw"]},
+        ["'methods.flow_mle'", "reference samples", "'dw'", "targets.dw.reference"],
+    ),
+    # evaluation budgets
+    ({"methods__smc__budget": {"nope": 1000}}, ["'methods.smc.budget'", "nope", "gmm40"]),
+    ({"methods__smc__budget": 0}, ["'methods.smc.budget'", "greater than 0"]),
+    full_only(
+        {"methods__flow_rkl__budget": 500},
+        ["'methods.flow_rkl.budget'", "none for training", "n_samples = 500"],
+    ),
+    (
+        {"budget_sweep": {"target": "nope", "budgets": [1, 2, 3]}},
+        ["'budget_sweep.target'", "nope", "gmm40"],
+    ),
+    (
+        {"budget_sweep": {"target": "gmm40", "budgets": [1000, 2000]}},
+        ["'budget_sweep.budgets'", "at least 3"],
+    ),
+    (
+        {"budget_sweep": {"target": "user", "budgets": [1, 2, 3], "methods": ["flow_rkl"]}},
+        ["'budget_sweep.methods'", "flow_rkl", "'user'"],
+    ),
+    (
+        {"budget_sweep": {"target": "gmm40", "budgets": [1, 2, 3], "seeds": [-1]}},
+        ["'budget_sweep.seeds'", ">= 0"],
+    ),
+    full_only(
+        {"budget_sweep": {"target": "gmm40", "budgets": [1, 2, 3], "metric": "w3"}},
+        ["'budget_sweep.metric'", "w3", "energy_w1"],
+    ),
+    full_only(
+        {"budget_sweep": {"target": "gmm40", "budgets": [400, 2000, 9000]}},
+        ["'budget_sweep.budgets'", "'flow_rkl-budget400'", "none for training"],
+    ),
+]
+
+
+@pytest.mark.parametrize("changes, must_mention", BAD_CONFIGS)
 def test_bad_config_names_the_key(changes, must_mention):
     with pytest.raises(ConfigError) as err:
         validate_config(edited(**changes))
     for text in must_mention:
         assert text in str(err.value), str(err.value)
+
+
+@pytest.mark.parametrize("changes, must_mention", BAD_CONFIGS)
+def test_static_tier_names_the_same_key(changes, must_mention, request):
+    """The static tier (what a job's re-parse of the Snakefile runs) catches every
+    bad config that needs no built object, with the full tier's message."""
+    if request.node.get_closest_marker("full_only"):
+        validate_config(edited(**changes), full=False)
+        return
+    with pytest.raises(ConfigError) as err:
+        validate_config(edited(**changes), full=False)
+    for text in must_mention:
+        assert text in str(err.value), str(err.value)
+
+
+def test_static_tier_imports_no_torch():
+    """Static validation of every shipped config imports no target, method or torch."""
+    code = (
+        "import sys, yaml\n"
+        "from boltzbench.config import validate_config\n"
+        f"for path in {[str(p) for p in SHIPPED]!r}:\n"
+        "    validate_config(yaml.safe_load(open(path)), full=False)\n"
+        "heavy = [m for m in sys.modules if m.split('.')[0] in ('torch', 'scipy', 'zuko')]\n"
+        "assert not heavy, heavy\n"
+        "assert not [m for m in sys.modules if m.startswith('boltzbench.targets.')]\n"
+        "print('ok')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+@pytest.mark.parametrize("registry", ["targets", "methods"])
+def test_registry_metadata_matches_the_constructors(registry):
+    """Every registered entry's keywords, as read from its source without importing
+    it, are those of its imported constructor."""
+    import importlib
+
+    from boltzbench.registry import factory_params, import_callable, static_params
+
+    reg = getattr(importlib.import_module(f"boltzbench.{registry}"), registry.upper())
+    for name in reg.names():
+        path = f"{reg.module_of(name)}:{reg.get(name).__name__}"
+        assert static_params(path) == factory_params(reg.get(name)), name
+    # a user's class and factory function read the same way
+    for path in ("custom_method:GaussianIS", "custom_method:make_gaussian_is"):
+        assert static_params(path) == factory_params(import_callable(path)), path
+
+
+def test_planning_tags_match_the_methods():
+    """The tags the workflow plans jobs with, read without importing a method
+    (STATIC_TAGS), are the built method's, for every family and the params that
+    change them."""
+    from boltzbench.methods import METHODS, build_method
+    from boltzbench.methods.tags import STATIC_TAGS, method_tags, tags_of
+
+    assert set(STATIC_TAGS) == set(METHODS.names())
+    variants = {
+        "flow": [{}, {"mode": "mle"}],
+        "flow_mcmc": [{}, {"flow_params": {"mode": "mle"}}],
+        "external": [{"path": "elsewhere/samples.npz"}],
+    }
+    for kind in METHODS.names():
+        for extra in variants.get(kind, [{}]):
+            entry = {"kind": kind, "params": {**METHODS.get(kind).fast_params, **extra}}
+            assert method_tags(entry) == tags_of(build_method(entry)), entry
 
 
 def test_bad_name_characters():
@@ -231,10 +311,12 @@ def test_schema_file_matches_models():
     assert "n_samples" in json.loads(on_disk)["$defs"]["SamplingSpec"]["properties"]
 
 
-def dry_run(workdir, configfile):
-    """``snakemake -n`` of the repository's workflow in ``workdir``."""
+def dry_run(workdir, configfile, *python_args, args=()):
+    """``snakemake -n`` of the repository's workflow in ``workdir`` (``args``: more
+    arguments of Snakemake; ``python_args``: of the interpreter)."""
     cmd = [
         sys.executable,
+        *python_args,
         "-m",
         "snakemake",
         "-s",
@@ -244,6 +326,7 @@ def dry_run(workdir, configfile):
         str(configfile),
         "--directory",
         str(workdir),
+        *args,
     ]
     env = {**os.environ, "PYTHONPATH": str(REPO / "tests")}
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
@@ -256,6 +339,41 @@ def test_snakemake_refuses_bad_config_before_any_job(tmp_path):
     assert out.returncode != 0
     assert "methods.mala" in out.stdout + out.stderr
     assert not (tmp_path / "results").exists()
+
+
+#: the arguments with which Snakemake re-runs itself for one job (``--mode remote``: a
+#: SLURM job; a local ``run:`` job gets ``--mode subprocess``), with -n
+JOB_ARGS = [
+    "--target-jobs",
+    "train:target=gmm40,method=smc,seed=0",
+    "--allowed-rules",
+    "train",
+    "--force",
+    "--nolock",
+    "--ignore-incomplete",
+    "--max-inventory-time",
+    "0",
+    "--mode",
+    "remote",
+]
+
+
+def test_job_reparse_runs_the_static_checks_only(tmp_path):
+    """A job's re-parse of the Snakefile imports no torch and skips the full checks,
+    which its main process ran before submitting it: a config that the full checks
+    refuse for a constructor's own check (see test_bad_config_names_the_key) passes
+    there, and one with a static error does not."""
+    bad = edited(methods__smc__params={"kernel": "gibbs"})
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
+    job = dry_run(tmp_path, tmp_path / "bad.yaml", "-X", "importtime", args=JOB_ARGS)
+    assert job.returncode == 0, job.stderr[-3000:]
+    assert "rule train:" in job.stdout + job.stderr
+    imported = [line.rpartition("|")[2].strip() for line in job.stderr.splitlines()]
+    assert "torch" not in imported and "boltzbench.methods.smc" not in imported
+    static_bad = edited(methods__smc__params={"n_tempz": 3})
+    (tmp_path / "static_bad.yaml").write_text(yaml.safe_dump(static_bad))
+    job = dry_run(tmp_path, tmp_path / "static_bad.yaml", args=JOB_ARGS)
+    assert job.returncode != 0 and "'methods.smc.params'" in job.stdout + job.stderr
 
 
 def test_configfile_on_the_command_line_replaces_the_default(tmp_path):

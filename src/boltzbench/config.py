@@ -4,6 +4,20 @@
 runs. Every error names the offending key and, where there is a fixed set, the
 valid choices. ``workflow/schemas/config.schema.json`` is generated from
 :class:`Config` by ``boltzbench schema`` and a test fails if the two drift.
+
+Validation has two tiers. The *static* checks read only the config and the
+registries' metadata (each entry's module and constructor keywords, read from
+its source; the methods' planning tags, :mod:`boltzbench.methods.tags`), so
+they import no target, no method and not torch: the schema, names and seeds,
+kinds and parameter names, the targets a method, override or budget names,
+N_eval against the sizes, and the budget sweep's target, methods and seeds.
+The *full* checks build what they check: every target, every method on every
+target it runs on (a user ``callable`` imported and called, an external
+sample file read), reference generation, data for data-based methods, budget
+plans, the sweep's metric, and the planning tags against the built methods.
+``validate_config(raw)`` runs both; the workflow runs both once, in
+Snakemake's main process, and only the static tier in a job's re-parse of the
+Snakefile (``workflow/rules/common.smk``).
 """
 
 from __future__ import annotations
@@ -21,7 +35,16 @@ from pydantic import (
     model_validator,
 )
 
-from boltzbench.registry import RegistryError, check_instance, check_kwargs, required_params
+from boltzbench.registry import (
+    Params,
+    Registry,
+    RegistryError,
+    check_callable_path,
+    check_instance,
+    check_kwargs,
+    check_params,
+    factory_params,
+)
 
 __all__ = [
     "Config",
@@ -389,15 +412,9 @@ def _check_methods(cfg: Config, targets: dict[str, Any]) -> None:
     for name, spec in cfg.methods.items():
         key = f"methods.{name}"
         runs_on = spec.targets or list(cfg.targets)
-        if _builds_alone(_method_factory(spec, key), spec, runs_on):
+        required = factory_params(_method_factory(spec, key)).required
+        if _builds_alone(required, spec, runs_on):
             _build_method(spec.entry(), f"{key}.params", f"{key}.callable")
-        for field in ("targets", "overrides"):
-            for t in getattr(spec, field) or []:
-                if t not in cfg.targets:
-                    raise ConfigError(
-                        f"config key '{key}.{field}': unknown target {t!r}; "
-                        f"valid choices: {', '.join(cfg.targets)}"
-                    )
         for t in runs_on:
             sub = f"{key}.overrides.{t}" if t in spec.overrides else f"{key}.params"
             method = _build_method(spec.entry(t), sub, f"{key}.callable")
@@ -407,11 +424,11 @@ def _check_methods(cfg: Config, targets: dict[str, Any]) -> None:
                 raise ConfigError(f"config key '{sub}': on target {t!r}: {err}") from None
 
 
-def _builds_alone(factory, spec: MethodSpec, runs_on: list[str]) -> bool:
+def _builds_alone(required: tuple[str, ...], spec: MethodSpec, runs_on: list[str]) -> bool:
     """Whether ``params`` are checked on their own (errors then name ``methods.X.params``):
-    not when a required parameter is missing from them but every target's override
+    not when a ``required`` parameter is missing from them but every target's override
     gives it (an external sample file per target)."""
-    missing = set(required_params(factory)) - set(spec.params)
+    missing = set(required) - set(spec.params)
     return not missing or not all(missing <= set(spec.overrides.get(t, {})) for t in runs_on)
 
 
@@ -444,20 +461,14 @@ def _check_data(cfg: Config, built: dict[str, Any]) -> None:
 
 
 def _check_budgets(cfg: Config, methods: dict[str, MethodSpec], sweep: bool = False) -> None:
-    """A budget names known targets, and every (method, target) with a budget can
-    plan a run that spends it (:meth:`~boltzbench.methods.Method.plan_budget`) and
-    leaves an energy-trained method something to train on."""
+    """Every (method, target) with a budget can plan a run that spends it
+    (:meth:`~boltzbench.methods.Method.plan_budget`) and leaves an energy-trained
+    method something to train on."""
     from boltzbench.methods import build_method
 
     n = cfg.sampling.n_samples
     for name, spec in methods.items():
         key = "budget_sweep.budgets" if sweep else f"methods.{name}.budget"
-        for t in spec.budget if isinstance(spec.budget, dict) else []:
-            if t not in cfg.targets:
-                raise ConfigError(
-                    f"config key '{key}': unknown target {t!r}; valid choices: "
-                    f"{', '.join(cfg.targets)}"
-                )
         for t in spec.targets or list(cfg.targets):
             budget = spec.budget_for(t)
             if budget is None:
@@ -499,9 +510,9 @@ def sweep_methods(cfg: Config) -> dict[str, MethodSpec]:
 
 def _declares_costs(spec: MethodSpec, target: str) -> bool:
     """Whether the method scores samples made elsewhere (costs declared, not counted)."""
-    from boltzbench.methods import build_method
+    from boltzbench.methods.tags import method_tags
 
-    return build_method(spec.entry(target)).declares_costs
+    return method_tags(spec.entry(target)).declares_costs
 
 
 def sweep_members(cfg: Config) -> dict[str, dict[str, Any]]:
@@ -513,8 +524,7 @@ def sweep_members(cfg: Config) -> dict[str, dict[str, Any]]:
 
 
 def _check_sweep(cfg: Config) -> None:
-    from boltzbench.metrics import METRICS
-
+    """The sweep's target, methods and seeds, and no name clash (static)."""
     sweep = cfg.budget_sweep
     if sweep is None:
         return
@@ -539,14 +549,23 @@ def _check_sweep(cfg: Config) -> None:
         raise ConfigError(
             f"config key 'budget_sweep.seeds': seeds must be >= 0 (got {sweep.seeds})"
         )
+    clash = set(sweep_methods(cfg)) & set(cfg.methods)
+    if clash:
+        raise ConfigError(f"config key 'methods': names {sorted(clash)} are taken by budget_sweep")
+
+
+def _check_sweep_metric(cfg: Config) -> None:
+    """The sweep's metric is a registered one (imports the metrics)."""
+    sweep = cfg.budget_sweep
+    if sweep is None:
+        return
+    from boltzbench.metrics import METRICS
+
     if sweep.metric.removesuffix("_reweighted") not in METRICS:
         raise ConfigError(
             f"config key 'budget_sweep.metric': unknown metric {sweep.metric!r}; valid "
             f"choices: {', '.join(METRICS.names())}"
         )
-    clash = set(sweep_methods(cfg)) & set(cfg.methods)
-    if clash:
-        raise ConfigError(f"config key 'methods': names {sorted(clash)} are taken by budget_sweep")
 
 
 def _build_method(entry: dict[str, Any], key: str, callable_key: str):
@@ -567,22 +586,126 @@ def _build_method(entry: dict[str, Any], key: str, callable_key: str):
         raise ConfigError(f"config key '{callable_key}': {err}") from None
 
 
-def validate_config(raw: dict[str, Any]) -> Config:
-    """Validate ``raw`` and return the typed config, or raise :class:`ConfigError`."""
+def _static_params(
+    registry: Registry, spec: TargetSpec | MethodSpec, key: str, callable_key: str
+) -> Params | None:
+    """The :class:`~boltzbench.registry.Params` of an entry's registered kind, from
+    the registry's metadata (None where it does not say; None for a user callable,
+    of which only the ``'module:callable'`` form is checked here)."""
     try:
-        cfg = Config.model_validate(raw)
+        if spec.callable:
+            check_callable_path(spec.callable)
+            return None
+        return registry.params(spec.kind)
+    except RegistryError as err:
+        raise ConfigError(f"config key '{callable_key if spec.callable else key}': {err}") from None
+
+
+def _check_params(params: Params, kwargs: dict[str, Any], what: str, key: str, bad: str) -> None:
+    """``kwargs`` are keywords ``params`` takes (else an error naming ``key``) and give
+    every keyword it needs (else an error naming ``bad``)."""
+    try:
+        check_params(params, kwargs, what)
+    except RegistryError as err:
+        raise ConfigError(f"config key '{key}': {err}") from None
+    missing = [p for p in params.required if p not in kwargs]
+    if missing:
+        names = ", ".join(repr(p) for p in missing)
+        raise ConfigError(f"config key '{bad}': {what} needs parameter(s) {names}")
+
+
+def _check_static_targets(cfg: Config) -> None:
+    """Every target names a registered kind that takes its params (and gets those it
+    needs), or a ``'module:callable'``; from the registry's metadata."""
+    from boltzbench.targets import TARGETS
+
+    for name, spec in cfg.targets.items():
+        key = f"targets.{name}"
+        params = _static_params(TARGETS, spec, key, key)
+        if params is not None:
+            _check_params(params, spec.params, f"target {spec.kind!r}", key, f"{key}.params")
+
+
+def _check_static_methods(cfg: Config) -> None:
+    """Every method names known targets (``targets``, ``overrides``, ``budget``), and a
+    registered kind whose constructor takes its params and each target's override,
+    and gets those it needs; or a ``'module:callable'``. From the registry's metadata."""
+    from boltzbench.methods import METHODS
+
+    for name, spec in cfg.methods.items():
+        key = f"methods.{name}"
+        _check_known_targets(cfg, spec.targets or [], f"{key}.targets")
+        _check_known_targets(cfg, spec.overrides, f"{key}.overrides")
+        if isinstance(spec.budget, dict):
+            _check_known_targets(cfg, spec.budget, f"{key}.budget")
+        params = _static_params(METHODS, spec, key, f"{key}.callable")
+        if params is None:
+            continue
+        what, runs_on = f"method {spec.kind!r}", spec.targets or list(cfg.targets)
+        if _builds_alone(params.required, spec, runs_on):
+            _check_params(params, spec.params, what, f"{key}.params", f"{key}.params")
+        for t in runs_on:
+            sub = f"{key}.overrides.{t}" if t in spec.overrides else f"{key}.params"
+            _check_params(params, spec.params_for(t), what, sub, sub)
+
+
+def _check_known_targets(cfg: Config, names: Any, key: str) -> None:
+    """Every name in ``names`` is a target of the config."""
+    for t in names:
+        if t not in cfg.targets:
+            raise ConfigError(
+                f"config key '{key}': unknown target {t!r}; valid choices: {', '.join(cfg.targets)}"
+            )
+
+
+def _check_tags(cfg: Config) -> None:
+    """The planning tags read without importing a method
+    (:data:`boltzbench.methods.tags.STATIC_TAGS`) are the built method's."""
+    from boltzbench.methods import build_method
+    from boltzbench.methods.tags import method_tags, tags_of
+
+    for name, spec in {**cfg.methods, **sweep_methods(cfg)}.items():
+        for t in spec.targets or list(cfg.targets):
+            entry = spec.entry(t)
+            static, built = method_tags(entry), tags_of(build_method(entry))
+            if static != built:
+                raise RuntimeError(
+                    f"methods.{name} on {t!r}: boltzbench.methods.tags gives {static}, but "
+                    f"the built method has {built}; update STATIC_TAGS[{spec.kind!r}]"
+                )
+
+
+def parse_config(raw: dict[str, Any]) -> Config:
+    """The typed config of ``raw``, or :class:`ConfigError` naming every bad key."""
+    try:
+        return Config.model_validate(raw)
     except ValidationError as err:
         lines = list(dict.fromkeys(_format_error(e, Config) for e in err.errors()))
         raise ConfigError("invalid config:\n  " + "\n  ".join(lines)) from None
+
+
+def validate_config(raw: dict[str, Any], full: bool = True) -> Config:
+    """Validate ``raw`` and return the typed config, or raise :class:`ConfigError`.
+
+    ``full=False`` runs the static checks only, which import no target, method
+    or torch (the module's docstring lists what each tier checks).
+    """
+    cfg = parse_config(raw)
     _check_positive_seeds(cfg)
     _check_names("targets", list(cfg.targets))
     _check_names("methods", list(cfg.methods))
+    _check_static_targets(cfg)
+    _check_static_methods(cfg)
+    _check_eval_sizes(cfg)
+    _check_sweep(cfg)
+    if not full:
+        return cfg
     targets = _build_targets(cfg)
     _check_methods(cfg, targets)
     _check_data(cfg, targets)
     _check_references(cfg, targets)
-    _check_eval_sizes(cfg)
-    _check_sweep(cfg)
+    _check_sweep_metric(cfg)
     _check_budgets(cfg, cfg.methods)
     _check_budgets(cfg, sweep_methods(cfg), sweep=True)
+    _check_tags(cfg)
     return cfg

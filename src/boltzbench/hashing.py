@@ -141,6 +141,7 @@ def source_hash(parts: tuple[str, ...] | None = None) -> str:
     return h.hexdigest()
 
 
+@cache
 def _module_file(name: str) -> Path | None:
     """The file of boltzbench module ``name``, or None outside the package."""
     parts = name.split(".")
@@ -153,8 +154,13 @@ def _module_file(name: str) -> Path | None:
     return None
 
 
-def _imported_modules(path: Path, name: str) -> set[str]:
-    """Every module name ``path`` imports (at any depth, so lazy imports count)."""
+@cache
+def _imported_modules(path: Path, name: str) -> frozenset[str]:
+    """Every module name ``path`` imports (at any depth, so lazy imports count).
+
+    Each file is parsed once per process: the closures of all a workflow's
+    rules share most files, and the workflow computes one per job.
+    """
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text())):
@@ -168,7 +174,9 @@ def _imported_modules(path: Path, name: str) -> set[str]:
             found.add(base)
             found.update(f"{base}.{alias.name}" for alias in node.names)
     # importing a.b.c runs a/__init__ and a/b/__init__ too
-    return {".".join(m.split(".")[: i + 1]) for m in found for i in range(m.count(".") + 1)}
+    return frozenset(
+        ".".join(m.split(".")[: i + 1]) for m in found for i in range(m.count(".") + 1)
+    )
 
 
 @cache
@@ -191,14 +199,27 @@ def module_closure(*modules: str) -> tuple[Path, ...]:
 
 
 def closure_hash(*modules: str, extra_files: tuple[str, ...] = ()) -> str:
-    """sha256 of the files in ``module_closure(*modules)`` plus ``extra_files``."""
+    """sha256 of the files in ``module_closure(*modules)`` plus ``extra_files``.
+
+    The closure's part is computed once per process and set of ``modules`` (the
+    workflow asks for it once per job, and its jobs share a few closures), so a
+    process hashes the code as it found it first; ``extra_files`` are read each
+    time.
+    """
+    h = _closure_digest(modules).copy()
+    for f in extra_files:
+        h.update(hash_path(f).encode())
+    return h.hexdigest()
+
+
+@cache
+def _closure_digest(modules: tuple[str, ...]) -> Any:
+    """The sha256 object fed with the files of ``module_closure(*modules)`` (copy it)."""
     h = hashlib.sha256()
     for f in module_closure(*modules):
         h.update(str(f.relative_to(PACKAGE_ROOT)).encode() + b"\0")
         _update_with_file(h, f)
-    for f in extra_files:
-        h.update(hash_path(f).encode())
-    return h.hexdigest()
+    return h
 
 
 def derive_seed(*keys: Any) -> int:

@@ -4,21 +4,36 @@ Every kind of component (targets, methods, metrics) has one :class:`Registry`.
 Entries are addressed by name from ``config.yaml``. An unknown name, or a
 parameter the constructor does not take, raises a :class:`RegistryError` that
 lists the valid choices.
+
+A lazy entry (``"module:attribute"``) is described without importing it: its
+module (:meth:`Registry.module_of`) and its constructor's keyword names
+(:meth:`Registry.params`, read from the module's source), so the workflow can
+check a config's kinds and parameter names without importing torch.
 """
 
 from __future__ import annotations
 
+import ast
 import importlib
+import importlib.util
 import inspect
 from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
 from typing import Any, Generic, TypeVar
 
 __all__ = [
     "Registry",
     "RegistryError",
+    "Params",
     "import_callable",
     "check_kwargs",
+    "check_params",
+    "factory_params",
+    "static_params",
     "required_params",
+    "lazy_exports",
+    "check_callable_path",
     "spec_factory",
     "build_spec",
     "check_instance",
@@ -90,6 +105,15 @@ class Registry(Generic[T]):
             self.get(name)  # raises the error listing the valid names
         return entry.partition(":")[0] if isinstance(entry, str) else entry.__module__
 
+    def params(self, name: str) -> Params | None:
+        """The keywords entry ``name`` takes, without importing a lazy one (read from
+        its module's source; None where the source does not say, see
+        :func:`static_params`)."""
+        entry = self._entries.get(name)
+        if entry is None:
+            self.get(name)  # raises the error listing the valid names
+        return static_params(entry) if isinstance(entry, str) else factory_params(entry)
+
     def build(self, name: str, **kwargs: Any) -> T:
         """Build entry ``name`` with ``kwargs``, checking every keyword first."""
         factory = self.get(name)
@@ -97,39 +121,122 @@ class Registry(Generic[T]):
         return factory(**kwargs)
 
 
-def accepted_params(factory: Callable[..., Any]) -> list[str] | None:
-    """Keyword names ``factory`` accepts, or None when it takes ``**kwargs``."""
+@dataclass(frozen=True)
+class Params:
+    """The keyword names a factory takes: ``accepted`` (None when it takes
+    ``**kwargs``) and ``required`` (those without a default)."""
+
+    accepted: tuple[str, ...] | None
+    required: tuple[str, ...]
+
+
+def factory_params(factory: Callable[..., Any]) -> Params:
+    """The :class:`Params` of an imported ``factory`` (from its signature)."""
     params = inspect.signature(factory).parameters.values()
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+    kinds = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    named = [p for p in params if p.kind not in kinds]
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+    return Params(
+        accepted=None if takes_any else tuple(p.name for p in named),
+        required=tuple(p.name for p in named if p.default is inspect.Parameter.empty),
+    )
+
+
+@cache
+def static_params(path: str) -> Params | None:
+    """The :class:`Params` of ``"module:attribute"``, read from the module's source
+    without importing it (its parent packages are imported to find it).
+
+    The attribute must be a function or a class defined at the module's top
+    level; a class without its own ``__init__`` takes the one of its first base
+    defined in the same module. None where the source does not say (another
+    shape, a decorated function, no source file): then the factory must be
+    imported to know.
+    """
+    module_name, _, attr = path.partition(":")
+    spec = importlib.util.find_spec(module_name)
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
         return None
-    return [p.name for p in params if p.kind is not inspect.Parameter.VAR_POSITIONAL]
+    with open(spec.origin, encoding="utf-8") as f:
+        tree = ast.parse(f.read())
+    defs = {n.name: n for n in tree.body if isinstance(n, (ast.ClassDef, ast.FunctionDef))}
+    return _def_params(defs, attr, set())
+
+
+def _def_params(defs: dict[str, ast.AST], name: str, seen: set[str]) -> Params | None:
+    """The :class:`Params` of the top-level function or class ``name`` in ``defs``."""
+    node = defs.get(name)
+    if node is None or name in seen or node.decorator_list:
+        return None
+    if isinstance(node, ast.FunctionDef):
+        return _arguments_params(node.args, skip_first=False)
+    seen.add(name)
+    init = next(
+        (n for n in node.body if isinstance(n, ast.FunctionDef) and n.name == "__init__"), None
+    )
+    if init is not None:
+        return None if init.decorator_list else _arguments_params(init.args, skip_first=True)
+    base = node.bases[0] if node.bases else None
+    return _def_params(defs, base.id, seen) if isinstance(base, ast.Name) else None
+
+
+def _arguments_params(args: ast.arguments, skip_first: bool) -> Params:
+    """:class:`Params` of a ``def``'s arguments (``skip_first``: a method's ``self``)."""
+    positional = [*args.posonlyargs, *args.args][1 if skip_first else 0 :]
+    n_without_default = len(positional) - len(args.defaults)
+    required = [a.arg for a in positional[:n_without_default]]
+    required += [a.arg for a, d in zip(args.kwonlyargs, args.kw_defaults) if d is None]
+    named = [a.arg for a in [*positional, *args.kwonlyargs]]
+    return Params(None if args.kwarg else tuple(named), tuple(required))
 
 
 def required_params(factory: Callable[..., Any]) -> list[str]:
     """Keyword names ``factory`` needs (those without a default)."""
-    params = inspect.signature(factory).parameters.values()
-    kinds = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
-    return [p.name for p in params if p.default is inspect.Parameter.empty and p.kind not in kinds]
+    return list(factory_params(factory).required)
 
 
 def check_kwargs(factory: Callable[..., Any], kwargs: dict[str, Any], what: str) -> None:
     """Raise :class:`RegistryError` naming any keyword ``factory`` does not take."""
-    valid = accepted_params(factory)
-    if valid is None:
+    check_params(factory_params(factory), kwargs, what)
+
+
+def check_params(params: Params, kwargs: dict[str, Any], what: str) -> None:
+    """Raise :class:`RegistryError` naming any keyword of ``kwargs`` outside ``params``."""
+    if params.accepted is None:
         return
-    unknown = sorted(set(kwargs) - set(valid))
+    unknown = sorted(set(kwargs) - set(params.accepted))
     if unknown:
         raise RegistryError(
             f"{what} does not take parameter(s) {', '.join(unknown)}; "
-            f"valid parameters: {', '.join(valid) or '(none)'}"
+            f"valid parameters: {', '.join(params.accepted) or '(none)'}"
         )
+
+
+def check_callable_path(spec: str) -> tuple[str, str]:
+    """``(module, attribute)`` of ``"package.module:attribute"``; RegistryError when
+    ``spec`` is not of that form (checked without importing anything)."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise RegistryError(f"{spec!r} is not of the form 'module:callable'")
+    return module_name, attr
+
+
+def lazy_exports(package: str, exports: dict[str, str]) -> Callable[[str], Any]:
+    """A module ``__getattr__`` (PEP 562) that imports ``exports[name]``, a module,
+    the first time ``package.name`` is read, so importing ``package`` imports none
+    of them (a registry's package stays free of torch)."""
+
+    def __getattr__(name: str) -> Any:
+        if name not in exports:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        return getattr(importlib.import_module(exports[name]), name)
+
+    return __getattr__
 
 
 def import_callable(spec: str) -> Callable[..., Any]:
     """Import ``"package.module:attribute"`` and return the callable it names."""
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise RegistryError(f"{spec!r} is not of the form 'module:callable'")
+    module_name, attr = check_callable_path(spec)
     try:
         module = importlib.import_module(module_name)
     except ImportError as err:

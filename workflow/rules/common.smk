@@ -1,4 +1,8 @@
 # Helpers shared by every rule: the validated config, the run matrix, params slices.
+#
+# Nothing here imports torch, a target or a method while the Snakefile is parsed,
+# except the full validation in Snakemake's main process: every start parses the
+# workflow, and so does each job's own Snakemake (twice per SLURM job).
 
 import inspect
 import sys
@@ -20,10 +24,15 @@ from boltzbench.config import (
 from boltzbench.hashing import closure_hash
 from boltzbench.methods import METHODS as METHOD_REGISTRY
 from boltzbench.methods import method_factory
+from boltzbench.methods.tags import method_tags
 from boltzbench.targets import TARGETS as TARGET_REGISTRY
 from boltzbench.targets import target_factory
 
-CFG = validate_config(config)
+# Full validation (it builds every target and method, so imports torch) once per
+# `snakemake` invocation, in the main process; a job's re-parse (local
+# `--mode subprocess`, SLURM's `--mode remote`) runs only the static checks of
+# the config that its main process validated in full before submitting it.
+CFG = validate_config(config, full=workflow.is_main_process)
 RESULTS = CFG.results_dir.rstrip("/")
 LOGS = f"{RESULTS}/logs"
 TARGETS = list(CFG.targets)
@@ -96,9 +105,7 @@ def method_spec(wildcards):
 def method_inputs(wildcards):
     """Files from outside the pipeline that the method's sampling reads, by role
     (an external sample file); inputs of the sample job."""
-    from boltzbench.steps.common import build_method
-
-    return build_method(method_spec(wildcards)).input_files()
+    return method_tags(method_spec(wildcards)).input_files
 
 
 def method_budget(wildcards):
@@ -121,10 +128,7 @@ def sweep_runs():
 
 
 def needs_data(wildcards):
-    from boltzbench.steps.common import build_method
-
-    method = build_method(method_spec(wildcards))
-    return getattr(method, "needs_data", False)
+    return method_tags(method_spec(wildcards)).needs_data
 
 
 def run_paths(pattern, seeds=None, matrix=runs):
@@ -169,9 +173,7 @@ def gpu_request(wildcards):
 
 
 def has_density(wildcards):
-    from boltzbench.steps.common import build_method
-
-    return build_method(method_spec(wildcards)).has_density
+    return method_tags(method_spec(wildcards)).has_density
 
 
 def evaluate_inputs(wildcards):

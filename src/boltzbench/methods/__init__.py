@@ -4,17 +4,28 @@ Build a method from its config entry with :func:`build_method`: the entry
 names a registered ``kind`` or a user ``callable`` (``"module:function"`` or a
 class) that returns a :class:`Method`; both take ``params`` as keyword
 arguments.
+
+Importing this package imports no method and not torch (the families are
+registered lazily, ``Method`` and ``SampleSet`` are imported when first read):
+the workflow checks a config's kinds and parameter names from the registry's
+metadata, and reads the tags it plans jobs with from :mod:`boltzbench.methods.tags`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from boltzbench.methods.base import Method, SampleSet
-from boltzbench.registry import Registry, build_spec, spec_factory
+from boltzbench.registry import Registry, build_spec, lazy_exports, spec_factory
+
+if TYPE_CHECKING:  # imported lazily (see __getattr__); listed for readers and hashing
+    from boltzbench.methods.base import Method, SampleSet
 
 __all__ = ["METHODS", "Method", "SampleSet", "build_method", "method_factory"]
+
+__getattr__ = lazy_exports(
+    __name__, {"Method": "boltzbench.methods.base", "SampleSet": "boltzbench.methods.base"}
+)
 
 METHODS: Registry[Method] = Registry("method")
 
@@ -38,4 +49,6 @@ def method_factory(spec: dict[str, Any]) -> Callable[..., Method]:
 def build_method(spec: dict[str, Any]) -> Method:
     """Build the method of a config entry ``{kind|callable, params}``; a user
     callable must return a :class:`Method` (RegistryError otherwise)."""
+    from boltzbench.methods.base import Method
+
     return build_spec(METHODS, spec, Method)

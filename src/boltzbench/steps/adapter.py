@@ -20,8 +20,6 @@ import sys
 import traceback
 from typing import Any
 
-import torch
-
 from boltzbench.reproducible import apply_torch
 
 __all__ = ["run_rule", "call_step", "export_source"]
@@ -48,6 +46,8 @@ def _plain(named: Any) -> dict[str, Any]:
 
 
 def run_rule(smk: Any, step: str) -> None:
+    import torch  # here, not at the top: the Snakefile imports this module (export_source)
+
     log_path = smk.log[0] if len(smk.log) else None
     handler = logging.FileHandler(log_path, mode="w") if log_path else logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))

@@ -3,19 +3,26 @@
 Build a target from its config entry with :func:`build_target`. A config entry
 either names a registered ``kind`` or a user ``callable`` (``"module:function"``)
 that returns a :class:`Target`; both take ``params`` as keyword arguments.
+
+Importing this package imports no target and not torch: every entry is
+registered lazily and the classes below are imported when first read, so the
+workflow checks a config's kinds and parameter names (from the registry's
+metadata) without them.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from boltzbench.registry import Registry, build_spec, spec_factory
-from boltzbench.targets.analytic import GMM, Funnel, ManyWell
-from boltzbench.targets.base import Target
-from boltzbench.targets.counting import BudgetExceeded, CountingTarget, EvalCounts
-from boltzbench.targets.gaussian import Gaussian
-from boltzbench.targets.lattice import Phi4
-from boltzbench.targets.particles import DoubleWell4, LennardJones, ParticleTarget
+from boltzbench.registry import Registry, build_spec, lazy_exports, spec_factory
+
+if TYPE_CHECKING:  # imported lazily (see __getattr__); listed for readers and hashing
+    from boltzbench.targets.analytic import GMM, Funnel, ManyWell
+    from boltzbench.targets.base import Target
+    from boltzbench.targets.counting import BudgetExceeded, CountingTarget, EvalCounts
+    from boltzbench.targets.gaussian import Gaussian
+    from boltzbench.targets.lattice import Phi4
+    from boltzbench.targets.particles import DoubleWell4, LennardJones, ParticleTarget
 
 __all__ = [
     "TARGETS",
@@ -26,19 +33,41 @@ __all__ = [
     "build_target",
     "target_factory",
     "ParticleTarget",
+    "GMM",
+    "Funnel",
+    "ManyWell",
+    "Gaussian",
     "DoubleWell4",
     "LennardJones",
     "Phi4",
 ]
 
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "GMM": "boltzbench.targets.analytic",
+        "Funnel": "boltzbench.targets.analytic",
+        "ManyWell": "boltzbench.targets.analytic",
+        "Target": "boltzbench.targets.base",
+        "BudgetExceeded": "boltzbench.targets.counting",
+        "CountingTarget": "boltzbench.targets.counting",
+        "EvalCounts": "boltzbench.targets.counting",
+        "Gaussian": "boltzbench.targets.gaussian",
+        "Phi4": "boltzbench.targets.lattice",
+        "DoubleWell4": "boltzbench.targets.particles",
+        "LennardJones": "boltzbench.targets.particles",
+        "ParticleTarget": "boltzbench.targets.particles",
+    },
+)
+
 TARGETS: Registry[Target] = Registry("target")
-TARGETS.register("gmm40")(GMM)
-TARGETS.register("funnel")(Funnel)
-TARGETS.register("manywell")(ManyWell)
-TARGETS.register("gaussian")(Gaussian)
-TARGETS.register("dw4")(DoubleWell4)
-TARGETS.register("lj")(LennardJones)
-TARGETS.register("phi4")(Phi4)
+TARGETS.register_lazy("gmm40", "boltzbench.targets.analytic:GMM")
+TARGETS.register_lazy("funnel", "boltzbench.targets.analytic:Funnel")
+TARGETS.register_lazy("manywell", "boltzbench.targets.analytic:ManyWell")
+TARGETS.register_lazy("gaussian", "boltzbench.targets.gaussian:Gaussian")
+TARGETS.register_lazy("dw4", "boltzbench.targets.particles:DoubleWell4")
+TARGETS.register_lazy("lj", "boltzbench.targets.particles:LennardJones")
+TARGETS.register_lazy("phi4", "boltzbench.targets.lattice:Phi4")
 TARGETS.register_lazy("aldp", "boltzbench.targets.aldp:AlanineDipeptide")
 
 
@@ -49,4 +78,6 @@ def target_factory(spec: dict[str, Any]):
 
 def build_target(spec: dict[str, Any]) -> Target:
     """Build the target of a config entry ``{kind|callable, params}``."""
+    from boltzbench.targets.base import Target
+
     return build_spec(TARGETS, spec, Target)
