@@ -12,8 +12,8 @@ import math
 import torch
 
 from boltzbench.checkpoint import NO_CHECKPOINT, Checkpoint
+from boltzbench.core import batch_sizes
 from boltzbench.methods import Method, SampleSet
-from boltzbench.methods.base import batch_sizes
 from boltzbench.targets import Target
 
 

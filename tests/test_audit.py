@@ -21,6 +21,7 @@ import zarr
 
 from boltzbench.audit import audit, problems
 from boltzbench.cli import main
+from boltzbench.core import SampleSet
 from boltzbench.hashing import data_hash, hash_path
 from boltzbench.io import (
     read_attrs,
@@ -30,7 +31,6 @@ from boltzbench.io import (
     write_json,
     write_store,
 )
-from boltzbench.methods.base import SampleSet
 from boltzbench.provenance import provenance_attrs
 
 REPO = Path(__file__).resolve().parent.parent

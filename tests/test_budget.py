@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from boltzbench.config import ConfigError, sweep_members, validate_config
+from boltzbench.core import BUDGET_SPEND_MIN, BudgetPlan, SampleSet, TrainingDiverged
 from boltzbench.io import read_store, samples_to_dataset, write_store
 from boltzbench.methods import METHODS
-from boltzbench.methods.base import BUDGET_SPEND_MIN, BudgetPlan, SampleSet, TrainingDiverged
 from boltzbench.methods.flow import FlowMethod
 from boltzbench.methods.mala import MALA, plan_chain
 from boltzbench.methods.smc import SMC
@@ -153,7 +153,7 @@ def test_budget_sweep_expands_into_named_runs():
 def test_ess_per_million_evaluations_in_the_cost():
     """The leaderboard's ESS per 10⁶ evaluations: Kish ESS for weighted sets, the
     smallest per-coordinate autocorrelation ESS for chains, NaN otherwise."""
-    from boltzbench.methods.base import SampleSet
+    from boltzbench.core import SampleSet
     from boltzbench.steps.evaluate import _cost
 
     x = torch.zeros(4, 2)

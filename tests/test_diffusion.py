@@ -10,9 +10,9 @@ import math
 import pytest
 import torch
 
+from boltzbench.core import BUDGET_SPEND_MIN
 from boltzbench.estimators import normalized_kish_ess
 from boltzbench.io import load_model, save_model
-from boltzbench.methods.base import BUDGET_SPEND_MIN
 from boltzbench.methods.diffusion import DiffusionSampler
 from boltzbench.methods.diffusion_util import ControlNet, cosine_alphas, dds_scheme, pis_scheme
 from boltzbench.steps.common import job_checkpoint, training_budget

@@ -20,6 +20,7 @@ from test_audit import flip_byte
 
 from boltzbench.audit import MANIFEST, audit, problems
 from boltzbench.cli import main
+from boltzbench.core import SampleSet
 from boltzbench.export import ExportError, export
 from boltzbench.hashing import hash_path
 from boltzbench.io import (
@@ -30,7 +31,6 @@ from boltzbench.io import (
     write_store,
     write_text,
 )
-from boltzbench.methods.base import SampleSet
 from boltzbench.provenance import provenance_attrs
 
 R = Path("results")

@@ -19,7 +19,7 @@ import math
 import pytest
 import torch
 
-from boltzbench.methods.base import SampleSet
+from boltzbench.core import SampleSet
 from boltzbench.metrics import evaluate, noise_floor
 from boltzbench.metrics.evaluate import floor_chunks, reference_rows, resample, score
 from boltzbench.targets.analytic import GMM

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from boltzbench.methods.base import SampleSet
+from boltzbench.core import SampleSet
 from boltzbench.methods.fab import FAB
 from boltzbench.methods.flow import FlowMethod
 from boltzbench.methods.flow_matching import FlowMatching

@@ -10,6 +10,7 @@ import xarray as xr
 import zarr
 from snakemake.io import IOFile, directory
 
+from boltzbench.core import SampleSet
 from boltzbench.hashing import (
     PACKAGE_ROOT,
     ROOT_METADATA,
@@ -30,7 +31,6 @@ from boltzbench.io import (
     write_json,
     write_store,
 )
-from boltzbench.methods.base import SampleSet
 from boltzbench.provenance import provenance_attrs
 
 

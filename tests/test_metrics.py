@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from boltzbench.methods.base import SampleSet
+from boltzbench.core import SampleSet
 from boltzbench.metrics import METRICS, evaluate, noise_floor
 from boltzbench.metrics.distributional import (
     OTNotConverged,

@@ -17,8 +17,8 @@ import ot
 import pytest
 import torch
 
+from boltzbench.core import SampleSet
 from boltzbench.md.system import build_system
-from boltzbench.methods.base import SampleSet
 from boltzbench.metrics import METRICS, evaluate, metric_docs
 from boltzbench.metrics.lattice import (
     connected_two_point,

@@ -47,8 +47,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from boltzbench.core import SampleSet
 from boltzbench.hashing import hash_path
-from boltzbench.methods.base import SampleSet
 from boltzbench.targets.base import Target
 
 __all__ = [

@@ -49,8 +49,8 @@ import torch
 import xarray as xr
 import zarr
 
+from boltzbench.core import SampleSet
 from boltzbench.hashing import data_hash, hash_json
-from boltzbench.methods.base import SampleSet
 
 __all__ = [
     "atomic_path",

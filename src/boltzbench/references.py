@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from boltzbench.methods.base import SampleSet
+from boltzbench.core import SampleSet
 from boltzbench.registry import check_kwargs
 from boltzbench.targets.base import Target
 

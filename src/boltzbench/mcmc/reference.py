@@ -51,8 +51,8 @@ import torch
 from torch import Tensor
 
 from boltzbench.checkpoint import NO_CHECKPOINT, Checkpoint
+from boltzbench.core import SampleSet, resolve_dtype, start_location
 from boltzbench.mcmc import adaptation, diagnostics, proposal, tempering
-from boltzbench.methods.base import SampleSet, resolve_dtype, start_location
 from boltzbench.targets.base import Target
 from boltzbench.targets.counting import BudgetExceeded
 

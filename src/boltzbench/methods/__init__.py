@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 from boltzbench.registry import Registry, build_spec, lazy_exports, spec_factory
 
 if TYPE_CHECKING:  # imported lazily (see __getattr__); listed for readers and hashing
-    from boltzbench.methods.base import Method, SampleSet
+    from boltzbench.core import SampleSet
+    from boltzbench.methods.base import Method
 
 __all__ = ["METHODS", "Method", "SampleSet", "build_method", "method_factory"]
 

@@ -71,18 +71,18 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from boltzbench.checkpoint import NO_CHECKPOINT, Checkpoint
-from boltzbench.estimators import log_mean_exp, normalized_kish_ess
-from boltzbench.methods.base import (
+from boltzbench.core import (
     BUDGET_SPEND_MIN,
     DTYPES,
     BudgetPlan,
-    Method,
     SampleSet,
     TrainingDiverged,
     affordable,
     batch_sizes,
     start_location,
 )
+from boltzbench.estimators import log_mean_exp, normalized_kish_ess
+from boltzbench.methods.base import Method
 from boltzbench.methods.diffusion_util import (
     KINDS,
     ControlNet,

@@ -20,8 +20,9 @@ from __future__ import annotations
 import torch
 
 from boltzbench.checkpoint import NO_CHECKPOINT, Checkpoint
+from boltzbench.core import BudgetPlan, SampleSet
 from boltzbench.external import ENERGY_TOL, check_layout, inspect_file, load_samples
-from boltzbench.methods.base import BudgetPlan, Method, SampleSet
+from boltzbench.methods.base import Method
 from boltzbench.targets.base import Target
 
 __all__ = ["ExternalSamples"]

@@ -71,16 +71,16 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from boltzbench.checkpoint import NO_CHECKPOINT, Checkpoint
-from boltzbench.estimators import log_mean_exp, normalized_kish_ess
-from boltzbench.methods.base import (
+from boltzbench.core import (
     DTYPES,
     BudgetPlan,
-    Method,
     SampleSet,
     TrainingDiverged,
     affordable,
     shortfall_note,
 )
+from boltzbench.estimators import log_mean_exp, normalized_kish_ess
+from boltzbench.methods.base import Method
 from boltzbench.methods.flow import FlowMethod
 from boltzbench.methods.smc import SMC, Annealed, Path, PathEnds
 from boltzbench.methods.training import forked_seed, load_optimizer_state, optimizer_state

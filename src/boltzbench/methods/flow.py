@@ -51,17 +51,17 @@ from tqdm.auto import tqdm
 from zuko.lazy import Flow
 
 from boltzbench.checkpoint import NO_CHECKPOINT, Checkpoint
-from boltzbench.estimators import log_mean_exp, normalized_kish_ess
-from boltzbench.methods.base import (
+from boltzbench.core import (
     DTYPES,
     BudgetPlan,
-    Method,
     SampleSet,
     TrainingDiverged,
     batch_sizes,
     shortfall_note,
     start_location,
 )
+from boltzbench.estimators import log_mean_exp, normalized_kish_ess
+from boltzbench.methods.base import Method
 from boltzbench.methods.flows_util import ACTIVATIONS, COUPLINGS, coupling_flow
 from boltzbench.methods.training import KeepBest, Minibatches, TrainingLoop, forked_seed
 from boltzbench.targets.base import Target

@@ -66,16 +66,16 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from boltzbench.checkpoint import NO_CHECKPOINT, Checkpoint
-from boltzbench.estimators import log_mean_exp, normalized_kish_ess
-from boltzbench.methods.base import (
+from boltzbench.core import (
     DTYPES,
-    Method,
     SampleSet,
     TrainingDiverged,
     batch_sizes,
     resolve_dtype,
     start_location,
 )
+from boltzbench.estimators import log_mean_exp, normalized_kish_ess
+from boltzbench.methods.base import Method
 from boltzbench.methods.egnn import EGNN
 from boltzbench.methods.training import Minibatches, TrainingLoop, forked_seed
 from boltzbench.targets.base import Target

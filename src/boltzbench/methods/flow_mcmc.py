@@ -70,9 +70,10 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from boltzbench.checkpoint import NO_CHECKPOINT, Checkpoint
+from boltzbench.core import BudgetPlan, SampleSet, shortfall_note
 from boltzbench.mcmc import adaptation, diagnostics
 from boltzbench.mcmc import flow_proposal as fp
-from boltzbench.methods.base import BudgetPlan, Method, SampleSet, shortfall_note
+from boltzbench.methods.base import Method
 from boltzbench.methods.flow import FlowMethod
 from boltzbench.methods.mala import Draws, Schedule, chain_budget_plan
 from boltzbench.targets.base import Target

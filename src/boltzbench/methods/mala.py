@@ -39,15 +39,9 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from boltzbench.checkpoint import NO_CHECKPOINT, Checkpoint
+from boltzbench.core import BudgetPlan, SampleSet, resolve_dtype, shortfall_note, start_location
 from boltzbench.mcmc import adaptation, diagnostics, mala, proposal
-from boltzbench.methods.base import (
-    BudgetPlan,
-    Method,
-    SampleSet,
-    resolve_dtype,
-    shortfall_note,
-    start_location,
-)
+from boltzbench.methods.base import Method
 from boltzbench.targets.base import Target
 from boltzbench.targets.counting import BudgetExceeded
 

@@ -23,7 +23,8 @@ import math
 import torch
 
 from boltzbench.checkpoint import NO_CHECKPOINT, Checkpoint
-from boltzbench.methods.base import BudgetPlan, Method, SampleSet
+from boltzbench.core import BudgetPlan, SampleSet
+from boltzbench.methods.base import Method
 from boltzbench.methods.mala import chain_budget_plan
 from boltzbench.targets.base import Target
 

@@ -52,19 +52,18 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from boltzbench.checkpoint import NO_CHECKPOINT, Checkpoint
-from boltzbench.estimators import normalized_kish_ess
-from boltzbench.mcmc import adaptation, hmc, mala, proposal
-from boltzbench.methods.base import (
+from boltzbench.core import (
     BudgetPlan,
-    Method,
     SampleSet,
-    ShiftedTarget,
     remaining_budget,
     resolve_dtype,
     shortfall_note,
     start_location,
 )
-from boltzbench.targets.base import Target
+from boltzbench.estimators import normalized_kish_ess
+from boltzbench.mcmc import adaptation, hmc, mala, proposal
+from boltzbench.methods.base import Method
+from boltzbench.targets.base import ShiftedTarget, Target
 
 __all__ = [
     "SMC",

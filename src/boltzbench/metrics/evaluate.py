@@ -39,7 +39,7 @@ from boltzbench.metrics.weights import clean_log_weights
 from boltzbench.targets.base import Target
 
 if TYPE_CHECKING:  # only for annotations: metrics never import the sampler families
-    from boltzbench.methods.base import SampleSet
+    from boltzbench.core import SampleSet
 
 __all__ = [
     "evaluate",

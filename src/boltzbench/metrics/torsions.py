@@ -67,7 +67,7 @@ from boltzbench.targets.dihedrals import TORSION_ATOMS, dihedrals_nm, torsion_in
 from boltzbench.targets.internal import is_l_form
 
 if TYPE_CHECKING:  # only for annotations
-    from boltzbench.methods.base import SampleSet
+    from boltzbench.core import SampleSet
 
 __all__ = [
     "TORSION_ATOMS",

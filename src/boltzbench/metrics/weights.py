@@ -1,6 +1,6 @@
 """Importance-weight metrics: the log Z estimate, its error and the Kish ESS.
 
-All three read a :class:`~boltzbench.methods.base.SampleSet` as a whole (every
+All three read a :class:`~boltzbench.core.SampleSet` as a whole (every
 row, no subsampling). Log weights are the unnormalized
 log w_i = -E(x_i) - log q(x_i), so that (1/N) Σ w_i is an unbiased estimate of
 Z. A non-finite log weight (NaN, ±inf) counts as zero weight, log w_i = -inf;
@@ -16,7 +16,7 @@ from boltzbench.estimators import clean_log_weights, log_mean_exp, normalized_ki
 from boltzbench.targets.base import Target
 
 if TYPE_CHECKING:  # only for annotations: metrics never import the sampler families
-    from boltzbench.methods.base import SampleSet
+    from boltzbench.core import SampleSet
 
 __all__ = ["clean_log_weights", "log_mean_exp", "log_z_hat", "log_z_error", "kish_ess"]
 

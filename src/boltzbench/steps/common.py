@@ -12,9 +12,9 @@ from typing import Any
 import torch
 
 from boltzbench.checkpoint import Checkpoint
+from boltzbench.core import BUDGET_SPEND_MIN, BudgetPlan, TrainingDiverged
 from boltzbench.hashing import canonical_json, derive_seed, hash_json, hash_path
 from boltzbench.methods import Method, build_method
-from boltzbench.methods.base import BUDGET_SPEND_MIN, BudgetPlan, TrainingDiverged
 from boltzbench.targets import CountingTarget, Target, build_target
 from boltzbench.targets.counting import EvalCounts
 
@@ -119,7 +119,7 @@ def budget_attrs(budget: int | None, counted: CountingTarget, phase: str) -> dic
 
 @contextmanager
 def named_divergence(method_name: str, target_name: str) -> Iterator[None]:
-    """Re-raise a :class:`~boltzbench.methods.base.TrainingDiverged` naming the method
+    """Re-raise a :class:`~boltzbench.core.TrainingDiverged` naming the method
     and the target (the job then fails and writes no model)."""
     try:
         yield

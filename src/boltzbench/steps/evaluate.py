@@ -15,9 +15,9 @@ from typing import Any
 
 import torch
 
+from boltzbench.core import SampleSet
 from boltzbench.estimators import normalized_kish_ess
 from boltzbench.io import dataset_to_samples, load_model, read_store, write_json
-from boltzbench.methods.base import SampleSet
 from boltzbench.metrics import evaluate, noise_floor
 from boltzbench.metrics.base import LogDensity
 from boltzbench.provenance import now, provenance_attrs

@@ -21,8 +21,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from boltzbench.core import SampleSet  # noqa: E402
 from boltzbench.io import atomic_path, dataset_to_samples, load_model, read_store  # noqa: E402
-from boltzbench.methods.base import SampleSet  # noqa: E402
 from boltzbench.metrics.evaluate import finite_rows, resample, subsample  # noqa: E402
 from boltzbench.provenance import now, provenance_attrs  # noqa: E402
 from boltzbench.steps.structure_figures import structure_figure, structured_kind  # noqa: E402

@@ -14,9 +14,9 @@ from typing import Any
 import torch
 
 from boltzbench.checkpoint import NO_CHECKPOINT, Checkpoint
+from boltzbench.core import SampleSet
 from boltzbench.hashing import derive_seed, hash_json
 from boltzbench.io import read_store, samples_to_dataset, write_store
-from boltzbench.methods.base import SampleSet
 from boltzbench.provenance import now, provenance_attrs
 from boltzbench.references import MD_RHAT_MAX, exact_reference, merge_md, resolve_reference
 from boltzbench.targets import build_target

@@ -25,10 +25,10 @@ from typing import Any
 import torch
 
 from boltzbench.config import Config, eval_size, reference_sizes
+from boltzbench.core import SampleSet
 from boltzbench.external import load_samples
 from boltzbench.hashing import derive_seed
 from boltzbench.io import dataset_to_samples, read_store
-from boltzbench.methods.base import SampleSet
 from boltzbench.metrics import evaluate, noise_floor
 from boltzbench.references import exact_reference, resolve_reference
 from boltzbench.steps.common import generator

@@ -11,7 +11,7 @@ import math
 
 import torch
 
-__all__ = ["Target"]
+__all__ = ["Target", "ShiftedTarget"]
 
 
 class Target(torch.nn.Module):
@@ -85,3 +85,22 @@ class Target(torch.nn.Module):
         """Elementwise log N(x; 0, exp(log_std)^2)."""
         log_std = torch.as_tensor(log_std, dtype=x.dtype, device=x.device)
         return -0.5 * (x * torch.exp(-log_std)) ** 2 - log_std - 0.5 * math.log(2 * math.pi)
+
+
+class ShiftedTarget(Target):
+    """``target`` seen from ``loc``: E'(y) = E(y + loc). log Z is unchanged.
+
+    Lets a sampler whose base distribution is centred at the origin (SMC)
+    start around a molecular target's energy minimum.
+    """
+
+    def __init__(self, target: Target, loc: torch.Tensor):
+        super().__init__()
+        self.target, self.dim, self.log_Z = target, target.dim, target.log_Z
+        self.register_buffer("loc", loc)
+
+    def energy(self, y: torch.Tensor) -> torch.Tensor:
+        return self.target.energy(y + self.loc.to(y.dtype))
+
+    def energy_and_grad(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.target.energy_and_grad(y + self.loc.to(y.dtype))

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-from boltzbench.methods.base import BUDGET_SPEND_MIN, Method, SampleSet
+from boltzbench.core import BUDGET_SPEND_MIN, SampleSet
+from boltzbench.methods.base import Method
 from boltzbench.targets.base import Target
 from boltzbench.targets.counting import BudgetExceeded, CountingTarget
 from boltzbench.targets.gaussian import Gaussian
@@ -368,7 +369,7 @@ def budget_stop(case: Case) -> str | None:
         "budget_stop",
         f"spent {spent} of a budget of {budget} (its run "
         f"needs {total}) without stopping at the budget: a method that shortens its run "
-        "should say so (CountingTarget.exhausted, see methods.base.affordable)",
+        "should say so (CountingTarget.exhausted, see core.affordable)",
     )
 
 

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 
 import torch
 
-from boltzbench.methods.base import SampleSet
+from boltzbench.core import SampleSet
 from boltzbench.metrics.base import Metric
 from boltzbench.targets.base import Target
 from boltzbench.targets.gaussian import Gaussian

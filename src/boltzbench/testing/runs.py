@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from boltzbench.checkpoint import NO_CHECKPOINT, Checkpoint
-from boltzbench.methods.base import Method, SampleSet
+from boltzbench.core import SampleSet
+from boltzbench.methods.base import Method
 from boltzbench.targets.base import Target
 from boltzbench.targets.counting import CountingTarget, EvalCounts
 from boltzbench.testing.common import typical_points
