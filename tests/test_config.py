@@ -440,3 +440,70 @@ def test_external_file_per_target_through_overrides(tmp_path):
     ext["targets"].append("funnel10")  # no file for it
     with pytest.raises(ConfigError, match="'methods.ext.params'.*'path'"):
         validate_config(edited(methods__ext=ext))
+
+
+def _count_full_checks(monkeypatch) -> list[int]:
+    """Count the calls of the full tier's first check (building the targets)."""
+    import boltzbench.config as config
+
+    calls: list[int] = []
+    build = config._build_targets
+
+    def counted(cfg):
+        calls.append(1)
+        return build(cfg)
+
+    monkeypatch.setattr(config, "_build_targets", counted)
+    return calls
+
+
+def test_a_passed_full_validation_is_recorded_and_reused(tmp_path, monkeypatch):
+    """The second full validation of the same config and source runs the static
+    checks only; a changed config, an edited user callable's file, a touched
+    named file each make a new key; a refused config is never recorded."""
+    from boltzbench.config import validation_key
+
+    monkeypatch.syspath_prepend(str(REPO / "tests"))
+    calls, cache = _count_full_checks(monkeypatch), tmp_path / "validated"
+    validate_config(TINY, cache=cache)
+    validate_config(TINY, cache=cache)
+    assert len(calls) == 1 and len(list(cache.iterdir())) == 1
+    validate_config(edited(seeds=[0, 1]), cache=cache)
+    assert len(calls) == 2
+
+    user = tmp_path / "my_target_mod.py"
+    user.write_text((REPO / "tests/custom_target.py").read_text())
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = edited(targets__user__callable="my_target_mod:make_shifted_gaussian")
+    key = validation_key(cfg)
+    user.write_text(user.read_text() + "\n# edited\n")
+    assert validation_key(cfg) != key
+
+    named = tmp_path / "samples.npz"
+    named.write_bytes(b"x")
+    cfg = edited(methods__mala__params={"note": str(named)})
+    key = validation_key(cfg)
+    os.utime(named, ns=(1, 1))
+    assert validation_key(cfg) != key
+
+    bad = edited(methods__smc__params={"kernel": "gibbs"})
+    for _ in range(2):
+        with pytest.raises(ConfigError, match="methods.smc"):
+            validate_config(bad, cache=cache)
+    assert len(list(cache.iterdir())) == 2
+
+
+def test_snakemake_validates_in_full_once_per_key(tmp_path):
+    """Two dry runs of one config: the first records its full validation under
+    .snakemake/, the second finds it (a config the full tier refuses is refused
+    every time)."""
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(TINY))
+    for _ in range(2):
+        out = dry_run(tmp_path, tmp_path / "tiny.yaml")
+        assert out.returncode == 0, out.stderr[-3000:]
+    assert len(list((tmp_path / ".snakemake/boltzbench/validated").iterdir())) == 1
+    bad = edited(methods__smc__params={"kernel": "gibbs"})
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
+    for _ in range(2):
+        out = dry_run(tmp_path, tmp_path / "bad.yaml")
+        assert out.returncode != 0 and "methods.smc" in out.stdout + out.stderr

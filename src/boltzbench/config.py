@@ -22,7 +22,14 @@ Snakefile (``workflow/rules/common.smk``).
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
 import re
+import sys
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import (
@@ -50,6 +57,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "validate_config",
+    "validation_key",
     "config_schema",
     "reference_sizes",
     "eval_size",
@@ -684,12 +692,26 @@ def parse_config(raw: dict[str, Any]) -> Config:
         raise ConfigError("invalid config:\n  " + "\n  ".join(lines)) from None
 
 
-def validate_config(raw: dict[str, Any], full: bool = True) -> Config:
+def validate_config(
+    raw: dict[str, Any], full: bool = True, cache: str | Path | None = None
+) -> Config:
     """Validate ``raw`` and return the typed config, or raise :class:`ConfigError`.
 
     ``full=False`` runs the static checks only, which import no target, method
-    or torch (the module's docstring lists what each tier checks).
+    or torch (the module's docstring lists what each tier checks). With a
+    ``cache`` folder, a full validation that passed is recorded there under
+    :func:`validation_key`, and a later full validation of the same key runs
+    the static checks only: the full checks are a function of what the key
+    covers, so they would pass again.
     """
+    if full and cache is not None:
+        record = Path(cache) / validation_key(raw)
+        if record.is_file():
+            return validate_config(raw, full=False)
+        cfg = validate_config(raw, full=True)
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps(raw, sort_keys=True, default=str, indent=1) + "\n")
+        return cfg
     cfg = parse_config(raw)
     _check_positive_seeds(cfg)
     _check_names("targets", list(cfg.targets))
@@ -709,3 +731,52 @@ def validate_config(raw: dict[str, Any], full: bool = True) -> Config:
     _check_budgets(cfg, sweep_methods(cfg), sweep=True)
     _check_tags(cfg)
     return cfg
+
+
+def validation_key(raw: dict[str, Any]) -> str:
+    """sha256 of what the full checks depend on, without importing any of it.
+
+    It covers the config itself; the source of every boltzbench module; the
+    source file of every user ``callable`` (found with ``importlib.util.find_spec``,
+    which reads no module but a dotted name's parent packages); the size and
+    modification time of every file the config names (an external sample
+    file); and the versions of Python, torch, NumPy and OpenMM. A change to
+    any of these makes a new key, and so a full validation.
+    """
+    h = hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode())
+    package = Path(__file__).parent
+    for path in sorted(package.rglob("*.py")):
+        h.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
+    for text in sorted(_strings(raw)):
+        h.update(_named_file_stamp(text).encode())
+    h.update(sys.version.encode())
+    for dist in ("torch", "numpy", "openmm"):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            h.update(f"{dist}={importlib.metadata.version(dist)}".encode())
+    return h.hexdigest()
+
+
+def _strings(value: Any) -> set[str]:
+    """Every string inside a nested config value (keys excluded)."""
+    if isinstance(value, str):
+        return {value}
+    items = value.values() if isinstance(value, dict) else value
+    if isinstance(value, dict | list | tuple):
+        return set().union(*(_strings(v) for v in items))
+    return set()
+
+
+def _named_file_stamp(text: str) -> str:
+    """What ``text`` names: a user callable's source, a file's size and mtime, or nothing."""
+    if re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", text):
+        module = text.partition(":")[0]
+        with contextlib.suppress(ImportError, ValueError):
+            spec = importlib.util.find_spec(module)
+            if spec is not None and spec.origin and Path(spec.origin).is_file():
+                return f"{text}\0{Path(spec.origin).read_bytes().hex()}"
+        return f"{text}\0unresolved"
+    with contextlib.suppress(OSError, ValueError):
+        stat = Path(text).stat()
+        if Path(text).is_file():
+            return f"{text}\0{stat.st_size}\0{stat.st_mtime_ns}"
+    return ""

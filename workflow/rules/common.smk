@@ -32,7 +32,14 @@ from boltzbench.targets import target_factory
 # `snakemake` invocation, in the main process; a job's re-parse (local
 # `--mode subprocess`, SLURM's `--mode remote`) runs only the static checks of
 # the config that its main process validated in full before submitting it.
-CFG = validate_config(config, full=workflow.is_main_process)
+# A full validation that passed is recorded under a key of the config, the
+# source and the files it names (boltzbench.config.validation_key), so a later
+# invocation on the same key runs the static checks only.
+CFG = validate_config(
+    config,
+    full=workflow.is_main_process,
+    cache=Path(".snakemake/boltzbench/validated"),
+)
 RESULTS = CFG.results_dir.rstrip("/")
 LOGS = f"{RESULTS}/logs"
 TARGETS = list(CFG.targets)
