@@ -14,9 +14,10 @@ import torch
 from boltzbench.config import ConfigError, sweep_members, validate_config
 from boltzbench.core import BUDGET_SPEND_MIN, BudgetPlan, SampleSet, TrainingDiverged
 from boltzbench.io import read_store, samples_to_dataset, write_store
+from boltzbench.mcmc.runner import plan_chain
 from boltzbench.methods import METHODS
 from boltzbench.methods.flow import FlowMethod
-from boltzbench.methods.mala import MALA, plan_chain
+from boltzbench.methods.mala import MALA
 from boltzbench.methods.smc import SMC
 from boltzbench.steps import sample as sample_step
 from boltzbench.steps import train as train_step

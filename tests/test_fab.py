@@ -12,10 +12,10 @@ from helpers import sampling_methods
 from test_checkpoint import _killed_then_resumed, _uninterrupted
 from test_flow import NaNAfter
 
+from boltzbench.mcmc.annealing import Annealing, anneal
 from boltzbench.methods import METHODS
 from boltzbench.methods.fab import FAB, ReplayBuffer, _Run, annealing_path
 from boltzbench.methods.flow import FlowMethod
-from boltzbench.methods.smc import SMC
 from boltzbench.targets import CountingTarget
 from boltzbench.targets.analytic import GMM
 from boltzbench.targets.gaussian import Gaussian
@@ -34,15 +34,14 @@ def gaussian_log_q(scale: float):
     return log_q
 
 
-def ais(n_temps: int, n_moves: int, kernel: str = "mala") -> SMC:
-    return SMC(
+def ais(n_temps: int, n_moves: int, kernel: str = "mala") -> Annealing:
+    return Annealing(
         n_temps=n_temps,
         schedule="linear",
         kernel=kernel,
         n_moves=n_moves,
         step_size=0.5,
         ess_threshold=0.0,
-        dtype="float64",
     )
 
 
@@ -72,7 +71,7 @@ def test_ais_to_p_squared_over_q_is_unbiased(kernel, gen):
     z_g = (2 * math.pi * s_q**2) ** (d / 2) * (math.pi / a) ** (d / 2)
     target = CountingTarget(Gaussian(dim=d, scale=s_p))
     x0 = s_q * torch.randn(4000, d, generator=gen)
-    run = ais(3, 2, kernel).anneal(annealing_path(target, gaussian_log_q(s_q)), x0, gen)
+    run = anneal(ais(3, 2, kernel), annealing_path(target, gaussian_log_q(s_q)), x0, gen)
     w = run.log_w.exp()
     se = float(w.std() / math.sqrt(len(w)))
     assert abs(float(w.mean()) - z_g) < 4 * se and se < 0.02 * z_g
@@ -86,7 +85,7 @@ def test_zero_moves_give_the_exact_importance_weights(gen):
     s_q = 1.5
     target = Gaussian(dim=3, scale=0.8, rho=0.3)
     x0 = s_q * torch.randn(500, 3, generator=gen)
-    run = ais(4, 0).anneal(annealing_path(target, gaussian_log_q(s_q)), x0, gen)
+    run = anneal(ais(4, 0), annealing_path(target, gaussian_log_q(s_q)), x0, gen)
     exact = -2 * target.energy(x0) - 2 * gaussian_log_q(s_q)(x0)[0]
     assert torch.equal(run.state.position, x0)
     torch.testing.assert_close(run.log_w, exact, rtol=0, atol=1e-12)

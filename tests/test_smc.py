@@ -13,12 +13,12 @@ import torch
 from helpers import Walled, correlated_gaussian
 
 from boltzbench.estimators import normalized_kish_ess
-from boltzbench.methods import METHODS
-from boltzbench.methods.smc import (
+from boltzbench.mcmc.annealing import (
     beta_schedule,
     normalize_log_weights,
     systematic_resample,
 )
+from boltzbench.methods import METHODS
 from boltzbench.targets import CountingTarget
 from boltzbench.targets.analytic import GMM
 

@@ -10,30 +10,41 @@ number of leapfrog steps) to ``step``. Shared parts live in
 and :mod:`~boltzbench.mcmc.integrators` (leapfrog). Step-size adaptation is in
 :mod:`~boltzbench.mcmc.adaptation`, ESS and R̂ in :mod:`~boltzbench.mcmc.diagnostics`.
 
+The loops live beside the kernels: :mod:`~boltzbench.mcmc.runner` runs chains of
+any kernel (warm-up, burn-in, thinning, budget stop, checkpoints) for MALA,
+parallel tempering (:mod:`~boltzbench.mcmc.tempering`), flow-proposal MCMC and
+the MCMC reference (:mod:`~boltzbench.mcmc.reference`);
+:mod:`~boltzbench.mcmc.annealing` is the SMC/AIS engine (tempered states, paths,
+schedules, resampling, the annealing loop) of SMC and FAB.
+
 Shapes: positions ``(chains, dim)``, per-chain quantities ``(chains,)``.
 Energies are reduced (k_BT): p(x) ∝ exp(−E(x)).
 """
 
 from boltzbench.mcmc import (
     adaptation,
+    annealing,
     diagnostics,
     hmc,
     integrators,
     mala,
     proposal,
     reference,
+    runner,
     tempering,
 )
 from boltzbench.mcmc.proposal import State, potential_from
 
 __all__ = [
     "adaptation",
+    "annealing",
     "diagnostics",
     "hmc",
     "integrators",
     "mala",
     "proposal",
     "reference",
+    "runner",
     "tempering",
     "State",
     "potential_from",

@@ -8,7 +8,7 @@ A *potential* maps positions to a state: ``potential(x) -> State``. It performs
 exactly one energy-and-gradient evaluation per chain. A state may be any
 NamedTuple whose first three fields are ``position``, ``energy`` and ``grad``;
 further fields (e.g. the target's own energy inside a tempered potential, see
-:mod:`boltzbench.methods.smc`) are carried along unchanged, accepted or rejected
+:mod:`boltzbench.mcmc.annealing`) are carried along unchanged, accepted or rejected
 together with the position. :func:`select` and :func:`take` work field by field.
 
 The Metropolis–Hastings step (Metropolis et al. 1953; Hastings 1970) accepts a

@@ -3,7 +3,8 @@
 :func:`mcmc_reference` runs ``n_chains`` independent chains (``algorithm="mala"``)
 or ``n_chains`` independent parallel-tempering ensembles of ``n_temps`` replicas
 each (``algorithm="pt"``, :mod:`boltzbench.mcmc.tempering`), all started from
-N(loc, init_scale² I) (loc: the target's ``base_location``, or 0), in three phases:
+N(loc, init_scale² I) (loc: the target's ``base_location``, or 0), in the three
+phases of the chain runner (:mod:`boltzbench.mcmc.runner`):
 
 1. warm-up, ``n_warmup`` steps: the step size of every replica (temperature ×
    chain) is adapted by dual averaging (Hoffman & Gelman 2014,
@@ -42,9 +43,7 @@ the first step the budget cannot pay for; ``n_steps`` is then the steps done.
 
 from __future__ import annotations
 
-import contextlib
 import math
-from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import torch
@@ -52,9 +51,9 @@ from torch import Tensor
 
 from boltzbench.checkpoint import NO_CHECKPOINT, Checkpoint
 from boltzbench.core import SampleSet, resolve_dtype, start_location
-from boltzbench.mcmc import adaptation, diagnostics, proposal, tempering
+from boltzbench.mcmc import diagnostics, proposal, runner, tempering
+from boltzbench.mcmc.runner import ChainRun, Draw, Schedule
 from boltzbench.targets.base import Target
-from boltzbench.targets.counting import BudgetExceeded
 
 __all__ = ["mcmc_reference", "check_convergence", "ConvergenceError", "ALGORITHMS"]
 
@@ -151,15 +150,12 @@ def mcmc_reference(
     x0 = start_location(target, dtype) + init_scale * torch.randn(
         shape, generator=generator, dtype=dtype
     )
-    run = _Run.start(tempering.init(x0, potential), step_size)
-    run.restore(checkpoint, generator)
-    step = tempering.build_kernel(config.betas, kernel)
-    with contextlib.suppress(BudgetExceeded):  # a spent evaluation budget ends the run
-        while run.step < config.total:
-            run.advance(step, generator, potential, config)
-            if checkpoint.due(run.step) and run.step < config.total:
-                checkpoint.save(run.step, run.state_dict(generator))
-    samples = _sample_set(run, config, n, getattr(target, "invariant_features", None))
+    state = tempering.init(x0, potential)
+    chain = _chain(config, potential)
+    run = runner.start(chain, state, step_size, _zero_statistics(state))
+    run = runner.run(chain, run, config.schedule, generator, checkpoint)
+    features = getattr(target, "invariant_features", None)
+    samples = _sample_set(run, runner.draws(chain, run), config, n, features)
     samples.attrs["rhat_threshold"] = rhat_max
     check_convergence(samples.attrs["rhat_max"], rhat_max, samples.attrs["rhat_of"])
     return samples
@@ -173,10 +169,7 @@ class _Config(NamedTuple):
     betas: Tensor
     t_max: float
     n_chains: int
-    n_warmup: int
-    n_burnin: int
-    thinning: int
-    n_draws: int
+    schedule: Schedule
     n_leapfrog: int
 
     @classmethod
@@ -213,10 +206,7 @@ class _Config(NamedTuple):
             betas,
             float(t_max),
             n_chains,
-            n_warmup,
-            n_burnin,
-            thinning,
-            n_draws,
+            Schedule(n_warmup, n_burnin, thinning, n_draws),
             n_leapfrog if kernel == "hmc" else 1,
         )
 
@@ -225,146 +215,87 @@ class _Config(NamedTuple):
         return len(self.betas)
 
     @property
-    def total(self) -> int:
-        """Kernel steps per chain."""
-        return self.n_warmup + self.n_burnin + self.n_draws * self.thinning
-
-    @property
     def target_accept(self) -> float:
         return tempering.LOCAL_KERNELS[self.kernel]
 
     @property
     def evaluations(self) -> int:
         """Energy-and-gradient evaluations of the whole run, all temperatures."""
-        return self.evaluations_of(self.total)
+        return self.evaluations_of(self.schedule.total)
 
     def evaluations_of(self, steps: int) -> int:
         """Energy-and-gradient evaluations of the first ``steps`` steps, all temperatures."""
         return self.n_temps * self.n_chains * (1 + steps * self.n_leapfrog)
 
 
-class _Draws(NamedTuple):
-    """One kept draw of the β = 1 chains: positions ``(C, dim)``, energies ``(C,)``."""
-
-    position: Tensor
-    energy: Tensor
-
-
-@dataclass
-class _Run:
-    """The whole state of a run between two steps (what a checkpoint saves).
-
-    ``step`` steps are done. During warm-up ``adapt`` holds the dual-averaging
-    state (one per replica, ``(K, C)``); after it, ``step_size`` holds one ε per
-    temperature (shape ``(K,)``).
-    After warm-up, ``accept`` (``(K, C)``) sums the local acceptance rates,
-    ``swap_accept`` (``(K−1, C)``) the swap acceptance rates and ``swap_count``
-    (``(K−1,)``) the swap proposals; ``kept`` holds the kept draws.
-    """
-
-    step: int
-    state: tempering.State
-    adapt: adaptation.DualAveragingState
-    step_size: Tensor
-    accept: Tensor
-    swap_accept: Tensor
-    swap_count: Tensor
-    kept: list[_Draws] = field(default_factory=list)
-
-    @classmethod
-    def start(cls, state: tempering.State, step_size: float) -> _Run:
-        k, c = state.energy.shape
-        eps = torch.full((k, c), step_size, dtype=state.position.dtype)
-        zeros = state.energy.new_zeros
-        return cls(
-            0,
-            state,
-            adaptation.dual_averaging_init(eps),
-            eps[:, 0],
-            zeros(k, c),
-            zeros(k - 1, c),
-            zeros(k - 1),
-        )
-
-    def advance(self, step, generator, potential, config: _Config) -> None:
-        """One step of every replica, in the phase that ``self.step`` is in."""
-        warming = self.step < config.n_warmup
-        eps = torch.exp(self.adapt.log_step_size) if warming else self.step_size
-        self.state, info = step(generator, self.state, potential, eps, config.n_leapfrog)
-        self.step += 1
-        if warming:
-            self.adapt = adaptation.dual_averaging_update(
-                self.adapt, info.acceptance_rate, config.target_accept
-            )
-        else:
-            self._record(info, config)
-        if self.step == config.n_warmup:
-            self.step_size = adaptation.dual_averaging_final(self.adapt).median(1).values
-
-    def _record(self, info: tempering.Info, config: _Config) -> None:
-        """Add a post-warm-up step's statistics; keep the β = 1 replicas when due."""
-        self.accept = self.accept + info.acceptance_rate
-        self.swap_accept = self.swap_accept + info.swap_acceptance_rate
-        self.swap_count = self.swap_count + info.swap_proposed
-        after_burnin = self.step - config.n_warmup - config.n_burnin
-        if after_burnin > 0 and after_burnin % config.thinning == 0:
-            self.kept.append(_Draws(self.state.position[0], self.state.energy[0]))
-
-    def state_dict(self, generator: torch.Generator) -> dict:
-        return {
-            "step": self.step,
-            "state": self.state._asdict(),
-            "adapt": self.adapt._asdict(),
-            "step_size": self.step_size,
-            "accept": self.accept,
-            "swap_accept": self.swap_accept,
-            "swap_count": self.swap_count,
-            "kept": [k._asdict() for k in self.kept],
-            "generator": generator.get_state(),
-        }
-
-    def restore(self, checkpoint: Checkpoint, generator: torch.Generator) -> None:
-        saved = checkpoint.restore()
-        if saved is None:
-            return
-        _, s = saved
-        dev = self.state.position.device  # a checkpoint is loaded onto the CPU
-        on = lambda d: {k: v.to(dev) if torch.is_tensor(v) else v for k, v in d.items()}  # noqa: E731
-        self.step = s["step"]
-        self.state = tempering.State(**on(s["state"]))
-        self.adapt = adaptation.DualAveragingState(**on(s["adapt"]))
-        self.step_size, self.accept = s["step_size"].to(dev), s["accept"].to(dev)
-        self.swap_accept, self.swap_count = s["swap_accept"].to(dev), s["swap_count"].to(dev)
-        self.kept = [_Draws(**on(k)) for k in s["kept"]]
-        generator.set_state(s["generator"])
+def _chain(config: _Config, potential: proposal.Potential) -> runner.Chain:
+    """Tempering steps of every replica (see the module docstring): during warm-up each
+    replica adapts its own ε; afterwards each temperature keeps the median over its chains."""
+    step = tempering.build_kernel(config.betas, config.kernel)
+    n_leapfrog = config.n_leapfrog
+    return runner.Chain(
+        step=lambda generator, state, eps: step(generator, state, potential, eps, n_leapfrog),
+        record=_statistics,
+        keep=_beta_one,
+        adapt_on=runner.acceptance_rate,
+        target_accept=config.target_accept,
+        reduce=_median_over_chains,
+    )
 
 
-def _sample_set(run: _Run, config: _Config, n: int, features=None) -> SampleSet:
-    """The first ``n`` kept draws with their diagnostics and attrs.
+def _statistics(info: tempering.Info) -> dict[str, Tensor]:
+    """What a post-warm-up step adds: local acceptance rates ``(K, C)``, swap
+    acceptance rates ``(K − 1, C)`` and swap proposals ``(K − 1,)``."""
+    return {
+        "accept": info.acceptance_rate,
+        "swap_accept": info.swap_acceptance_rate,
+        "swap_count": info.swap_proposed,
+    }
+
+
+def _zero_statistics(state: tempering.State) -> dict[str, Tensor]:
+    """The sums of :func:`_statistics` before the first step after warm-up."""
+    k, c = state.energy.shape
+    zeros = state.energy.new_zeros
+    return {"accept": zeros(k, c), "swap_accept": zeros(k - 1, c), "swap_count": zeros(k - 1)}
+
+
+def _beta_one(state: tempering.State) -> Draw:
+    """The kept draw: the β = 1 replicas, positions ``(C, dim)`` and energies ``(C,)``."""
+    return Draw(state.position[0], state.energy[0])
+
+
+def _median_over_chains(step_size: Tensor) -> Tensor:
+    """One ε per temperature ``(K,)``: the median over the chains of ``(K, C)``."""
+    return step_size.median(1).values
+
+
+def _sample_set(
+    run: ChainRun, kept: list[Draw], config: _Config, n: int, features=None
+) -> SampleSet:
+    """The first ``n`` of the ``kept`` draws with their diagnostics and attrs.
 
     ``features`` (the target's ``invariant_features``, if any) maps positions
     to the statistics whose R̂ is checked instead of the raw coordinates.
     """
-    kept = run.kept or [_Draws(run.state.position[0], run.state.energy[0])]  # budget spent
-    position = torch.stack([d.position for d in kept], 1)  # (C, K, dim)
-    energy = torch.stack([d.energy for d in kept], 1)  # (C, K)
+    position, energy = runner.stack(kept, 1)  # (C, K, dim), (C, K)
     checked = position if features is None else _features(features, position)
     diag = _convergence(checked, energy)
-    n_local = run.step - config.n_warmup
-    accept = run.accept / max(n_local, 1)  # (temperatures, chains)
-    swap = run.swap_accept.mean(1) / run.swap_count.clamp(min=1)  # (temperatures − 1,)
+    n_local, sums = run.step - config.schedule.n_warmup, run.sums
+    accept = sums["accept"] / max(n_local, 1)  # (temperatures, chains)
+    swap = sums["swap_accept"].mean(1) / sums["swap_count"].clamp(min=1)  # (temperatures − 1,)
     attrs = {
         "reference_method": ALGORITHMS[config.algorithm],
         "local_kernel": config.kernel,
         "n_chains": config.n_chains,
         "n_temps": config.n_temps,
         "t_max": config.t_max,
-        "n_warmup": config.n_warmup,
-        "n_burnin": config.n_burnin,
-        "thinning": config.thinning,
+        "n_warmup": config.schedule.n_warmup,
+        "n_burnin": config.schedule.n_burnin,
+        "thinning": config.schedule.thinning,
         "n_leapfrog": config.n_leapfrog,
         "n_steps": run.step,
-        "n_steps_planned": config.total,
+        "n_steps_planned": config.schedule.total,
         "n_draws_per_chain": len(kept),
         "n_samples": min(n, energy.numel()),
         "acceptance": float(accept[0].mean()),

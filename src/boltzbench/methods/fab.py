@@ -18,10 +18,10 @@ energies,
 
 each AIS step adds the incremental log weight −Δβ (E_g − E₀) = −2Δβ (E + log q),
 so that mean(w) is an unbiased estimate of Z_g = ∫ exp(−2E)/q (with no MCMC
-move, w = p̃²/q² exactly). The AIS itself is :meth:`SMC.anneal
-<boltzbench.methods.smc.SMC.anneal>` with no resampling (``ess_threshold = 0``),
-along the path :func:`annealing_path` whose base is the flow (log q and ∇ log q
-by autograd) instead of SMC's Gaussian.
+move, w = p̃²/q² exactly). The AIS itself is
+:func:`~boltzbench.mcmc.annealing.anneal` with no resampling
+(``ess_threshold = 0``), along the path :func:`annealing_path` whose base is
+the flow (log q and ∇ log q by autograd) instead of SMC's Gaussian.
 
 Training, one AIS run per iteration (``n_iter`` of them), ``batch_size`` particles:
 
@@ -80,9 +80,9 @@ from boltzbench.core import (
     shortfall_note,
 )
 from boltzbench.estimators import log_mean_exp, normalized_kish_ess
+from boltzbench.mcmc.annealing import Annealed, Annealing, Path, PathEnds, anneal
 from boltzbench.methods.base import Method
 from boltzbench.methods.flow import FlowMethod
-from boltzbench.methods.smc import SMC, Annealed, Path, PathEnds
 from boltzbench.methods.training import forked_seed, load_optimizer_state, optimizer_state
 from boltzbench.targets.base import Target
 
@@ -257,7 +257,7 @@ class FAB(Method):
         AIS annealing steps T from q (β = 0) to p²/q (β = 1), i.e. T − 1
         intermediate distributions (FAB used 2 for GMM-40, 4 for ManyWell-32).
     schedule, beta_min
-        The β schedule (:func:`~boltzbench.methods.smc.beta_schedule`); FAB
+        The β schedule (:func:`~boltzbench.mcmc.annealing.beta_schedule`); FAB
         spaces β linearly.
     kernel
         AIS move: "hmc" (as in FAB) or "mala".
@@ -407,21 +407,9 @@ class FAB(Method):
             dtype=self.dtype,
         )
 
-    def _ais(self) -> SMC:
-        """The annealer: SMC's loop without resampling, i.e. AIS."""
-        return SMC(
-            n_temps=self.n_temps,
-            schedule=self.schedule,
-            beta_min=self.beta_min,
-            kernel=self.kernel,
-            n_moves=self.n_moves,
-            n_leapfrog=self.n_leapfrog,
-            step_size=self.step_size,
-            target_accept=self.target_accept,
-            adapt_gain=self.adapt_gain,
-            ess_threshold=0.0,
-            dtype=self.dtype,
-        )
+    def _ais(self) -> Annealing:
+        """The annealing settings: SMC's loop without resampling, i.e. AIS."""
+        return Annealing.of(self, ess_threshold=0.0)
 
     def _fill_iterations(self) -> int:
         """AIS runs before the buffer holds ``min_buffer_size`` rows (no update in them)."""
@@ -473,7 +461,7 @@ class FAB(Method):
         with torch.no_grad():
             x, _ = flow._push(flow._base_noise(n, target.dim, generator))
         path = annealing_path(target, flow_log_density(flow.flow_), power)
-        return self._ais().anneal(path, x, generator, step_size)
+        return anneal(self._ais(), path, x, generator, step_size)
 
     def _diverged(self, it: int, what: str, last: float) -> TrainingDiverged:
         return TrainingDiverged(

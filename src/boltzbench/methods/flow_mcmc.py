@@ -11,8 +11,9 @@ chains of the kernel ``kernel`` from :mod:`boltzbench.mcmc.flow_proposal`:
 ``"mixed"``
     ``n_local`` MALA steps, then one flow jump (Gabrié et al. 2022, Algorithm 1).
 
-The chains start at flow draws, then run in three phases, counted in *steps*
-(one jump for ``"imh"``; ``n_local`` MALA steps and a jump for ``"mixed"``):
+The chains start at flow draws, then run in the three phases of the chain
+runner (:mod:`boltzbench.mcmc.runner`), counted in *steps* (one jump for
+``"imh"``; ``n_local`` MALA steps and a jump for ``"mixed"``):
 
 1. warm-up, ``n_warmup`` steps: with ``"mixed"`` each chain adapts its MALA
    step size towards ``target_accept`` by dual averaging (Hoffman & Gelman
@@ -43,7 +44,7 @@ then the steps done).
 configured ``n_iter`` unless that costs more than half the budget, in which
 case it is cut to ⌊(budget / 2) / batch_size⌋ steps; the chains absorb the
 rest: their ``thinning``, ``n_burnin`` (and, when the rest is small,
-``n_warmup``) are laid out by :func:`~boltzbench.methods.mala.plan_chain` so
+``n_warmup``) are laid out by :func:`~boltzbench.mcmc.runner.plan_chain` so
 that S fills it. An MLE flow costs nothing, so the chains absorb the whole
 budget.
 
@@ -59,25 +60,23 @@ after warm-up (``acceptance_local`` is NaN for ``"imh"``).
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from boltzbench.checkpoint import NO_CHECKPOINT, Checkpoint
 from boltzbench.core import BudgetPlan, SampleSet, shortfall_note
-from boltzbench.mcmc import adaptation, diagnostics
+from boltzbench.mcmc import diagnostics, runner
 from boltzbench.mcmc import flow_proposal as fp
+from boltzbench.mcmc.runner import ChainRun, Draw, Schedule
 from boltzbench.methods.base import Method
 from boltzbench.methods.flow import FlowMethod
-from boltzbench.methods.mala import Draws, Schedule, chain_budget_plan
+from boltzbench.methods.mala import chain_budget_plan
 from boltzbench.targets.base import Target
-from boltzbench.targets.counting import BudgetExceeded
 
 __all__ = ["FlowMCMC", "KERNELS"]
 
@@ -251,47 +250,39 @@ class FlowMCMC(Method):
         generator: torch.Generator,
         checkpoint: Checkpoint = NO_CHECKPOINT,
     ) -> SampleSet:
-        """Run the chains and return ``n`` unweighted draws (see the module docstring).
-
-        Every ``checkpoint.every`` steps the chains, the adaptation, the kept
-        draws and the generator's state are saved; a saved run is resumed.
-        """
+        """Run the chains and return ``n`` unweighted draws (see the module docstring),
+        saving the run every ``checkpoint.every`` steps and resuming a saved one."""
         self._check_fitted()
         if n < 1:
             raise ValueError(f"flow_mcmc: n must be positive, got {n}")
         chains = _Chains.build(self, target)
         y0, log_q0 = chains.propose(generator, self.n_chains)
-        run = _Run.start(fp.init(y0, log_q0, chains.evaluate), self.step_size)
-        run.restore(checkpoint, generator)
+        state = fp.init(y0, log_q0, chains.evaluate)
+        chain = chains.chain(self.target_accept)
+        zero = torch.zeros(state.energy.shape, dtype=state.position.dtype)
+        sums = {"accepted_local": zero, "accepted_flow": zero.clone()}
+        run = runner.start(chain, state, self.step_size, sums)
         schedule = Schedule(
             self.n_warmup, self.n_burnin, self.thinning, math.ceil(n / self.n_chains)
         )
-        bar = tqdm(
-            total=schedule.total, initial=run.step, desc="flow_mcmc", disable=None, leave=False
-        )
-        with bar, contextlib.suppress(BudgetExceeded):  # a spent budget ends the run
-            while run.step < schedule.total:
-                run.advance(chains, generator, schedule, self.target_accept)
-                bar.update()
-                if checkpoint.due(run.step) and run.step < schedule.total:
-                    checkpoint.save(run.step, run.state_dict(generator))
-        return self._sample_set(run, n, run.step - self.n_warmup)
+        run = runner.run(chain, run, schedule, generator, checkpoint, desc="flow_mcmc")
+        return self._sample_set(run, runner.draws(chain, run), n, run.step - self.n_warmup)
 
     def sample_cost(self, n: int) -> int:
         return self.n_evaluations(n)["energy"]
 
-    def _sample_set(self, run: _Run, n: int, n_counted: int) -> SampleSet:
-        """The first ``n`` kept draws with the attrs and diagnostics of the module docstring
-        (the chains' current states when a budget ended the run before the first kept draw)."""
-        kept = run.kept or [Draws(run.state.position, run.state.energy)]
-        draws = Draws(*map(torch.stack, zip(*kept, strict=True)))  # (K, chains, ...)
+    def _sample_set(self, run: ChainRun, kept: list[Draw], n: int, n_counted: int) -> SampleSet:
+        """The first ``n`` of the ``kept`` draws with the attrs and diagnostics of the module
+        docstring; ``n_counted`` steps were summed in ``run.sums``."""
+        draws = runner.stack(kept)  # (K, chains, ...)
         n_counted = n_counted if n_counted > 0 else math.nan
         chains_first = draws.position.transpose(0, 1)
         ess = diagnostics.effective_sample_size(chains_first)
         ess_energy = diagnostics.effective_sample_size(draws.energy.T)
         short = chains_first.shape[1] < 4
         rhat = ess * math.nan if short else diagnostics.split_rhat(chains_first)
-        acc_flow, acc_local = run.accepted_flow / n_counted, run.accepted_local / n_counted
+        acc_flow = run.sums["accepted_flow"] / n_counted
+        acc_local = run.sums["accepted_local"] / n_counted
         step_size = run.step_size
         if self.kernel == "imh":  # no MALA moves, no step size
             acc_local, step_size = acc_local * math.nan, step_size * math.nan
@@ -371,6 +362,30 @@ class _Chains:
         state, info = self.kernel(generator, state, self.evaluate, step_size)
         return state, _Moves(info.local_accepted, info.local_acceptance_rate, info.jump.is_accepted)
 
+    def chain(self, target_accept: float) -> runner.Chain:
+        """These steps for the chain runner: ``"mixed"`` adapts the MALA ε per chain on
+        the mean rate of the step's MALA moves; ``"imh"`` adapts nothing."""
+        return runner.Chain(
+            step=self.step,
+            record=_statistics,
+            keep=runner.keep_state,
+            adapt_on=_local_rate if self.mixed else None,
+            target_accept=target_accept,
+        )
+
+
+def _local_rate(moves: _Moves) -> Tensor:
+    """The mean acceptance rate of a step's MALA moves, per chain."""
+    return moves.local_rate
+
+
+def _statistics(moves: _Moves) -> dict[str, Tensor]:
+    """What a post-warm-up step adds: the flow jumps and (``"mixed"``) the fraction of
+    the MALA moves accepted, per chain."""
+    if moves.local_accepted is None:
+        return {"accepted_flow": moves.jumped}
+    return {"accepted_local": moves.local_accepted, "accepted_flow": moves.jumped}
+
 
 def _flow_proposal(flow: FlowMethod, dim: int) -> tuple[fp.Proposal, Callable[[Tensor], Tensor]]:
     """``propose(generator, n) -> (y, log q(y))`` and ``log_prob(x)`` of a fitted flow.
@@ -389,77 +404,3 @@ def _flow_proposal(flow: FlowMethod, dim: int) -> tuple[fp.Proposal, Callable[[T
         return flow.flow_().log_prob(x.to(flow._dtype)).to(torch.float64)
 
     return propose, log_prob
-
-
-@dataclass
-class _Run:
-    """The whole state of a run between two steps (what a checkpoint saves).
-
-    ``step`` steps are done. During warm-up ``adapt`` holds the dual-averaging
-    state; after it, ``step_size`` holds the averaged MALA step sizes ε̄ (per
-    chain). ``accepted_local`` and ``accepted_flow`` sum, after warm-up, the
-    fraction of MALA moves and the jumps accepted; ``kept`` holds the kept draws.
-    """
-
-    step: int
-    state: fp.State
-    adapt: adaptation.DualAveragingState
-    step_size: Tensor
-    accepted_local: Tensor
-    accepted_flow: Tensor
-    kept: list[Draws] = field(default_factory=list)
-
-    @classmethod
-    def start(cls, state: fp.State, step_size: float) -> _Run:
-        eps = torch.full(state.energy.shape, step_size, dtype=state.position.dtype)
-        adapt = adaptation.dual_averaging_init(eps)
-        zero = torch.zeros_like(eps)
-        return cls(0, state, adapt, eps, zero, zero.clone())
-
-    def advance(self, chains: _Chains, generator, schedule: Schedule, target_accept: float):
-        """One step of every chain, in the phase that ``step`` is in."""
-        warming = self.step < schedule.n_warmup
-        eps = torch.exp(self.adapt.log_step_size) if warming else self.step_size
-        self.state, moves = chains.step(generator, self.state, eps)
-        self.step += 1
-        if warming and moves.local_rate is not None:
-            self.adapt = adaptation.dual_averaging_update(
-                self.adapt, moves.local_rate, target_accept
-            )
-        elif not warming:
-            if moves.local_accepted is not None:
-                self.accepted_local = self.accepted_local + moves.local_accepted
-            self.accepted_flow = self.accepted_flow + moves.jumped.to(self.accepted_flow)
-            after_burnin = self.step - schedule.n_warmup - schedule.n_burnin
-            if after_burnin > 0 and after_burnin % schedule.thinning == 0:
-                self.kept.append(Draws(self.state.position, self.state.energy))
-        if self.step == schedule.n_warmup:
-            self.step_size = adaptation.dual_averaging_final(self.adapt)
-
-    def state_dict(self, generator: torch.Generator) -> dict:
-        return {
-            "step": self.step,
-            "state": self.state._asdict(),
-            "adapt": self.adapt._asdict(),
-            "step_size": self.step_size,
-            "accepted_local": self.accepted_local,
-            "accepted_flow": self.accepted_flow,
-            "kept": [k._asdict() for k in self.kept],
-            "generator": generator.get_state(),
-        }
-
-    def restore(self, checkpoint: Checkpoint, generator: torch.Generator) -> None:
-        saved = checkpoint.restore()
-        if saved is None:
-            return
-        _, s = saved
-        dev = self.state.position.device  # a checkpoint is loaded onto the CPU
-        on = lambda d: {k: v.to(dev) if torch.is_tensor(v) else v for k, v in d.items()}  # noqa: E731
-        self.step = s["step"]
-        self.step_size = s["step_size"].to(dev)
-        self.accepted_local = s["accepted_local"].to(dev)
-        self.accepted_flow = s["accepted_flow"].to(dev)
-        self.state = fp.State(**on(s["state"]))
-        self.adapt = adaptation.DualAveragingState(**on(s["adapt"]))
-        self.kept = [Draws(**on(k)) for k in s["kept"]]
-        generator.set_state(s["generator"])

@@ -1,7 +1,8 @@
 """MALA as a benchmark method: parallel chains with warm-up, burn-in and thinning.
 
 ``n_chains`` chains start from N(loc, init_scale² I) and run the MALA kernel of
-:mod:`boltzbench.mcmc.mala` in three phases:
+:mod:`boltzbench.mcmc.mala` in the three phases of the chain runner
+(:mod:`boltzbench.mcmc.runner`):
 
 1. warm-up, ``n_warmup`` steps: each chain adapts its own step size towards
    ``target_accept`` by dual averaging on log ε (Hoffman & Gelman 2014), and
@@ -17,8 +18,9 @@ target passed to :meth:`MALA.sample` (and so counted by a CountingTarget).
 
 Under an evaluation budget (:meth:`MALA.plan_budget`) the budget decides the
 chain length: ``thinning``, ``n_burnin`` and, when the budget is small,
-``n_warmup`` are chosen by :func:`plan_chain` so that the n_chains · (1 + steps)
-evaluations spend the budget up to less than one step of every chain. The run
+``n_warmup`` are chosen by :func:`~boltzbench.mcmc.runner.plan_chain` so that the
+n_chains · (1 + steps) evaluations spend the budget up to less than one step of
+every chain. The run
 stops at the first step the budget cannot pay for: the draws kept so far are
 returned (the chains' current states when it stopped before the first kept
 draw), and ``n_steps`` says how far it got.
@@ -29,48 +31,19 @@ autocorrelation ESS of Vehtari et al. 2021 (:mod:`boltzbench.mcmc.diagnostics`).
 
 from __future__ import annotations
 
-import contextlib
 import math
-from dataclasses import dataclass, field
-from typing import NamedTuple
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from boltzbench.checkpoint import NO_CHECKPOINT, Checkpoint
 from boltzbench.core import BudgetPlan, SampleSet, resolve_dtype, shortfall_note, start_location
-from boltzbench.mcmc import adaptation, diagnostics, mala, proposal
+from boltzbench.mcmc import diagnostics, mala, proposal, runner
+from boltzbench.mcmc.runner import Draw, Schedule, plan_chain
 from boltzbench.methods.base import Method
 from boltzbench.targets.base import Target
-from boltzbench.targets.counting import BudgetExceeded
 
-__all__ = ["MALA", "Draws", "Schedule", "plan_chain", "chain_budget_plan"]
-
-
-def plan_chain(steps: int, n_warmup: int, n_burnin: int, n_draws: int) -> dict[str, int]:
-    """Warm-up, burn-in and thinning of a chain of ``steps`` steps keeping ``n_draws`` draws.
-
-    When ``steps`` ≥ n_warmup + n_burnin + n_draws, warm-up stays as configured,
-    thinning = ⌊(steps − n_warmup − n_burnin) / n_draws⌋, and the remainder
-    (fewer than ``n_draws`` steps) is added to the burn-in, so that
-    n_warmup + n_burnin' + n_draws · thinning = steps exactly. Otherwise
-    thinning = 1 and warm-up and burn-in share the steps − n_draws left, in
-    their configured proportion (rounded down for the warm-up). With fewer
-    steps than draws both are 0 (the run then stops at its budget before the
-    last draws).
-    """
-    spare = steps - n_warmup - n_burnin
-    if spare >= n_draws:
-        thinning = spare // n_draws
-        return {
-            "n_warmup": n_warmup,
-            "n_burnin": n_burnin + spare - thinning * n_draws,
-            "thinning": thinning,
-        }
-    room, configured = max(steps - n_draws, 0), n_warmup + n_burnin
-    warmup = room * n_warmup // configured if configured else 0
-    return {"n_warmup": warmup, "n_burnin": room - warmup, "thinning": 1}
+__all__ = ["MALA", "chain_budget_plan"]
 
 
 def chain_budget_plan(
@@ -79,7 +52,8 @@ def chain_budget_plan(
     """The :class:`BudgetPlan` of a chain method whose run costs ``start`` + steps · ``per_step``.
 
     ``method`` has ``n_chains``, ``n_warmup``, ``n_burnin`` and ``thinning``;
-    steps = ⌊(budget − start) / per_step⌋ are laid out by :func:`plan_chain`.
+    steps = ⌊(budget − start) / per_step⌋ are laid out by
+    :func:`~boltzbench.mcmc.runner.plan_chain`.
     ValueError when the budget cannot pay for the start and one step.
     """
     name = type(method).__name__
@@ -91,8 +65,8 @@ def chain_budget_plan(
         )
     n_draws = math.ceil(n_samples / method.n_chains)
     settings = plan_chain(steps, method.n_warmup, method.n_burnin, n_draws)
-    run = settings["n_warmup"] + settings["n_burnin"] + n_draws * settings["thinning"]
-    planned = start + min(steps, run) * per_step
+    schedule = Schedule(settings["n_warmup"], settings["n_burnin"], settings["thinning"], n_draws)
+    planned = start + min(steps, schedule.total) * per_step
     why = f"a step of every chain costs {per_step} evaluations; whole steps leave the rest"
     plan = type(method)(**{**method.get_params(), **settings})
     return BudgetPlan(plan, settings, planned, shortfall_note(planned, budget, why))
@@ -164,45 +138,52 @@ class MALA(Method):
     ) -> SampleSet:
         """Run the chains and return the ``n`` draws (see the module docstring).
 
-        Every ``checkpoint.every`` steps the chains, the adaptation, the kept
-        draws and the generator's state are saved; a saved run is resumed.
+        The chain runner (:func:`boltzbench.mcmc.runner.run`) saves the whole run
+        every ``checkpoint.every`` steps and resumes a saved one.
         """
         dtype = resolve_dtype(self.dtype)
         potential = proposal.potential_from(target.energy_and_grad)
         x0 = torch.randn(self.n_chains, target.dim, generator=generator, dtype=dtype)
         x0 = start_location(target, dtype) + self.init_scale * x0
-        run = _Run.start(mala.init(x0, potential), self.step_size)
-        run.restore(checkpoint, generator)
+        state = mala.init(x0, potential)
+        chain = self._chain(potential)
+        accept = torch.zeros(state.energy.shape, dtype=dtype)
+        run = runner.start(chain, state, self.step_size, {"accept": accept})
         schedule = Schedule(
             self.n_warmup, self.n_burnin, self.thinning, math.ceil(n / self.n_chains)
         )
-        kernel = mala.build_kernel()
-        bar = tqdm(total=schedule.total, initial=run.step, desc="mala", disable=None, leave=False)
-        with bar, contextlib.suppress(BudgetExceeded):  # a spent budget ends the run
-            while run.step < schedule.total:
-                run.advance(kernel, generator, potential, schedule, self.target_accept)
-                bar.update()
-                if checkpoint.due(run.step) and run.step < schedule.total:
-                    checkpoint.save(run.step, run.state_dict(generator))
-        after_warmup = run.step - self.n_warmup
-        acceptance = run.accept / after_warmup if after_warmup > 0 else run.accept * math.nan
-        draws = Draws(*map(torch.stack, zip(*run.draws(), strict=True)))
+        run = runner.run(chain, run, schedule, generator, checkpoint, desc="mala")
+        after_warmup, accept = run.step - self.n_warmup, run.sums["accept"]
+        acceptance = accept / after_warmup if after_warmup > 0 else accept * math.nan
+        draws = runner.stack(runner.draws(chain, run))
         samples = self._sample_set(draws, n, acceptance, run.step_size)
         samples.attrs.update(n_steps=run.step, n_steps_planned=schedule.total)
         return samples
+
+    def _chain(self, potential: proposal.Potential) -> runner.Chain:
+        """MALA steps on ``potential``, each chain adapting its own step size."""
+        kernel = mala.build_kernel()
+        return runner.Chain(
+            step=lambda generator, state, eps: kernel(generator, state, potential, eps),
+            record=lambda info: {"accept": info.acceptance_rate},
+            keep=runner.keep_state,
+            adapt_on=runner.acceptance_rate,
+            target_accept=self.target_accept,
+        )
 
     def sample_cost(self, n: int) -> int:
         """One evaluation per chain at the start and per step."""
         return self.n_chains * (1 + self.n_steps(n))
 
     def plan_budget(self, budget: int, n_samples: int) -> BudgetPlan:
-        """Chains of ⌊budget / n_chains⌋ − 1 steps, laid out by :func:`plan_chain`.
+        """Chains of ⌊budget / n_chains⌋ − 1 steps, laid out by
+        :func:`~boltzbench.mcmc.runner.plan_chain`.
 
         ValueError when the budget cannot pay for the start and one step (2 · n_chains).
         """
         return chain_budget_plan(self, budget, n_samples, self.n_chains, self.n_chains)
 
-    def _sample_set(self, draws: Draws, n: int, acceptance: Tensor, step_size: Tensor) -> SampleSet:
+    def _sample_set(self, draws: Draw, n: int, acceptance: Tensor, step_size: Tensor) -> SampleSet:
         """The first ``n`` draws (``draws`` fields of shape (K, chains, ...)) with diagnostics."""
         dim = draws.position.shape[-1]
         chains_first = draws.position.transpose(0, 1)
@@ -232,95 +213,3 @@ class MALA(Method):
             },
             attrs=attrs,
         )
-
-
-class Draws(NamedTuple):
-    """Kept draws: positions ``(chains, dim)`` and energies ``(chains,)`` (stacked: K first)."""
-
-    position: Tensor
-    energy: Tensor
-
-
-class Schedule(NamedTuple):
-    """The phases of a run, in kernel steps per chain."""
-
-    n_warmup: int
-    n_burnin: int
-    thinning: int
-    n_draws: int
-
-    @property
-    def total(self) -> int:
-        return self.n_warmup + self.n_burnin + self.n_draws * self.thinning
-
-
-@dataclass
-class _Run:
-    """The whole state of a MALA run between two steps (what a checkpoint saves).
-
-    ``step`` steps are done. During warm-up ``adapt`` holds the dual-averaging
-    state; after it, ``step_size`` holds the averaged step sizes ε̄ (per chain).
-    ``accept`` sums the acceptance rates after warm-up; ``kept`` holds the kept
-    states.
-    """
-
-    step: int
-    state: proposal.State
-    adapt: adaptation.DualAveragingState
-    step_size: Tensor
-    accept: Tensor
-    kept: list[Draws] = field(default_factory=list)
-
-    @classmethod
-    def start(cls, state: proposal.State, step_size: float) -> _Run:
-        eps = torch.full(state.energy.shape, step_size, dtype=state.position.dtype)
-        adapt = adaptation.dual_averaging_init(eps)
-        return cls(0, state, adapt, eps, torch.zeros_like(eps))
-
-    def advance(self, kernel, generator, potential, schedule: Schedule, target_accept: float):
-        """One kernel step of every chain, in the phase that ``step`` is in."""
-        warming = self.step < schedule.n_warmup
-        eps = torch.exp(self.adapt.log_step_size) if warming else self.step_size
-        self.state, info = kernel(generator, self.state, potential, eps)
-        self.step += 1
-        if warming:
-            self.adapt = adaptation.dual_averaging_update(
-                self.adapt, info.acceptance_rate, target_accept
-            )
-        else:
-            self.accept = self.accept + info.acceptance_rate.to(self.accept)
-            after_burnin = self.step - schedule.n_warmup - schedule.n_burnin
-            if after_burnin > 0 and after_burnin % schedule.thinning == 0:
-                self.kept.append(Draws(self.state.position, self.state.energy))
-        if self.step == schedule.n_warmup:
-            self.step_size = adaptation.dual_averaging_final(self.adapt)
-
-    def draws(self) -> list[Draws]:
-        """The kept draws; the chains' current states when a budget ended the run before
-        the first kept draw."""
-        return self.kept or [Draws(self.state.position, self.state.energy)]
-
-    def state_dict(self, generator: torch.Generator) -> dict:
-        return {
-            "step": self.step,
-            "state": self.state._asdict(),
-            "adapt": self.adapt._asdict(),
-            "step_size": self.step_size,
-            "accept": self.accept,
-            "kept": [k._asdict() for k in self.kept],
-            "generator": generator.get_state(),
-        }
-
-    def restore(self, checkpoint: Checkpoint, generator: torch.Generator) -> None:
-        saved = checkpoint.restore()
-        if saved is None:
-            return
-        _, s = saved
-        dev = self.state.position.device  # a checkpoint is loaded onto the CPU
-        on = lambda d: {k: v.to(dev) if torch.is_tensor(v) else v for k, v in d.items()}  # noqa: E731
-        self.step = s["step"]
-        self.step_size, self.accept = s["step_size"].to(dev), s["accept"].to(dev)
-        self.state = proposal.State(**on(s["state"]))
-        self.adapt = adaptation.DualAveragingState(**on(s["adapt"]))
-        self.kept = [Draws(**on(k)) for k in s["kept"]]
-        generator.set_state(s["generator"])

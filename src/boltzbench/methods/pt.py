@@ -9,7 +9,7 @@ the swap acceptance, R̂ and the energy ESS of the run.
 
 Under an evaluation budget the budget decides the chain length, as for
 :class:`~boltzbench.methods.mala.MALA`: ``thinning``, ``n_burnin`` and, when the
-budget is small, ``n_warmup`` (:func:`~boltzbench.methods.mala.plan_chain`),
+budget is small, ``n_warmup`` (:func:`~boltzbench.mcmc.runner.plan_chain`),
 with one step costing n_temps · n_chains evaluations (· n_leapfrog with HMC).
 
 Swendsen & Wang 1986, "Replica Monte Carlo simulation of spin glasses";
@@ -84,7 +84,7 @@ class ParallelTempering(Method):
 
     def plan_budget(self, budget: int, n_samples: int) -> BudgetPlan:
         """Chains of ⌊(budget / (n_temps · n_chains) − 1) / L⌋ steps (L = ``n_leapfrog``
-        with HMC, else 1), laid out by :func:`~boltzbench.methods.mala.plan_chain`.
+        with HMC, else 1), laid out by :func:`~boltzbench.mcmc.runner.plan_chain`.
 
         ValueError when the budget cannot pay for the start and one step.
         """
