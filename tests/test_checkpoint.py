@@ -25,7 +25,7 @@ from boltzbench.checkpoint import Checkpoint
 from boltzbench.io import read_store
 from boltzbench.methods.flow import FlowMethod
 from boltzbench.methods.mala import MALA
-from boltzbench.steps.common import job_checkpoint
+from boltzbench.jobs import job_checkpoint
 from boltzbench.targets import CountingTarget
 
 REPO = Path(__file__).resolve().parent.parent
