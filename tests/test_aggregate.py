@@ -6,8 +6,8 @@ import math
 import pandas as pd
 import pytest
 
-from boltzbench.io import write_json
 from boltzbench import report
+from boltzbench.io import write_json
 from boltzbench.steps import aggregate
 
 

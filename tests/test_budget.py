@@ -14,13 +14,13 @@ import torch
 from boltzbench.config import ConfigError, sweep_members, validate_config
 from boltzbench.core import BUDGET_SPEND_MIN, BudgetPlan, SampleSet, TrainingDiverged
 from boltzbench.io import read_store, samples_to_dataset, write_store
+from boltzbench.jobs import named_divergence, spending_note, training_budget
 from boltzbench.methods import METHODS
 from boltzbench.methods.flow import FlowMethod
 from boltzbench.methods.mala import MALA, plan_chain
 from boltzbench.methods.smc import SMC
 from boltzbench.steps import sample as sample_step
 from boltzbench.steps import train as train_step
-from boltzbench.jobs import named_divergence, spending_note, training_budget
 from boltzbench.targets import BudgetExceeded, CountingTarget, Target
 from boltzbench.targets.gaussian import Gaussian
 

@@ -99,14 +99,6 @@ def target_factory(spec: dict[str, Any]):
 
 def build_target(spec: dict[str, Any]) -> Target:
     """Build the target of a config entry ``{kind|callable, params}``."""
-    from boltzbench.targets.base import (
-        DescribesCOM,
-        InvariantFeatures,
-        LatticeField,
-        MDSystem,
-        Molecule,
-        ParticleSystem,
-        Target,
-    )
+    from boltzbench.targets.base import Target
 
     return build_spec(TARGETS, spec, Target)
