@@ -6,6 +6,7 @@ import math
 import pandas as pd
 import pytest
 
+from boltzbench import report
 from boltzbench.io import write_json
 from boltzbench.steps import aggregate
 
@@ -43,7 +44,7 @@ def test_leaderboard_statistics_floor_and_nonfinite(tmp_path):
     ]
     # two seeds × three replicates: mean 0.25, sample std 0.1 (by hand below)
     floors = [floor_file(tmp_path, 0, [0.1, 0.25, 0.4]), floor_file(tmp_path, 1, [0.25] * 3)]
-    frame = aggregate.leaderboard_frame(files, floors).set_index("method")
+    frame = report.leaderboard_frame(files, floors).set_index("method")
     assert frame.loc["a", "w2_mean"] == 2.0
     assert math.isclose(frame.loc["a", "w2_std"], math.sqrt(2.0))  # sample std, ddof = 1
     assert math.isclose(frame.loc["a", "ess_mean"], 0.6)
@@ -68,9 +69,9 @@ def test_leaderboard_statistics_floor_and_nonfinite(tmp_path):
 
 
 def test_verdict_reads_the_excess_in_floor_standard_deviations():
-    assert aggregate.verdict(1.9) == "≈ floor" and aggregate.verdict(-2.0) == "≈ floor"
-    assert aggregate.verdict(4.4) == "+4σ" and aggregate.verdict(-3.2) == "−3σ"
-    assert aggregate.verdict(math.nan) == ""
+    assert report.verdict(1.9) == "≈ floor" and report.verdict(-2.0) == "≈ floor"
+    assert report.verdict(4.4) == "+4σ" and report.verdict(-3.2) == "−3σ"
+    assert report.verdict(math.nan) == ""
 
 
 def test_main_table_is_one_budget_and_others_are_listed_apart(tmp_path):
@@ -81,8 +82,8 @@ def test_main_table_is_one_budget_and_others_are_listed_apart(tmp_path):
         metrics_file(tmp_path, "m4", 0, w2=0.7),  # no budget
     ]
     floors = [floor_file(tmp_path, 0, [0.4, 0.5, 0.6])]
-    frame = aggregate.leaderboard_frame(files, floors)
-    assert aggregate.common_budget(frame) == 2000
+    frame = report.leaderboard_frame(files, floors)
+    assert report.common_budget(frame) == 2000
     outputs = {k: tmp_path / f"board.{k}" for k in ("csv", "markdown", "html", "provenance")}
     aggregate.run(inputs={"metrics": files, "floors": floors}, outputs=outputs, n_eval=100)
     md = outputs["markdown"].read_text()

@@ -14,6 +14,7 @@ import torch
 from boltzbench.config import ConfigError, sweep_members, validate_config
 from boltzbench.core import BUDGET_SPEND_MIN, BudgetPlan, SampleSet, TrainingDiverged
 from boltzbench.io import read_store, samples_to_dataset, write_store
+from boltzbench.jobs import named_divergence, spending_note, training_budget
 from boltzbench.mcmc.runner import plan_chain
 from boltzbench.methods import METHODS
 from boltzbench.methods.flow import FlowMethod
@@ -21,7 +22,6 @@ from boltzbench.methods.mala import MALA
 from boltzbench.methods.smc import SMC
 from boltzbench.steps import sample as sample_step
 from boltzbench.steps import train as train_step
-from boltzbench.steps.common import named_divergence, spending_note, training_budget
 from boltzbench.targets import BudgetExceeded, CountingTarget, Target
 from boltzbench.targets.gaussian import Gaussian
 
@@ -151,27 +151,34 @@ def test_budget_sweep_expands_into_named_runs():
     )
 
 
-def test_ess_per_million_evaluations_in_the_cost():
-    """The leaderboard's ESS per 10⁶ evaluations: Kish ESS for weighted sets, the
-    smallest per-coordinate autocorrelation ESS for chains, NaN otherwise."""
+def test_ess_per_million_evaluations_is_a_metric():
+    """The leaderboard's ESS per 10⁶ evaluations (a registered ``sampleset`` metric):
+    Kish ESS for weighted sets, the smallest per-coordinate autocorrelation ESS for
+    chains, NaN otherwise; the run's costs are totalled from the store's attrs."""
     from boltzbench.core import SampleSet
-    from boltzbench.steps.evaluate import _cost
+    from boltzbench.metrics import METRICS
+    from boltzbench.metrics.cost import effective_samples, run_costs
 
+    metric = METRICS.build("ess_per_1e6_evals")
+    assert metric.kind == "sampleset" and metric.better == "higher"
     x = torch.zeros(4, 2)
     costs = {"fit_n_energy": 1500, "sample_n_energy": 500, "budget": 3000}
     # weights 1, 1, 2, 0: Kish ESS = (Σw)²/Σw² = 16/6
     weighted = SampleSet(x, torch.zeros(4), log_weight=torch.tensor([0, 0, math.log(2), -math.inf]))
     weighted.attrs = dict(costs)
-    c = _cost(weighted)
-    assert c["total_n_energy"] == 2000 and c["budget"] == 3000
-    assert c["ess_count"] == pytest.approx(16 / 6)
-    assert c["ess_per_1e6_evals"] == pytest.approx(16 / 6 / 2000 * 1e6)
+    c = run_costs(weighted.attrs)
+    assert c["total_n_energy"] == 2000 and c["budget"] == 3000 and c["budget_used"] == 2000 / 3000
+    assert effective_samples(weighted) == pytest.approx(16 / 6)
+    assert metric.fn(weighted, None) == pytest.approx(16 / 6 / 2000 * 1e6)
     chains = SampleSet(x, torch.zeros(4), diagnostics={"ess_per_dim": torch.tensor([40.0, 25.0])})
     chains.attrs = dict(costs)
-    assert _cost(chains)["ess_per_1e6_evals"] == pytest.approx(25 / 2000 * 1e6)
+    assert metric.fn(chains, None) == pytest.approx(25 / 2000 * 1e6)
     plain = SampleSet(x, torch.zeros(4), attrs={"sample_n_energy": 4})
-    c = _cost(plain)
-    assert math.isnan(c["ess_per_1e6_evals"]) and math.isnan(c["budget"])
+    assert math.isnan(metric.fn(plain, None)) and math.isnan(run_costs(plain.attrs)["budget"])
+    declared = SampleSet(x, torch.zeros(4), log_weight=torch.zeros(4))
+    declared.attrs = {"costs_declared": True, "declared_n_energy": 4e6, "check_n_energy": 4}
+    assert metric.fn(declared, None) == pytest.approx(1.0)
+    assert run_costs(declared.attrs)["costs_declared"] == 1.0
 
 
 # ------------------------------------------------------------------ budget plans

@@ -23,9 +23,9 @@ from helpers import correlated_gaussian
 
 from boltzbench.checkpoint import Checkpoint
 from boltzbench.io import read_store
+from boltzbench.jobs import job_checkpoint
 from boltzbench.methods.flow import FlowMethod
 from boltzbench.methods.mala import MALA
-from boltzbench.steps.common import job_checkpoint
 from boltzbench.targets import CountingTarget
 
 REPO = Path(__file__).resolve().parent.parent

@@ -13,9 +13,9 @@ import torch
 from boltzbench.core import BUDGET_SPEND_MIN
 from boltzbench.estimators import normalized_kish_ess
 from boltzbench.io import load_model, save_model
+from boltzbench.jobs import job_checkpoint, training_budget
 from boltzbench.methods.diffusion import DiffusionSampler
 from boltzbench.methods.diffusion_util import ControlNet, cosine_alphas, dds_scheme, pis_scheme
-from boltzbench.steps.common import job_checkpoint, training_budget
 from boltzbench.targets import CountingTarget, Target
 from boltzbench.targets.gaussian import Gaussian
 

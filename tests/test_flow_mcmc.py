@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from boltzbench.checkpoint import Checkpoint
+from boltzbench.jobs import job_checkpoint
 from boltzbench.mcmc import flow_proposal as fp
 from boltzbench.methods.flow_mcmc import FlowMCMC
 from boltzbench.methods.mala import MALA
-from boltzbench.steps.common import job_checkpoint
 from boltzbench.targets import CountingTarget, Target
 from boltzbench.targets.gaussian import Gaussian
 

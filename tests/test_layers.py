@@ -2,8 +2,10 @@
 
 Bottom up: the core types and helpers (``core``, ``hashing``, ``registry``,
 ``checkpoint``, …); the MD bridge and the targets; the MCMC kernels and loops
-(``mcmc``); the samplers (``methods``); the metrics and references; the config;
-the pipeline steps and the public checker; the command line. Imports under
+(``mcmc``); the samplers (``methods``); the metrics and references; the config,
+the report (leaderboard, sweep, figures) and the job helpers (``jobs``); the
+pipeline steps and the public checker; the command line. Within ``steps``, a
+step module calls only the library: it imports no other step module. Imports under
 ``if TYPE_CHECKING:`` are for readers and type checkers only and are skipped.
 """
 
@@ -40,6 +42,8 @@ LAYERS = {
     "config": 5,
     "compare": 5,
     "status": 5,
+    "report": 5,
+    "jobs": 5,
     "steps": 6,
     "testing": 6,
     "cli": 7,
@@ -90,3 +94,28 @@ def test_no_upward_import(module, path):
         if LAYERS.get(_unit(imported), 99) > LAYERS[unit]
     ]
     assert not upward, "\n".join(upward)
+
+
+#: modules of ``steps`` that are plumbing shared by the steps, not steps
+STEP_PLUMBING = {"boltzbench.steps", "boltzbench.steps.adapter"}
+
+
+def _step_modules():
+    return [(m, p) for m, p in _modules() if _unit(m) == "steps" and m not in STEP_PLUMBING]
+
+
+def test_there_are_step_modules():
+    names = {m for m, _ in _step_modules()}
+    assert {"boltzbench.steps.aggregate", "boltzbench.steps.evaluate"} <= names
+
+
+@pytest.mark.parametrize("module,path", _step_modules(), ids=lambda v: str(v))
+def test_no_step_imports_another_step(module, path):
+    """A step calls the library, never another step (the leaderboard, figures and
+    sweep are :mod:`boltzbench.report`; the job helpers :mod:`boltzbench.jobs`)."""
+    steps = [
+        f"{path.name}:{line} imports {imported}"
+        for line, imported in _runtime_imports(ast.parse(path.read_text()))
+        if imported.startswith("boltzbench.steps")
+    ]
+    assert not steps, "\n".join(steps)

@@ -143,3 +143,30 @@ def test_counting_wrapper_counts_nonfinite_and_enforces_budget():
 def test_user_target_from_callable():
     t = build_target({"callable": "custom_target:make_shifted_gaussian", "params": {"dim": 2}})
     assert t.dim == 2 and t.exact_sampling
+
+
+# ------------------------------------------------------------ optional hooks
+HOOKS = ("ParticleSystem", "LatticeField", "Molecule", "InvariantFeatures", "DescribesCOM")
+
+
+@pytest.mark.parametrize(
+    "spec,provides",
+    [
+        ({"kind": "gmm40"}, set()),
+        ({"kind": "gaussian", "params": {"dim": 2}}, set()),
+        ({"kind": "dw4"}, {"ParticleSystem", "InvariantFeatures", "DescribesCOM"}),
+        ({"kind": "phi4", "params": {"L": 4}}, {"LatticeField"}),
+    ],
+)
+def test_targets_declare_their_optional_hooks(spec, provides):
+    """Each hook is a Protocol of targets.base, checked by isinstance, also through the
+    counting wrapper a method sees; the Target docstring lists every one."""
+    from boltzbench.targets import base
+
+    target = build_target(spec)
+    for wrapped in (target, CountingTarget(target)):
+        found = {name for name in HOOKS if isinstance(wrapped, getattr(base, name))}
+        assert found == provides
+    for name in (*HOOKS, "MDSystem"):
+        assert f":class:`{name}`" in base.Target.__doc__
+    assert not isinstance(target, base.MDSystem)

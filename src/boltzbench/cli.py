@@ -191,7 +191,7 @@ def _score_header(report) -> list[str]:
 
 def render_score(report) -> list[str]:
     """A score report as text: its header, then metric, value, floor and reading."""
-    from boltzbench.steps.aggregate import verdict
+    from boltzbench.report import verdict
 
     rows = [("metric", "value", "noise floor (mean ± std, n)", "reading")]
     for name, value in report.metrics.items():

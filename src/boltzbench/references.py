@@ -31,7 +31,7 @@ import torch
 
 from boltzbench.core import SampleSet
 from boltzbench.registry import check_kwargs
-from boltzbench.targets.base import Target
+from boltzbench.targets.base import MDSystem, Molecule, Target
 
 __all__ = [
     "KINDS",
@@ -98,7 +98,7 @@ def check_reference(target: Target, spec: dict[str, Any] | None, sizes: dict[str
 def _check_md(target: Target, params: dict[str, Any], sizes: dict[str, int]) -> None:
     from boltzbench.md.simulate import run_replica
 
-    if not hasattr(target, "solvent") or not hasattr(target, "temperature_K"):
+    if not isinstance(target, MDSystem):
         raise ValueError(f"kind 'md' needs a molecular target (got {type(target).__name__})")
     fixed = sorted(set(params) & set(_MD_FIXED))
     if fixed:
@@ -159,7 +159,7 @@ def md_series(replicas: list[dict[str, np.ndarray]], target: Target) -> dict[str
 
     per = min(len(r["energy_kT"]) for r in replicas)
     out = {"energy": np.stack([r["energy_kT"][:per] for r in replicas])}
-    if not hasattr(target, "mdtraj_topology"):
+    if not isinstance(target, Molecule):
         return out
     top = target.mdtraj_topology
     ang = np.stack([dihedrals_nm(r["positions_nm"][:per], top, ("phi", "psi")) for r in replicas])

@@ -53,7 +53,7 @@ from boltzbench.checkpoint import NO_CHECKPOINT, Checkpoint
 from boltzbench.core import SampleSet, resolve_dtype, start_location
 from boltzbench.mcmc import diagnostics, proposal, runner, tempering
 from boltzbench.mcmc.runner import ChainRun, Draw, Schedule
-from boltzbench.targets.base import Target
+from boltzbench.targets.base import InvariantFeatures, Target
 
 __all__ = ["mcmc_reference", "check_convergence", "ConvergenceError", "ALGORITHMS"]
 
@@ -154,7 +154,7 @@ def mcmc_reference(
     chain = _chain(config, potential)
     run = runner.start(chain, state, step_size, _zero_statistics(state))
     run = runner.run(chain, run, config.schedule, generator, checkpoint)
-    features = getattr(target, "invariant_features", None)
+    features = target.invariant_features if isinstance(target, InvariantFeatures) else None
     samples = _sample_set(run, runner.draws(chain, run), config, n, features)
     samples.attrs["rhat_threshold"] = rhat_max
     check_convergence(samples.attrs["rhat_max"], rhat_max, samples.attrs["rhat_of"])

@@ -9,6 +9,7 @@ sample metric, and :func:`metric_docs` the definitions shown in the report.
 from __future__ import annotations
 
 from boltzbench.metrics.base import OT_MAX_ROWS, Metric
+from boltzbench.metrics.cost import ess_per_1e6_evals
 from boltzbench.metrics.distributional import energy_w1, mmd, w2
 from boltzbench.metrics.evaluate import evaluate, metric_docs, noise_floor, nonfinite_fraction
 from boltzbench.metrics.forward import eubo, forward_ess, forward_kl
@@ -91,6 +92,21 @@ _register(
             "independent proposals; for SMC, w is the final particle weight, so this is "
             "the ESS accumulated since the last resampling step, not an ESS against a "
             "proposal: the two are not comparable."
+        ),
+        better="higher",
+    )
+)
+_register(
+    Metric(
+        name="ess_per_1e6_evals",
+        kind="sampleset",
+        fn=ess_per_1e6_evals,
+        doc=(
+            "The ESS as a number of samples per 10⁶ target energy evaluations (fit + "
+            "sample; declared ones for samples made elsewhere): the Kish ESS (Σw)²/Σw² over "
+            "all rows for weighted sets, the autocorrelation ESS of the kept chain draws "
+            "(smallest over coordinates, Vehtari et al. 2021) for MCMC, else none. SMC's "
+            "Kish ESS counts only since its last resampling, so it is an upper bound."
         ),
         better="higher",
     )

@@ -19,7 +19,7 @@ import math
 import torch
 
 from boltzbench.metrics.particles import wasserstein_1d
-from boltzbench.targets.base import Target
+from boltzbench.targets.base import LatticeField, Target
 
 __all__ = [
     "has_lattice",
@@ -32,8 +32,9 @@ __all__ = [
 
 
 def has_lattice(target: Target) -> bool:
-    """Whether ``target`` is a lattice field (has ``lattice_shape`` and ``field``)."""
-    return hasattr(target, "lattice_shape") and hasattr(target, "field")
+    """Whether ``target`` is a lattice field (the
+    :class:`~boltzbench.targets.base.LatticeField` hooks)."""
+    return isinstance(target, LatticeField)
 
 
 def _fields(x: torch.Tensor, target: Target) -> torch.Tensor:

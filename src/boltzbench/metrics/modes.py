@@ -52,7 +52,7 @@ FOUND_FRACTION = 0.1
 
 def has_modes(target: Target) -> bool:
     """Whether ``target`` labels modes (``n_modes > 0``, with ``assign_modes``)."""
-    return int(getattr(target, "n_modes", 0) or 0) > 0
+    return target.n_modes > 0
 
 
 def has_mode_weights(target: Target) -> bool:

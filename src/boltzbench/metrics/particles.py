@@ -24,7 +24,7 @@ import torch
 
 from boltzbench.metrics.alignment import align_to_template, template_positions
 from boltzbench.metrics.distributional import wasserstein2
-from boltzbench.targets.base import Target
+from boltzbench.targets.base import ParticleSystem, Target
 
 __all__ = [
     "DISTANCE_BINS",
@@ -45,8 +45,9 @@ DISTANCE_BINS = 200
 
 
 def has_particles(target: Target) -> bool:
-    """Whether ``target`` is a particle system (has ``n_particles`` and ``pair_distances``)."""
-    return hasattr(target, "n_particles") and hasattr(target, "pair_distances")
+    """Whether ``target`` is a particle system (the
+    :class:`~boltzbench.targets.base.ParticleSystem` hooks)."""
+    return isinstance(target, ParticleSystem)
 
 
 def lacks_particles(target: Target) -> bool:

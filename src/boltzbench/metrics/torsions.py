@@ -62,7 +62,7 @@ import torch
 
 from boltzbench.metrics.distributional import EMD_NUM_ITER_MAX, w2_from_cost
 from boltzbench.metrics.evaluate import finite_rows
-from boltzbench.targets.base import Target
+from boltzbench.targets.base import Molecule, Target
 from boltzbench.targets.dihedrals import TORSION_ATOMS, dihedrals_nm, torsion_indices, wrap_angle
 from boltzbench.targets.internal import is_l_form
 
@@ -112,8 +112,9 @@ PSEUDO_COUNT = 1e-4
 
 
 def has_torsions(target: Target) -> bool:
-    """Whether ``target`` is alanine dipeptide (has ``mdtraj_topology`` and ``positions``)."""
-    return hasattr(target, "mdtraj_topology") and hasattr(target, "positions")
+    """Whether ``target`` is a molecule (the :class:`~boltzbench.targets.base.Molecule`
+    hooks: ``mdtraj_topology`` and ``positions``)."""
+    return isinstance(target, Molecule)
 
 
 def torsion_angles(x: torch.Tensor, target: Target, names: tuple[str, ...]) -> np.ndarray:

@@ -1,93 +1,20 @@
 """Budget-sweep step: one target, several methods, each at several evaluation budgets.
 
-The sweep's runs (``<method>-budget<N>``, see :func:`boltzbench.config.sweep_methods`)
-are aggregated like leaderboard rows (mean ± std over seeds,
-:func:`~boltzbench.steps.aggregate.leaderboard_frame`) into ``budget_sweep.csv``,
-with the base method and the budget as columns, and drawn as one figure: the
-metric against the target evaluations actually used (log scale), one line per
-method through its budgets, the metric's noise floor (raw and reweighted) as
-horizontal lines with a band of ± one floor standard deviation.
-
-Weighted methods are shown by the ``_reweighted`` form of the metric (resampled
-by their importance weights), unweighted ones by the plain form; the legend
-says which. ``budget_sweep.provenance.json`` records the inputs' and the
-outputs' sha256 with the provenance attributes.
+Writes ``budget_sweep.csv`` (:func:`boltzbench.report.sweep.sweep_frame`) and its
+figure (:func:`boltzbench.report.sweep.sweep_figure`).
+``budget_sweep.provenance.json`` records the inputs' and the outputs' sha256
+with the provenance attributes.
 """
 
 from __future__ import annotations
 
-import json
+from boltzbench.io import write_json, write_text
+from boltzbench.provenance import now, provenance_attrs
+from boltzbench.report import output_hashes
+from boltzbench.report.figures import save_figure
+from boltzbench.report.sweep import sweep_figure, sweep_frame
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from boltzbench.hashing import hash_path  # noqa: E402
-from boltzbench.io import atomic_path, write_json, write_text  # noqa: E402
-from boltzbench.provenance import now, provenance_attrs  # noqa: E402
-from boltzbench.steps.aggregate import leaderboard_frame  # noqa: E402
-
-__all__ = ["run", "sweep_frame", "sweep_figure"]
-
-
-def sweep_frame(
-    metric_files: list[str], floor_files: list[str], members: dict[str, dict]
-) -> pd.DataFrame:
-    """The sweep's rows with ``base_method`` and ``budget`` columns, sorted by both."""
-    frame = leaderboard_frame(metric_files, floor_files)
-    frame.insert(2, "base_method", frame.method.map(lambda m: members[m]["method"]))
-    frame.insert(3, "budget", frame.method.map(lambda m: int(members[m]["budget"])))
-    return frame.sort_values(["base_method", "budget"]).reset_index(drop=True)
-
-
-def _shown(rows: pd.DataFrame, metric: str) -> tuple[str, bool]:
-    """The column shown for a method: the reweighted metric where it has one."""
-    col = f"{metric}_reweighted"
-    if f"{col}_mean" in rows and rows[f"{col}_mean"].notna().any():
-        return col, True
-    return metric, False
-
-
-def sweep_figure(frame: pd.DataFrame, target: str, metric: str):
-    """The metric against the evaluations used, one line per method."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    shown = set()
-    for method, rows in frame.groupby("base_method"):
-        col, weighted = _shown(rows, metric)
-        if f"{col}_mean" not in rows:
-            continue
-        shown.add(col)
-        x = rows["total_n_energy_mean"]
-        ax.errorbar(
-            x,
-            rows[f"{col}_mean"],
-            yerr=rows[f"{col}_std"].fillna(0.0),
-            marker="o",
-            capsize=3,
-            label=f"{method} ({'reweighted' if weighted else 'raw'})",
-        )
-    for col in sorted(shown):  # the floor of each form shown, with its ± std band
-        floor = frame.get(f"{col}_floor")
-        if floor is not None and floor.notna().any():
-            mean = float(floor.dropna().iloc[0])
-            std = float(frame[f"{col}_floor_std"].dropna().iloc[0])
-            style = ":" if col.endswith("_reweighted") else "--"
-            form = "reweighted" if style == ":" else "raw"
-            ax.axhline(mean, color="k", ls=style, lw=1, label=f"noise floor ({form}) ± std")
-            ax.axhspan(mean - std, mean + std, color="k", alpha=0.08, lw=0)
-    for budget in sorted(frame.budget.unique()):
-        ax.axvline(budget, color="0.8", lw=0.8, zorder=0)
-    ax.set(
-        xscale="log",
-        xlabel="target energy evaluations used (fit + sample); grey lines: budgets",
-        ylabel=metric,
-        title=f"{target}: {metric} against the evaluation budget",
-    )
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+__all__ = ["run"]
 
 
 def run(
@@ -99,6 +26,8 @@ def run(
     metric: str,
     source: str = "",
 ) -> None:
+    """The sweep's table and figure; ``members`` maps each run's method name to its
+    base ``method`` and ``budget``."""
     started = now()
     metric_files, floor_files = list(inputs["metrics"]), list(inputs["floors"])
     frame = sweep_frame(metric_files, floor_files, members)
@@ -106,13 +35,7 @@ def run(
     config = {"members": members, "target": target, "metric": metric}
     roles = {f"input_{i}": p for i, p in enumerate([*metric_files, *floor_files])}
     attrs = provenance_attrs("budget_sweep", config, None, roles, started)
-    fig = sweep_figure(frame, target, metric)
-    with atomic_path(outputs["figure"]) as tmp:
-        fig.savefig(tmp, dpi=110, format="png", metadata={"boltzbench": json.dumps(attrs)})
-    plt.close(fig)
-    written = {
-        role: {"path": str(p), "sha256": hash_path(p)}
-        for role, p in outputs.items()
-        if role != "provenance"
-    }
-    write_json({"rows": len(frame), "outputs": written}, outputs["provenance"], attrs)
+    save_figure(sweep_figure(frame, target, metric), outputs["figure"], attrs)
+    write_json(
+        {"rows": len(frame), "outputs": output_hashes(outputs)}, outputs["provenance"], attrs
+    )

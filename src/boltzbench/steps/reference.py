@@ -20,7 +20,7 @@ from boltzbench.io import read_store, samples_to_dataset, write_store
 from boltzbench.provenance import now, provenance_attrs
 from boltzbench.references import MD_RHAT_MAX, exact_reference, merge_md, resolve_reference
 from boltzbench.targets import build_target
-from boltzbench.targets.base import Target
+from boltzbench.targets.base import DescribesCOM, Target
 
 __all__ = ["run", "generate"]
 
@@ -62,7 +62,7 @@ def generate(
 
 def _describe(target: Target) -> dict[str, Any]:
     """What was done about the target's symmetries (stored with the samples)."""
-    com = getattr(target, "com_treatment", None)
+    com = target.com_treatment if isinstance(target, DescribesCOM) else None
     return {"com_treatment": com} if com else {}
 
 

@@ -7,14 +7,13 @@ from typing import Any
 
 from boltzbench.hashing import canonical_json
 from boltzbench.io import samples_to_dataset, write_store
-from boltzbench.methods import Method
-from boltzbench.provenance import now, provenance_attrs
-from boltzbench.steps.common import (
+from boltzbench.jobs import (
     budget_attrs,
     build_counted_target,
     generator,
     job_checkpoint,
     job_key,
+    load_fitted,
     on_device,
     plan_attrs,
     planned_method,
@@ -22,7 +21,8 @@ from boltzbench.steps.common import (
     spending_note,
     timed,
 )
-from boltzbench.steps.train import load_fitted
+from boltzbench.methods import Method
+from boltzbench.provenance import now, provenance_attrs
 from boltzbench.targets import CountingTarget
 
 __all__ = ["run", "COST_KEYS", "cost_attrs", "check_declared_budget"]

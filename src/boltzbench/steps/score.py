@@ -29,9 +29,9 @@ from boltzbench.core import SampleSet
 from boltzbench.external import load_samples
 from boltzbench.hashing import derive_seed
 from boltzbench.io import dataset_to_samples, read_store
+from boltzbench.jobs import generator
 from boltzbench.metrics import evaluate, noise_floor
 from boltzbench.references import exact_reference, resolve_reference
-from boltzbench.steps.common import generator
 from boltzbench.targets import Target, build_target
 
 __all__ = ["ScoreError", "ScoreReport", "FloorStats", "score_file", "reference_split"]

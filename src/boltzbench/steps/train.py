@@ -7,10 +7,8 @@ from typing import Any
 
 import torch
 
-from boltzbench.io import load_model, read_store, save_model
-from boltzbench.methods import Method
-from boltzbench.provenance import now, provenance_attrs
-from boltzbench.steps.common import (
+from boltzbench.io import read_store, save_model
+from boltzbench.jobs import (
     budget_attrs,
     build_counted_target,
     generator,
@@ -24,6 +22,7 @@ from boltzbench.steps.common import (
     timed,
     training_budget,
 )
+from boltzbench.provenance import now, provenance_attrs
 
 __all__ = ["run"]
 
@@ -56,10 +55,10 @@ def run(
     """Fit and write the model; a checkpoint left by a killed attempt is resumed.
 
     With a ``budget`` (target evaluations of fit and sample together), the method
-    is first planned to spend it (:func:`~boltzbench.steps.common.planned_method`:
+    is first planned to spend it (:func:`~boltzbench.jobs.planned_method`:
     its budget-decided settings, such as training steps, are filled in); training
     may use what is left after the sampling of ``n_samples`` is reserved
-    (:func:`~boltzbench.steps.common.training_budget`), and stops there. The
+    (:func:`~boltzbench.jobs.training_budget`), and stops there. The
     model's attrs record the plan (``budget_planned``, ``budget_settings``,
     ``budget_note``).
     """
@@ -96,10 +95,3 @@ def run(
     attrs.update(budget_attrs(budget, counted, "fit"), **plan_attrs(plan))
     save_model(outputs["model"], model.model_state(), getattr(model, "history_", {}), attrs)
     ckpt.clear()
-
-
-def load_fitted(path: str, target, method: Method):
-    """``method`` (as configured, or as planned for a budget) with the fitted state of
-    a model artifact loaded into it, and the artifact's attrs."""
-    state, _, attrs = load_model(path)
-    return method.load_model_state(target, state), attrs

@@ -18,7 +18,15 @@ from boltzbench.registry import Registry, build_spec, lazy_exports, spec_factory
 
 if TYPE_CHECKING:  # imported lazily (see __getattr__); listed for readers and hashing
     from boltzbench.targets.analytic import GMM, Funnel, ManyWell
-    from boltzbench.targets.base import Target
+    from boltzbench.targets.base import (
+        DescribesCOM,
+        InvariantFeatures,
+        LatticeField,
+        MDSystem,
+        Molecule,
+        ParticleSystem,
+        Target,
+    )
     from boltzbench.targets.counting import BudgetExceeded, CountingTarget, EvalCounts
     from boltzbench.targets.gaussian import Gaussian
     from boltzbench.targets.lattice import Phi4
@@ -40,6 +48,13 @@ __all__ = [
     "DoubleWell4",
     "LennardJones",
     "Phi4",
+    # optional hooks a target may provide (see boltzbench.targets.base)
+    "ParticleSystem",
+    "LatticeField",
+    "Molecule",
+    "InvariantFeatures",
+    "DescribesCOM",
+    "MDSystem",
 ]
 
 __getattr__ = lazy_exports(
@@ -49,6 +64,12 @@ __getattr__ = lazy_exports(
         "Funnel": "boltzbench.targets.analytic",
         "ManyWell": "boltzbench.targets.analytic",
         "Target": "boltzbench.targets.base",
+        "ParticleSystem": "boltzbench.targets.base",
+        "LatticeField": "boltzbench.targets.base",
+        "Molecule": "boltzbench.targets.base",
+        "InvariantFeatures": "boltzbench.targets.base",
+        "DescribesCOM": "boltzbench.targets.base",
+        "MDSystem": "boltzbench.targets.base",
         "BudgetExceeded": "boltzbench.targets.counting",
         "CountingTarget": "boltzbench.targets.counting",
         "EvalCounts": "boltzbench.targets.counting",

@@ -3,15 +3,105 @@
 Energies are reduced, in units of k_BT. ``energy`` is a batched torch function
 of ``x`` with shape ``(n, dim)`` returning shape ``(n,)``, so gradients come from
 autograd.
+
+Beyond that interface a target may offer **optional hooks**, each declared
+below as a :class:`typing.Protocol` (checked with ``isinstance``, never with
+``hasattr``) and listed on :class:`Target`: :class:`ParticleSystem`,
+:class:`LatticeField`, :class:`Molecule`, :class:`InvariantFeatures`,
+:class:`DescribesCOM` and :class:`MDSystem`. A target that provides a hook gets
+the metrics, figures and reference checks that need it.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-__all__ = ["Target", "ShiftedTarget"]
+__all__ = [
+    "Target",
+    "ShiftedTarget",
+    "ParticleSystem",
+    "LatticeField",
+    "Molecule",
+    "InvariantFeatures",
+    "DescribesCOM",
+    "MDSystem",
+]
+
+
+@runtime_checkable
+class ParticleSystem(Protocol):
+    """``n_particles`` identical particles in ``spatial_dim`` dimensions.
+
+    ``positions(x)`` maps ``(n, dim)`` to Cartesian positions ``(n, n_particles,
+    spatial_dim)``, ``coordinates(positions)`` maps them back (its inverse), and
+    ``pair_distances(x)`` gives the ``(n, n_particles (n_particles - 1) / 2)``
+    interatomic distances (target length units). Gives the particle
+    metrics (distance TV/W2, aligned W2, energy W2), the distance figure and
+    flow matching's E(n)-equivariant field. Example:
+    :class:`boltzbench.targets.ParticleTarget`.
+    """
+
+    n_particles: int
+    spatial_dim: int
+
+    def positions(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    def coordinates(self, positions: torch.Tensor) -> torch.Tensor: ...
+
+    def pair_distances(self, x: torch.Tensor) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class LatticeField(Protocol):
+    """A scalar field on a periodic lattice of ``lattice_shape`` sites
+    (``prod(lattice_shape) == dim``); ``field(x)`` has shape ``(n, *lattice_shape)``.
+    Gives the magnetization and susceptibility metrics and the magnetization
+    figure. Example: :class:`boltzbench.targets.Phi4`."""
+
+    lattice_shape: tuple[int, ...]
+
+    def field(self, x: torch.Tensor) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class Molecule(Protocol):
+    """A molecule: ``mdtraj_topology`` (an ``mdtraj.Topology``) and ``positions(x)``,
+    shape ``(n, n_atoms, 3)`` in nm. Gives the torsion metrics (Ramachandran
+    KL/JS, torsion KL, torus W2, chirality), the Ramachandran figure and the
+    dihedral R̂ of an MD reference. Example: alanine dipeptide (``kind: aldp``)."""
+
+    mdtraj_topology: Any
+
+    def positions(self, x: torch.Tensor) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class InvariantFeatures(Protocol):
+    """``invariant_features(x)``: features of ``(n, dim)`` rows invariant under the
+    target's symmetries (e.g. sorted pair distances), shape ``(n, k)``; an MCMC
+    reference checks its chains' mixing (R̂) on them instead of on ``x``."""
+
+    def invariant_features(self, x: torch.Tensor) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class DescribesCOM(Protocol):
+    """``com_treatment``: a sentence on what the coordinates do about the centre
+    of mass and rigid-body motion, stored with the reference samples."""
+
+    com_treatment: str
+
+
+@runtime_checkable
+class MDSystem(Protocol):
+    """A molecular system OpenMM can simulate: ``solvent`` and ``temperature_K``;
+    needed by the ``md`` reference kind."""
+
+    solvent: str
+    temperature_K: float
 
 
 class Target(torch.nn.Module):
@@ -30,6 +120,27 @@ class Target(torch.nn.Module):
         How many modes :meth:`assign_modes` labels (0: the target labels none);
         :meth:`mode_weights` gives their exact probabilities where known. The
         mode metrics (mode TV, modes found, mode coverage) apply only then.
+
+    Optional hooks (provide the members of a protocol and the features that
+    need it apply; nothing else is looked up on a target):
+
+    ``assign_modes(x)``, ``mode_weights()``
+        With ``n_modes > 0``: the mode of each row and the exact mode weights
+        (methods below); mode metrics.
+    ``n_particles``, ``spatial_dim``, ``positions(x)``, ``pair_distances(x)``
+        :class:`ParticleSystem`: particle metrics and figures, equivariant fields.
+    ``lattice_shape``, ``field(x)``
+        :class:`LatticeField`: lattice metrics and figures.
+    ``mdtraj_topology``, ``positions(x)``
+        :class:`Molecule`: torsion metrics, Ramachandran figures, MD R̂ on dihedrals.
+    ``invariant_features(x)``
+        :class:`InvariantFeatures`: the MCMC reference's R̂ on symmetry-invariant
+        features.
+    ``com_treatment``
+        :class:`DescribesCOM`: how the centre of mass is handled, stored with
+        the reference.
+    ``solvent``, ``temperature_K``
+        :class:`MDSystem`: the ``md`` reference kind.
     """
 
     dim: int

@@ -29,7 +29,7 @@ import torch
 
 from boltzbench.core import SampleSet
 from boltzbench.metrics.base import Metric
-from boltzbench.targets.base import Target
+from boltzbench.targets.base import LatticeField, Molecule, ParticleSystem, Target
 from boltzbench.targets.gaussian import Gaussian
 from boltzbench.testing.common import require, typical_points
 
@@ -78,17 +78,17 @@ PERTURBATIONS: list[tuple[Callable, Callable, Callable]] = [
         _collapsed,
     ),
     (  # a lattice field doubled
-        lambda t: hasattr(t, "lattice_shape"),
+        lambda t: isinstance(t, LatticeField),
         None,
         lambda t, ref: _with_energy(t, 2.0 * ref.x),
     ),
     (  # particle positions scaled by 1.3
-        lambda t: hasattr(t, "n_particles"),
+        lambda t: isinstance(t, ParticleSystem),
         None,
         lambda t, ref: _with_energy(t, t.coordinates(1.3 * t.positions(ref.x))),
     ),
     (  # a molecule's coordinates 30 times noisier
-        lambda t: hasattr(t, "mdtraj_topology"),
+        lambda t: isinstance(t, Molecule),
         None,
         lambda t, ref: _with_energy(t, typical_points(t, ref.x.shape[0], _gen(41), noise=0.3)),
     ),

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 import torch
 
-from boltzbench.targets.base import Target
+from boltzbench.targets.base import LatticeField, ParticleSystem, Target
 from boltzbench.testing.common import require, run_checks, typical_points
 
 __all__ = ["check_target", "TARGET_CHECKS", "STEIN_SIGMAS", "LOG_Z_SIGMAS"]
@@ -146,9 +146,29 @@ def hooks(t: Target, name: str) -> str | None:
         )
     if t.n_modes > 0:
         _check_modes(t, name)
-    shape = getattr(t, "lattice_shape", None)
-    if shape is not None:
+    if isinstance(t, LatticeField):
+        shape = tuple(t.lattice_shape)
         require(math.prod(shape) == t.dim, name, "hooks", f"lattice_shape {shape} ≠ dim {t.dim}")
+    if isinstance(t, ParticleSystem):
+        _check_particles(t, name)
+
+
+def _check_particles(t: Target, name: str) -> None:
+    """The particle hooks' shapes, and coordinates(positions(x)) = x on the chart."""
+    x = typical_points(t, 8, _gen())
+    pos = t.positions(x)
+    n, d = t.n_particles, t.spatial_dim
+    require(tuple(pos.shape) == (8, n, d), name, "hooks", f"positions: shape {tuple(pos.shape)}")
+    pairs = t.pair_distances(x)
+    want = (8, n * (n - 1) // 2)
+    require(tuple(pairs.shape) == want, name, "hooks", f"pair_distances: {tuple(pairs.shape)}")
+    back = t.coordinates(pos)
+    require(
+        torch.allclose(back, x, rtol=1e-6, atol=1e-6),
+        name,
+        "hooks",
+        "coordinates(positions(x)) differs from x (coordinates must invert positions)",
+    )
 
 
 def _check_modes(t: Target, name: str) -> None:

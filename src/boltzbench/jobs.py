@@ -1,4 +1,11 @@
-"""Helpers shared by the steps: generators, dtypes, timing, building parts."""
+"""Running a method on a target as one pipeline job: the library code the train,
+sample and evaluate steps share.
+
+Seeded generators, the counted target and the method as planned for a budget,
+the budget's attributes and notes, checkpoints keyed by the job, the device,
+timing, and a fitted method loaded back from its model artifact (with its log
+density for the forward metrics).
+"""
 
 from __future__ import annotations
 
@@ -14,7 +21,9 @@ import torch
 from boltzbench.checkpoint import Checkpoint
 from boltzbench.core import BUDGET_SPEND_MIN, BudgetPlan, TrainingDiverged
 from boltzbench.hashing import canonical_json, derive_seed, hash_json, hash_path
+from boltzbench.io import load_model
 from boltzbench.methods import Method, build_method
+from boltzbench.metrics.base import LogDensity
 from boltzbench.targets import CountingTarget, Target, build_target
 from boltzbench.targets.counting import EvalCounts
 
@@ -33,6 +42,8 @@ __all__ = [
     "spending_note",
     "budget_attrs",
     "named_divergence",
+    "load_fitted",
+    "fitted_log_density",
 ]
 
 
@@ -198,3 +209,25 @@ def job_key(step: str, config: dict, source: str, inputs: dict, device: torch.de
     """What a job's result depends on, for :func:`job_checkpoint`."""
     hashes = {role: hash_path(p) for role, p in sorted(inputs.items())}
     return [step, config, source, hashes, str(device)]
+
+
+def load_fitted(path: str, target, method: Method):
+    """``method`` (as configured, or as planned for a budget) with the fitted state of
+    a model artifact loaded into it, and the artifact's attrs."""
+    state, _, attrs = load_model(path)
+    return method.load_model_state(target, state), attrs
+
+
+def fitted_log_density(
+    path: str | None, target: Target, method: dict[str, Any]
+) -> LogDensity | None:
+    """x ↦ log q(x) of the fitted method of config entry ``method`` in the model store
+    ``path``, or None when the method has no density (or no model was given)."""
+    if path is None:
+        return None
+    model = build_method(method)
+    if not model.has_density:
+        return None
+    state, _, _ = load_model(path)
+    model.load_model_state(target, state)
+    return lambda x: model.log_density(target, x)

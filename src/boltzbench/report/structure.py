@@ -16,18 +16,22 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from boltzbench.targets.base import LatticeField, Molecule, ParticleSystem
+
 __all__ = ["structured_kind", "structure_figure"]
 
 RAMA_BINS = 60
 
 
 def structured_kind(target) -> str | None:
-    """'molecule', 'particles', 'lattice' or None, from the target's hooks."""
-    if hasattr(target, "mdtraj_topology"):
+    """'molecule', 'particles', 'lattice' or None, from the target's hooks
+    (:class:`~boltzbench.targets.base.Molecule`, :class:`~boltzbench.targets.base.ParticleSystem`,
+    :class:`~boltzbench.targets.base.LatticeField`)."""
+    if isinstance(target, Molecule):
         return "molecule"
-    if hasattr(target, "n_particles"):
+    if isinstance(target, ParticleSystem):
         return "particles"
-    if hasattr(target, "lattice_shape"):
+    if isinstance(target, LatticeField):
         return "lattice"
     return None
 
