@@ -12,7 +12,8 @@ import torch
 from boltzbench.checkpoint import NO_CHECKPOINT
 from boltzbench.methods import METHODS
 from boltzbench.methods.flow import FlowMethod
-from boltzbench.methods.flows_util import coupling_flow
+from boltzbench.methods.flows_util import FlowModel
+from boltzbench.methods.training import Minibatches, Objective
 from boltzbench.targets import CountingTarget, Target
 from boltzbench.targets.analytic import GMM
 from boltzbench.targets.gaussian import Gaussian
@@ -33,7 +34,7 @@ def log_mean_exp(a: torch.Tensor) -> float:
 def perturbed_flow(coupling: str, dim: int = 2, scale: float = 0.3):
     """A float64 flow with random (non-identity) weights and a non-trivial standardization."""
     torch.manual_seed(0)
-    flow = coupling_flow(
+    flow = FlowModel(
         dim,
         torch.linspace(-1.0, 2.0, dim),
         torch.linspace(0.5, 3.0, dim),
@@ -160,7 +161,10 @@ def test_mle_keeps_the_parameters_with_the_best_validation_loss(gen):
         return next(scores)
 
     flow.n_iter = 4  # validate after every step
-    flow._train(flow._mle_loss(target.sample(64, gen).float(), gen), gen, NO_CHECKPOINT, validate)
+    opt, sched = flow.optimizer(flow.flow_)
+    loss = flow._mle_loss(Minibatches(target.sample(64, gen).float(), flow.batch_size, gen))
+    objective = Objective(flow.flow_, opt, sched, loss, validate=validate)
+    flow._trainer(objective, gen).run(NO_CHECKPOINT)
     for k, v in flow.flow_.state_dict().items():
         assert torch.equal(v, snapshots[1][k])
 

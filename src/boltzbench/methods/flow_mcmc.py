@@ -375,18 +375,23 @@ class _Chains:
 def _flow_proposal(flow: FlowMethod, dim: int) -> tuple[fp.Proposal, Callable[[Tensor], Tensor]]:
     """``propose(generator, n) -> (y, log q(y))`` and ``log_prob(x)`` of a fitted flow.
 
-    Draws push base noise from ``generator`` through the flow (its ``_push``,
-    the same path as :meth:`FlowMethod.sample`); the results are float64.
+    Both use the flow's public model (:class:`~boltzbench.methods.flows_util.FlowModel`):
+    draws are :meth:`FlowModel.sample <boltzbench.methods.flows_util.FlowModel.sample>`
+    with base noise from ``generator`` (the same path as :meth:`FlowMethod.sample`),
+    of dimension ``dim``; the results are float64.
     """
+    model = flow.flow_
+    if model.dim != dim:
+        raise ValueError(f"flow_mcmc: the flow has dimension {model.dim}, the target {dim}")
 
     @torch.no_grad()
     def propose(generator: torch.Generator, n: int) -> tuple[Tensor, Tensor]:
-        x, log_q = flow._push(flow._base_noise(n, dim, generator))
+        x, log_q = model.sample(n, generator)
         return x.to(torch.float64), log_q.to(torch.float64)
 
     @torch.no_grad()
     def log_prob(x: Tensor) -> Tensor:
-        return flow.flow_().log_prob(x.to(flow._dtype)).to(torch.float64)
+        return model.log_prob(x.to(model.dtype)).to(torch.float64)
 
     return propose, log_prob
 
