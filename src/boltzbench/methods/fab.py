@@ -79,7 +79,7 @@ from boltzbench.core import (
     shortfall_note,
 )
 from boltzbench.estimators import log_mean_exp, normalized_kish_ess
-from boltzbench.methods.flow import FlowMethod
+from boltzbench.methods.flow import ARCHITECTURE, FlowMethod
 from boltzbench.methods.flows_util import FlowModel
 from boltzbench.methods.smc import SMC, Annealed, Path, PathEnds
 from boltzbench.methods.training import GradientMethod, Objective, Trainer
@@ -371,24 +371,10 @@ class FAB(GradientMethod):
 
         Its ``n_iter`` is the number of gradient steps (the length of the lr schedule).
         """
-        return FlowMethod(
-            mode="reverse_kl",
-            transforms=self.transforms,
-            hidden_features=self.hidden_features,
-            coupling=self.coupling,
-            bins=self.bins,
-            bound=self.bound,
-            activation=self.activation,
-            n_iter=self.n_updates(),
-            batch_size=self.batch_size,
-            lr=self.lr,
-            weight_decay=self.weight_decay,
-            grad_clip=self.grad_clip,
-            lr_schedule=self.lr_schedule,
-            init_scale=self.init_scale,
-            sample_batch_size=self.sample_batch_size,
-            dtype=self.dtype,
-        )
+        shared = (*ARCHITECTURE, "batch_size", "lr", "weight_decay", "grad_clip", "lr_schedule")
+        shared += ("init_scale", "sample_batch_size", "dtype")
+        settings = {k: getattr(self, k) for k in shared}
+        return FlowMethod(mode="reverse_kl", n_iter=self.n_updates(), **settings)
 
     def _ais(self) -> SMC:
         """The annealer: SMC's loop without resampling, i.e. AIS."""

@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -63,18 +63,17 @@ from boltzbench.core import (
 )
 from boltzbench.estimators import log_mean_exp, normalized_kish_ess
 from boltzbench.methods.flows_util import ACTIVATIONS, COUPLINGS, FlowModel
-from boltzbench.methods.training import (
-    GradientMethod,
-    Minibatches,
-    Objective,
-    StepLoss,
-    forked_seed,
-)
+from boltzbench.methods.training import GradientMethod, Minibatches, Objective, forked_seed
 from boltzbench.targets.base import Target
 
-__all__ = ["FlowMethod"]
+if TYPE_CHECKING:  # annotations only
+    from boltzbench.methods.training import StepLoss
+
+__all__ = ["FlowMethod", "ARCHITECTURE"]
 
 MODES = ("reverse_kl", "mle")
+#: the settings of the flow's architecture (the keywords of :class:`FlowModel` they build)
+ARCHITECTURE = ("transforms", "hidden_features", "coupling", "bins", "bound", "activation")
 LR_SCHEDULES = ("cosine", "constant")
 #: the most reference rows held out for MLE validation
 MAX_VAL_ROWS = 4096
@@ -230,18 +229,8 @@ class FlowMethod(GradientMethod):
     def build_model(self, shift: torch.Tensor, scale: torch.Tensor) -> FlowModel:
         """A fresh :class:`FlowModel` of this config with standardization (shift, scale),
         ``(dim,)`` each, in the configured dtype (initialized from the global RNG)."""
-        model = FlowModel(
-            shift.shape[0],
-            shift,
-            scale,
-            transforms=self.transforms,
-            hidden_features=self.hidden_features,
-            coupling=self.coupling,
-            bins=self.bins,
-            bound=self.bound,
-            activation=self.activation,
-        )
-        return model.to(self._dtype)
+        settings = {k: getattr(self, k) for k in ARCHITECTURE}
+        return FlowModel(shift.shape[0], shift, scale, **settings).to(self._dtype)
 
     def standardization(
         self, target: Target, data: torch.Tensor | None
@@ -341,9 +330,7 @@ class FlowMethod(GradientMethod):
 
         return validate
 
-    def _objective(
-        self, target: Target, data: torch.Tensor | None, generator: torch.Generator
-    ) -> Objective:
+    def _objective(self, target: Target, data: torch.Tensor | None, generator) -> Objective:
         """A fresh flow (seeded from ``generator``) and its loss (see the module docstring).
 
         Reverse KL makes exactly ``n_iter × batch_size`` energy and gradient

@@ -492,9 +492,7 @@ class FlowMatching(GradientMethod):
     def _label(self) -> str:
         return "flow_matching"
 
-    def _objective(
-        self, target: Target, data: torch.Tensor | None, generator: torch.Generator
-    ) -> Objective:
+    def _objective(self, target: Target, data: torch.Tensor | None, generator) -> Objective:
         """A fresh field (seeded from ``generator``), Adam with a cosine schedule over
         ``n_iter`` steps, and the CFM loss on minibatches of ``data`` (their position
         is checkpointed). Makes no energy evaluations: the loss needs only ``data``

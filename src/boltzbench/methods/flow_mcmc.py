@@ -200,17 +200,11 @@ class FlowMCMC(Method):
 
     # ---------------------------------------------------------------- the flow
 
-    def fit(
-        self,
-        target: Target,
-        data: Tensor | None,
-        generator: torch.Generator,
-        checkpoint: Checkpoint = NO_CHECKPOINT,
-    ) -> FlowMCMC:
-        """Train the flow (:meth:`FlowMethod.fit`, with its checkpoints); returns self."""
+    def _train(self, target, data, generator, checkpoint) -> dict[str, list[float]]:
+        """What ``fit`` does: train the flow (:meth:`FlowMethod.fit`, with its
+        checkpoints); its history."""
         self.flow_ = FlowMethod(**self.flow_params).fit(target, data, generator, checkpoint)
-        self.history_ = self.flow_.history_
-        return self
+        return self.flow_.history_
 
     def model_state(self) -> dict[str, Tensor]:
         """The flow's tensors (:meth:`FlowMethod.model_state`)."""

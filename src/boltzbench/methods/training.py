@@ -362,8 +362,10 @@ class GradientMethod(Method):
     """A method whose ``fit`` trains a model by gradient steps in a :class:`Trainer`.
 
     A family provides :meth:`_objective` (build the model, seeded from the
-    generator, and say what to minimise), the name, advice and settings the
-    loop reads, and optionally :meth:`_trained`; ``fit`` is written once, here.
+    generator, and say what to minimise), :meth:`_label` and the settings the
+    loop reads (``n_iter``, ``grad_clip``), and optionally :meth:`_trained`;
+    ``fit`` (:meth:`Method.fit <boltzbench.methods.base.Method.fit>`) calls the
+    one :meth:`_train` here.
     """
 
     trainable = True
@@ -381,9 +383,7 @@ class GradientMethod(Method):
         """The method in messages and on the progress bar, e.g. ``"flow (mle)"``."""
         raise NotImplementedError
 
-    def _objective(
-        self, target: Target, data: Tensor | None, generator: torch.Generator
-    ) -> Objective:
+    def _objective(self, target: Target, data: Tensor | None, generator) -> Objective:
         """Build a fresh model (seeded from ``generator``) and what to train it on."""
         raise NotImplementedError
 
@@ -401,21 +401,15 @@ class GradientMethod(Method):
             unit=self.iteration_unit,
         )
 
-    def fit(
-        self,
-        target: Target,
-        data: Tensor | None,
-        generator: torch.Generator,
-        checkpoint: Checkpoint = NO_CHECKPOINT,
-    ) -> GradientMethod:
-        """Build a fresh model and train it for ``n_iter`` iterations; returns self.
+    def _train(self, target, data, generator, checkpoint) -> dict[str, list[float]]:
+        """What :meth:`fit` does: build a fresh model and train it for ``n_iter``
+        iterations; returns the history (see :class:`Trainer`).
 
         All randomness comes from ``generator`` (the global RNG is left as it
         was). Every ``checkpoint.every`` iterations the whole loop state is
-        saved, and a saved one is resumed exactly. ``history_`` holds the loop's
-        history (see :class:`Trainer`).
+        saved, and a saved one is resumed exactly.
         """
         objective = self._objective(target, data, generator)
-        self.history_ = self._trainer(objective, generator).run(checkpoint)
+        history = self._trainer(objective, generator).run(checkpoint)
         self._trained(objective)
-        return self
+        return history
