@@ -462,3 +462,10 @@ def test_a_planned_run_spends_its_budget_under_the_counting_target(loss, langevi
     assert s.x.shape[0] == n and used == plan.planned
     assert BUDGET_SPEND_MIN * budget <= used <= budget
     assert not (fit_target.exhausted or sample_target.exhausted)
+
+
+def test_gradient_clipping_has_one_name():
+    """Every gradient-trained family calls its clipping setting ``grad_clip``."""
+    assert DiffusionSampler(grad_clip=1.0).grad_clip == 1.0
+    with pytest.raises(TypeError):
+        DiffusionSampler(clip_grad=1.0)

@@ -16,6 +16,7 @@ from boltzbench.mcmc.annealing import Annealing, anneal
 from boltzbench.methods import METHODS
 from boltzbench.methods.fab import FAB, ReplayBuffer, _Run, annealing_path
 from boltzbench.methods.flow import FlowMethod
+from boltzbench.methods.training import Objective
 from boltzbench.targets import CountingTarget
 from boltzbench.targets.analytic import GMM
 from boltzbench.targets.gaussian import Gaussian
@@ -94,14 +95,13 @@ def test_zero_moves_give_the_exact_importance_weights(gen):
 def test_zero_moves_with_a_flow_base(gen):
     """The same with the flow as base: log w = −2E − 2 log q_flow (1e-10 absolute)."""
     method = FAB(**FAST, n_moves=0)
-    flow = method._flow_method()
-    flow.flow_ = flow._build(2, torch.zeros(2), torch.full((2,), 2.0))
+    model = method._flow_method().build_model(torch.zeros(2), torch.full((2,), 2.0))
     target = Gaussian(dim=2, rho=0.5)
-    run = method._anneal(flow, target, 300, 0.5, 2.0, gen)
+    run = method._anneal(model, target, 300, 0.5, 2.0, gen)
     x = run.state.position
-    exact = -2 * target.energy(x) - 2 * flow.flow_().log_prob(x).detach()
+    exact = -2 * target.energy(x) - 2 * model.log_prob(x).detach()
     torch.testing.assert_close(run.log_w, exact, rtol=0, atol=1e-10)
-    torch.testing.assert_close(-run.state.base_energy, flow.flow_().log_prob(x).detach())
+    torch.testing.assert_close(-run.state.base_energy, model.log_prob(x).detach())
 
 
 # ------------------------------------------------------------------ the replay buffer
@@ -138,18 +138,19 @@ def test_replay_steps_reweight_the_drawn_rows(gen):
     with log q_new from the updated flow (to 1e-12)."""
     method = FAB(**FAST | {"batch_size": 8, "min_buffer_size": 8, "n_updates_per_batch": 1})
     flow = method._flow_method()
-    flow.flow_ = flow._build(2, torch.zeros(2), torch.ones(2))
-    params, opt, sched = flow._optimizer()
+    model = flow.build_model(torch.zeros(2), torch.ones(2))
+    opt, sched = flow.optimizer(model)
     buf = ReplayBuffer(16, 2, torch.float64)
     x = torch.randn(8, 2, generator=gen)
     with torch.no_grad():
-        log_q_old = flow.flow_().log_prob(x)
+        log_q_old = model.log_prob(x)
     buf.add(x, torch.randn(8, generator=gen), log_q_old)
     log_w_old = buf.log_w.clone()
-    run = _Run(flow.flow_, opt, sched, gen, buf, 0.5)
-    method._replay_steps(run, params, 0)  # all 8 rows are drawn (batch_size = 8)
+    run = _Run(model, buf, 0.5)
+    trainer = method._trainer(Objective(model, opt, sched, iteration=lambda _: {}), gen)
+    method._replay_steps(trainer, run)  # all 8 rows are drawn (batch_size = 8)
     with torch.no_grad():
-        log_q_new = flow.flow_().log_prob(x)
+        log_q_new = model.log_prob(x)
     assert (log_q_new - log_q_old).abs().max() > 1e-4  # the flow did change
     torch.testing.assert_close(
         buf.log_w[:8], log_w_old[:8] + log_q_old - log_q_new, rtol=0, atol=1e-12

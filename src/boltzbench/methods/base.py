@@ -153,9 +153,17 @@ class Method:
         generator: torch.Generator,
         checkpoint: Checkpoint = NO_CHECKPOINT,
     ) -> Method:
-        """Fit on ``target`` (and reference ``data`` when ``needs_data``); returns self."""
-        self.history_: dict[str, list[float]] = {}
+        """Fit on ``target`` (and reference ``data`` when ``needs_data``); returns self.
+
+        ``history_`` is what :meth:`_train` returns. A gradient-trained family
+        inherits its ``_train`` from :class:`~boltzbench.methods.training.GradientMethod`.
+        """
+        self.history_: dict[str, list[float]] = self._train(target, data, generator, checkpoint)
         return self
+
+    def _train(self, target, data, generator, checkpoint) -> dict[str, list[float]]:
+        """The work of :meth:`fit` (its arguments); the history. Default: nothing to fit."""
+        return {}
 
     def sample(
         self,

@@ -68,7 +68,6 @@ from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from boltzbench.checkpoint import NO_CHECKPOINT, Checkpoint
 from boltzbench.core import (
@@ -76,13 +75,10 @@ from boltzbench.core import (
     DTYPES,
     BudgetPlan,
     SampleSet,
-    TrainingDiverged,
-    affordable,
     batch_sizes,
     start_location,
 )
 from boltzbench.estimators import log_mean_exp, normalized_kish_ess
-from boltzbench.methods.base import Method
 from boltzbench.methods.diffusion_util import (
     KINDS,
     ControlNet,
@@ -92,9 +88,8 @@ from boltzbench.methods.diffusion_util import (
     pis_scheme,
     time_embedding,
 )
-from boltzbench.methods.training import forked_seed
+from boltzbench.methods.training import GradientMethod, Objective, StepLoss, forked_seed
 from boltzbench.targets.base import Target
-from boltzbench.targets.counting import BudgetExceeded
 
 __all__ = ["DiffusionSampler"]
 
@@ -208,7 +203,7 @@ def _masked(log_w: Tensor, *parts: Tensor) -> Tensor:
     return torch.where(ok, log_w, torch.full_like(log_w, -math.inf))
 
 
-class DiffusionSampler(Method):
+class DiffusionSampler(GradientMethod):
     """PIS or DDS with a learned drift, trained on the energy; weighted samples.
 
     Parameters
@@ -236,7 +231,7 @@ class DiffusionSampler(Method):
         Use f = NN₁(x, t) + NN₂(t) ⊙ ∇log p̃(x) (one gradient evaluation per step).
     score_clip
         Elementwise clip of ∇log p̃ in the Langevin term (PIS uses 100).
-    clip_grad
+    grad_clip
         Maximum global norm of the parameter gradient, or None for no clipping.
     sample_batch_size
         Trajectories per batch when sampling.
@@ -252,10 +247,9 @@ class DiffusionSampler(Method):
     setting, ``batch_size`` and ``n_steps`` included, stays as configured.
     """
 
-    trainable = True
-    weighted = True
     needs_data = False
     budget_settings = ("n_iter",)
+    divergence_advice = "Try a smaller lr, a grad_clip, or a different sigma."
     #: a tiny configuration for conformance tests (seconds to fit)
     fast_params: dict[str, Any] = {
         "n_steps": 8,
@@ -277,7 +271,7 @@ class DiffusionSampler(Method):
         lr: float = 1e-3,
         langevin_preconditioning: bool = False,
         score_clip: float = 100.0,
-        clip_grad: float | None = 10.0,
+        grad_clip: float | None = 10.0,
         sample_batch_size: int = 4096,
         dtype: str = "float32",
     ):
@@ -294,7 +288,7 @@ class DiffusionSampler(Method):
         self.hidden_features = [int(h) for h in hidden_features]
         self.n_iter, self.batch_size, self.lr = n_iter, batch_size, lr
         self.langevin_preconditioning = bool(langevin_preconditioning)
-        self.score_clip, self.clip_grad = score_clip, clip_grad
+        self.score_clip, self.grad_clip = score_clip, grad_clip
         self.sample_batch_size, self.dtype = sample_batch_size, dtype
 
     # ---------------------------------------------------------------- building
@@ -330,91 +324,36 @@ class DiffusionSampler(Method):
 
     # ---------------------------------------------------------------- training
 
-    def _diverged(self, step: int, what: str, last: float) -> TrainingDiverged:
-        return TrainingDiverged(
-            f"diffusion ({self.kind}, {self.loss}) diverged at step {step} of {self.n_iter}: "
-            f"{what}; last finite loss {last:.6g}. Try a smaller lr, a clip_grad, or a "
-            "different sigma."
-        )
+    def _label(self) -> str:
+        return f"diffusion ({self.kind}, {self.loss})"
 
-    def _step(self, chain, target, generator, opt, step: int, last: float) -> tuple[float, Tensor]:
-        """One Adam step; raises when the loss or the gradient norm is not finite."""
+    def _step_loss(self, chain: _Chain, target: Target, generator) -> StepLoss:
+        """The chosen loss of one batch of paths, with the batch's mean log w
+        (``log_Z_elbo``) and normalized Kish ESS (``ess``) for the history."""
         loss_fn = self._kl_loss if self.loss == "kl" else self._log_variance_loss
-        loss, log_w = loss_fn(chain, target, generator)
-        value = loss.item()
-        if not math.isfinite(value):
-            raise self._diverged(step, f"loss is {value}", last)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        clip = math.inf if self.clip_grad is None else self.clip_grad
-        norm = torch.nn.utils.clip_grad_norm_(self.net_.parameters(), clip)
-        if not torch.isfinite(norm):
-            raise self._diverged(step, f"gradient norm is {float(norm)}", value)
-        opt.step()
-        return value, log_w
 
-    def _state(self, opt, generator, history, last: float) -> dict[str, Any]:
-        return {
-            "net": self.net_.state_dict(),
-            "opt": opt.state_dict(),
-            "generator": generator.get_state(),
-            "history": history,
-            "last": last,
-        }
+        def step() -> tuple[Tensor, dict[str, float]]:
+            loss, log_w = loss_fn(chain, target, generator)
+            return loss, {"log_Z_elbo": float(log_w.mean()), "ess": normalized_kish_ess(log_w)}
 
-    def _restore(self, checkpoint: Checkpoint, opt, generator, history) -> tuple[int, float]:
-        """(first step to run, last finite loss) after loading a checkpoint, if any."""
-        saved = checkpoint.restore()
-        if saved is None:
-            return 0, math.nan
-        step, state = saved
-        self.net_.load_state_dict(state["net"])
-        opt.load_state_dict(state["opt"])
-        generator.set_state(state["generator"])
-        history.update(state["history"])
-        return step, state["last"]
+        return step
 
-    def fit(
-        self,
-        target: Target,
-        data: Tensor | None,
-        generator: torch.Generator,
-        checkpoint: Checkpoint = NO_CHECKPOINT,
-    ) -> DiffusionSampler:
-        """Build a zero-control network (seeded from ``generator``) and train it for
-        ``n_iter`` Adam steps; returns self. History: ``loss``, ``log_Z_elbo`` and
-        ``ess`` (the batch's mean log w and normalized Kish ESS) per step.
-
-        Every ``checkpoint.every`` steps the network, the optimizer, the generator's
-        state and the history are saved; a saved run is resumed exactly.
-        """
+    def _objective(self, target: Target, data: Tensor | None, generator) -> Objective:
+        """A zero-control network (seeded from ``generator``), Adam at a constant ``lr``,
+        and the loss of one batch of ``batch_size`` paths. Training stops before
+        the first batch the budget cannot pay for (``sample_cost(batch_size)``).
+        History: ``loss``, ``log_Z_elbo`` and ``ess`` per step."""
         with forked_seed(generator):
             self.net_ = self._build(target.dim)
-        chain = self._chain(target)
         opt = torch.optim.Adam(self.net_.parameters(), lr=self.lr)
-        history: dict[str, list[float]] = {"loss": [], "log_Z_elbo": [], "ess": []}
-        start, last = self._restore(checkpoint, opt, generator, history)
-        desc = f"diffusion[{self.kind},{self.loss}]"
-        bar = tqdm(range(start, self.n_iter), desc=desc, disable=None, leave=False)
-        per_step = self.sample_cost(self.batch_size)
-        for step in bar:
-            if affordable(target, 1, per_step) < 1:  # the budget cannot pay for another batch
-                break
-            try:
-                last, log_w = self._step(chain, target, generator, opt, step, last)
-            except BudgetExceeded:  # the evaluation budget is spent: stop training here
-                break
-            history["loss"].append(last)
-            history["log_Z_elbo"].append(float(log_w.mean()))
-            history["ess"].append(normalized_kish_ess(log_w))
-            if checkpoint.due(step + 1) and step + 1 < self.n_iter:
-                checkpoint.save(step + 1, self._state(opt, generator, history, last))
-            if step % 50 == 0:
-                bar.set_postfix(loss=f"{last:.4g}", ess=f"{history['ess'][-1]:.3g}")
-        if not all(torch.isfinite(p).all() for p in self.net_.parameters()):
-            raise self._diverged(self.n_iter, "parameters are not finite", last)
-        self.history_ = history
-        return self
+        return Objective(
+            self.net_,
+            opt,
+            loss=self._step_loss(self._chain(target), target, generator),
+            records=("log_Z_elbo", "ess"),
+            target=target,
+            cost=self.sample_cost(self.batch_size),
+        )
 
     # ---------------------------------------------------------------- sampling
 

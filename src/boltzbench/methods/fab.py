@@ -64,26 +64,25 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from boltzbench.checkpoint import NO_CHECKPOINT, Checkpoint
 from boltzbench.core import (
     DTYPES,
     BudgetPlan,
     SampleSet,
-    TrainingDiverged,
     affordable,
     shortfall_note,
 )
 from boltzbench.estimators import log_mean_exp, normalized_kish_ess
 from boltzbench.mcmc.annealing import Annealed, Annealing, Path, PathEnds, anneal
-from boltzbench.methods.base import Method
-from boltzbench.methods.flow import FlowMethod
-from boltzbench.methods.training import forked_seed, load_optimizer_state, optimizer_state
+from boltzbench.methods.flow import ARCHITECTURE, FlowMethod
+from boltzbench.methods.flows_util import FlowModel
+from boltzbench.methods.training import GradientMethod, Objective, Trainer
 from boltzbench.targets.base import Target
 
 __all__ = ["FAB", "ReplayBuffer", "LogDensity", "flow_log_density", "annealing_path"]
@@ -209,42 +208,25 @@ class ReplayBuffer:
 
 
 class _Run:
-    """Everything the training's future depends on, saved and restored as one:
-    the flow, optimizer and scheduler, the generator, the history, the buffer,
-    the AIS step size and the last finite loss."""
+    """FAB's training state beside the flow's optimizer (which the
+    :class:`~boltzbench.methods.training.Trainer` owns): the flow, the AIS step size
+    carried from one AIS run to the next, and the replay buffer (None without
+    replay). A checkpoint saves the step size and the buffer."""
 
-    def __init__(self, flow, opt, sched, generator, buffer, step_size: float):
-        self.flow, self.opt, self.sched, self.generator = flow, opt, sched, generator
-        self.buffer, self.step_size = buffer, float(step_size)
-        self.history: dict[str, list[float]] = {
-            k: [] for k in ("loss", "lr", "ess_ais", "acceptance", "step_size")
-        }
-        self.last = math.nan
+    def __init__(self, model: FlowModel, buffer: ReplayBuffer | None, step_size: float):
+        self.model, self.buffer, self.step_size = model, buffer, float(step_size)
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            **optimizer_state(self.flow, self.opt, self.sched, self.generator),
-            "history": self.history,
-            "buffer": None if self.buffer is None else self.buffer.state_dict(),
-            "step_size": self.step_size,
-            "last": self.last,
-        }
+        buffer = None if self.buffer is None else self.buffer.state_dict()
+        return {"step_size": self.step_size, "buffer": buffer}
 
-    def restore(self, checkpoint: Checkpoint) -> int:
-        """The first iteration to run after loading a checkpoint, if any (else 0)."""
-        saved = checkpoint.restore()
-        if saved is None:
-            return 0
-        step, state = saved
-        load_optimizer_state(state, self.flow, self.opt, self.sched, self.generator)
-        self.history = state["history"]
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step_size = float(state["step_size"])
         if self.buffer is not None:
             self.buffer.load_state_dict(state["buffer"])
-        self.step_size, self.last = float(state["step_size"]), float(state["last"])
-        return step
 
 
-class FAB(Method):
+class FAB(GradientMethod):
     """Flow Annealed importance sampling Bootstrap (Midgley et al. 2023), weighted samples.
 
     Parameters
@@ -301,10 +283,10 @@ class FAB(Method):
     of the cosine learning-rate schedule too (:meth:`plan_budget`).
     """
 
-    trainable = True
-    weighted = True
     needs_data = False
     budget_settings = ("n_iter",)
+    divergence_advice = "Try a smaller lr, a grad_clip, or a different init_scale."
+    iteration_unit = "iteration"
     #: a tiny configuration for conformance tests (seconds to fit)
     fast_params: dict[str, Any] = {
         "transforms": 2,
@@ -384,28 +366,15 @@ class FAB(Method):
     # ---------------------------------------------------------------- parts
 
     def _flow_method(self) -> FlowMethod:
-        """The reverse-KL-mode FlowMethod that builds, pushes and samples FAB's flow.
+        """The reverse-KL-mode FlowMethod that builds FAB's flow (:meth:`FlowMethod.new_model
+        <boltzbench.methods.flow.FlowMethod.new_model>`), makes its optimizer and samples it.
 
         Its ``n_iter`` is the number of gradient steps (the length of the lr schedule).
         """
-        return FlowMethod(
-            mode="reverse_kl",
-            transforms=self.transforms,
-            hidden_features=self.hidden_features,
-            coupling=self.coupling,
-            bins=self.bins,
-            bound=self.bound,
-            activation=self.activation,
-            n_iter=self.n_updates(),
-            batch_size=self.batch_size,
-            lr=self.lr,
-            weight_decay=self.weight_decay,
-            grad_clip=self.grad_clip,
-            lr_schedule=self.lr_schedule,
-            init_scale=self.init_scale,
-            sample_batch_size=self.sample_batch_size,
-            dtype=self.dtype,
-        )
+        shared = (*ARCHITECTURE, "batch_size", "lr", "weight_decay", "grad_clip", "lr_schedule")
+        shared += ("init_scale", "sample_batch_size", "dtype")
+        settings = {k: getattr(self, k) for k in shared}
+        return FlowMethod(mode="reverse_kl", n_iter=self.n_updates(), **settings)
 
     def _ais(self) -> Annealing:
         """The annealing settings: SMC's loop without resampling, i.e. AIS."""
@@ -455,108 +424,85 @@ class FAB(Method):
     # ---------------------------------------------------------------- training
 
     def _anneal(
-        self, flow: FlowMethod, target: Target, n: int, step_size: float, power: float, generator
+        self, model: FlowModel, target: Target, n: int, step_size: float, power: float, generator
     ) -> Annealed:
         """AIS with n particles from the flow q to p^a q^(1−a), a = ``power``."""
         with torch.no_grad():
-            x, _ = flow._push(flow._base_noise(n, target.dim, generator))
-        path = annealing_path(target, flow_log_density(flow.flow_), power)
+            x, _ = model.sample(n, generator)
+        path = annealing_path(target, flow_log_density(model), power)
         return anneal(self._ais(), path, x, generator, step_size)
 
-    def _diverged(self, it: int, what: str, last: float) -> TrainingDiverged:
-        return TrainingDiverged(
-            f"fab diverged at iteration {it} of {self.n_iter}: {what}; last finite loss "
-            f"{last:.6g}. Try a smaller lr, a grad_clip, or a different init_scale."
-        )
-
-    def _update(self, run: _Run, params, loss: Tensor, it: int) -> None:
-        """One AdamW step with clipping; raises when the loss or gradient is not finite."""
-        value = loss.item()
-        if not math.isfinite(value):
-            raise self._diverged(it, f"loss is {value}", run.last)
-        run.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        clip = math.inf if self.grad_clip is None else self.grad_clip
-        norm = torch.nn.utils.clip_grad_norm_(params, clip)
-        if not torch.isfinite(norm):
-            raise self._diverged(it, f"gradient norm is {float(norm)}", value)
-        run.history["lr"].append(run.sched.get_last_lr()[0])
-        run.opt.step()
-        run.sched.step()
-        run.history["loss"].append(value)
-        run.last = value
-
-    def _weighted_step(self, run: _Run, params, ais: Annealed, it: int) -> None:
+    def _weighted_step(self, trainer: Trainer, model: FlowModel, ais: Annealed) -> None:
         """FAB Algorithm 1: L = −Σ w̄_i log q_θ(x_i), x and w̄ held fixed."""
         w_bar = torch.softmax(ais.log_w, 0)
         keep = w_bar > 0  # rows of weight zero add nothing (and may have log q = −inf)
         if not keep.any():
-            raise self._diverged(it, "no AIS sample has a finite weight", run.last)
-        log_q = run.flow().log_prob(ais.state.position[keep].detach())
-        self._update(run, params, -(w_bar[keep].to(log_q.dtype) * log_q).sum(), it)
+            raise trainer.diverged("no AIS sample has a finite weight")
+        log_q = model.log_prob(ais.state.position[keep].detach())
+        trainer.step(-(w_bar[keep].to(log_q.dtype) * log_q).sum())
 
-    def _replay_steps(self, run: _Run, params, it: int) -> None:
+    def _replay_steps(self, trainer: Trainer, run: _Run) -> None:
         """FAB Algorithm 2: steps on −mean log q_θ over rows drawn ∝ w, then reweight them."""
         for _ in range(self.n_updates_per_batch):
-            idx = run.buffer.sample(self.batch_size, run.generator)
+            idx = run.buffer.sample(self.batch_size, trainer.generator)
             if idx.numel() == 0:
-                raise self._diverged(it, "no buffer row has a finite weight", run.last)
+                raise trainer.diverged("no buffer row has a finite weight")
             x = run.buffer.x[idx]
-            self._update(run, params, -run.flow().log_prob(x).mean(), it)
+            trainer.step(-run.model.log_prob(x).mean())
             with torch.no_grad():
-                run.buffer.adjust(idx, run.flow().log_prob(x))
+                run.buffer.adjust(idx, run.model.log_prob(x))
 
-    def _iteration(self, run: _Run, flow: FlowMethod, target: Target, params, it: int) -> None:
-        """One AIS run towards p²/q_θ and the gradient steps it feeds."""
-        ais = self._anneal(flow, target, self.batch_size, run.step_size, 2.0, run.generator)
+    def _iteration(self, run: _Run, target: Target, trainer: Trainer) -> dict[str, float]:
+        """One AIS run towards p²/q_θ and the gradient steps it feeds; its history entries."""
+        ais = self._anneal(
+            run.model, target, self.batch_size, run.step_size, 2.0, trainer.generator
+        )
         run.step_size = float(ais.step_size)
-        run.history["ess_ais"].append(normalized_kish_ess(ais.log_w))
-        run.history["acceptance"].append(float(torch.tensor(ais.trace["acceptance"]).nanmean()))
-        run.history["step_size"].append(run.step_size)
+        record = {
+            "ess_ais": normalized_kish_ess(ais.log_w),
+            "acceptance": float(torch.tensor(ais.trace["acceptance"]).nanmean()),
+            "step_size": run.step_size,
+        }
         if not self.replay:
-            self._weighted_step(run, params, ais, it)
-            return
+            self._weighted_step(trainer, run.model, ais)
+            return record
         run.buffer.add(ais.state.position, ais.log_w, -ais.state.base_energy)
         if len(run.buffer) >= self.min_buffer_size:
-            self._replay_steps(run, params, it)
+            self._replay_steps(trainer, run)
+        return record
 
-    def fit(
-        self,
-        target: Target,
-        data: Tensor | None,
-        generator: torch.Generator,
-        checkpoint: Checkpoint = NO_CHECKPOINT,
-    ) -> FAB:
-        """Build a fresh flow (seeded from ``generator``) and train it by FAB; returns self.
+    def _label(self) -> str:
+        return "fab"
+
+    def _objective(self, target: Target, data: Tensor | None, generator) -> Objective:
+        """A fresh flow (seeded from ``generator``), AdamW over ``n_updates()`` steps,
+        and one AIS run with the updates it feeds per iteration (``data`` is ignored).
 
         Makes ``n_iter · batch_size · evaluations_per_ais_particle()``
-        energy-and-gradient evaluations. ``data`` is ignored. ``history_`` holds
-        ``loss`` and ``lr`` per gradient step, and per AIS run ``ess_ais`` (the
-        normalized Kish ESS of the AIS weights towards p²/q), ``acceptance`` and
-        ``step_size``.
+        energy-and-gradient evaluations. The history holds ``loss`` and ``lr``
+        per gradient step, and per AIS run ``ess_ais`` (the normalized Kish ESS
+        of the AIS weights towards p²/q), ``acceptance`` and ``step_size``.
         """
         flow = self._flow_method()
-        shift, scale = flow._standardization(target, None)
-        with forked_seed(generator):
-            flow.flow_ = flow._build(target.dim, shift, scale)
-        params, opt, sched = flow._optimizer()
+        model = flow.new_model(target, None, generator)
+        opt, sched = flow.optimizer(model)
         buffer = ReplayBuffer(self.buffer_size, target.dim, DTYPES[self.dtype])
-        run = _Run(
-            flow.flow_, opt, sched, generator, buffer if self.replay else None, self.step_size
+        run = _Run(model, buffer if self.replay else None, self.step_size)
+        return Objective(
+            model,
+            opt,
+            sched,
+            iteration=partial(self._iteration, run, target),
+            state={"fab": run},
+            records=("ess_ais", "acceptance", "step_size"),
+            target=target,
+            cost=self.batch_size * self.evaluations_per_ais_particle(),
         )
-        start = run.restore(checkpoint)
-        per_run = self.batch_size * self.evaluations_per_ais_particle()
-        for it in tqdm(range(start, self.n_iter), desc="fab", disable=None, leave=False):
-            if affordable(target, 1, per_run) < 1:  # the budget cannot pay for one more AIS run
-                break
-            self._iteration(run, flow, target, params, it)
-            if checkpoint.due(it + 1) and it + 1 < self.n_iter:
-                checkpoint.save(it + 1, run.state_dict())
-        if not all(torch.isfinite(p).all() for p in params):
-            raise self._diverged(self.n_iter, "parameters are not finite", run.last)
-        self.history_ = run.history
-        self.flow_, self.ais_step_size_ = flow, run.step_size
-        return self
+
+    def _trained(self, objective: Objective) -> None:
+        run = objective.state["fab"]
+        self.flow_ = self._flow_method().use_model(run.model)
+        self.ais_step_size_ = run.step_size
 
     # ---------------------------------------------------------------- sampling
 
@@ -584,7 +530,8 @@ class FAB(Method):
             samples.attrs["log_Z_ais"] = samples.attrs["ess_ais"] = math.nan  # over budget
         elif self.sample_ais:
             with torch.no_grad():
-                ais = self._anneal(self.flow_, target, n, self.ais_step_size_, 1.0, generator)
+                model = self.flow_.flow_
+                ais = self._anneal(model, target, n, self.ais_step_size_, 1.0, generator)
             samples.attrs["log_Z_ais"] = log_mean_exp(ais.log_w)
             samples.attrs["ess_ais"] = normalized_kish_ess(ais.log_w)
         return samples

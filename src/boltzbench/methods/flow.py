@@ -1,6 +1,8 @@
 """A normalizing-flow Boltzmann generator (Noé et al. 2019) built from zuko coupling flows.
 
-The proposal q is a coupling flow (:func:`~boltzbench.methods.flows_util.coupling_flow`).
+The proposal q is a coupling flow, a :class:`~boltzbench.methods.flows_util.FlowModel`
+(the public model object that ``fab`` and ``flow_mcmc`` use too: built by
+:meth:`FlowMethod.new_model`, trained with :meth:`FlowMethod.optimizer`).
 It is trained in one of two modes:
 
 ``"reverse_kl"`` (energy only, no data)
@@ -18,9 +20,11 @@ It is trained in one of two modes:
     held-out part of ``data`` picks the best parameters (early stopping), which
     matters when the data are few: ManyWell-32 with 20 000 rows overfits.
 
-Both modes use AdamW with gradient clipping and a cosine learning-rate schedule.
-A non-finite loss or gradient raises :class:`~boltzbench.methods.base.TrainingDiverged`
-naming the step and the last finite loss. Under an evaluation budget
+Both modes use AdamW with gradient clipping and a cosine learning-rate schedule,
+in the training loop shared by the gradient-trained methods
+(:class:`~boltzbench.methods.training.Trainer`): a non-finite loss or gradient
+raises :class:`~boltzbench.core.TrainingDiverged` naming the step and the last
+finite loss. Under an evaluation budget
 (:meth:`FlowMethod.plan_budget`), reverse-KL training runs for as many whole
 batches as the budget less the sampling reserve pays for (``n_iter`` is set by
 the budget), stopping at the first step the budget cannot pay for, and sampling
@@ -44,38 +48,35 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from tqdm.auto import tqdm
-from zuko.lazy import Flow
 
 from boltzbench.checkpoint import NO_CHECKPOINT, Checkpoint
 from boltzbench.core import (
     DTYPES,
     BudgetPlan,
     SampleSet,
-    TrainingDiverged,
     batch_sizes,
     shortfall_note,
     start_location,
 )
 from boltzbench.estimators import log_mean_exp, normalized_kish_ess
-from boltzbench.methods.base import Method
-from boltzbench.methods.flows_util import ACTIVATIONS, COUPLINGS, coupling_flow
-from boltzbench.methods.training import KeepBest, Minibatches, TrainingLoop, forked_seed
+from boltzbench.methods.flows_util import ACTIVATIONS, COUPLINGS, FlowModel
+from boltzbench.methods.training import GradientMethod, Minibatches, Objective, forked_seed
 from boltzbench.targets.base import Target
-from boltzbench.targets.counting import BudgetExceeded
 
-__all__ = ["FlowMethod"]
+if TYPE_CHECKING:  # annotations only
+    from boltzbench.methods.training import StepLoss
+
+__all__ = ["FlowMethod", "ARCHITECTURE"]
 
 MODES = ("reverse_kl", "mle")
+#: the settings of the flow's architecture (the keywords of :class:`FlowModel` they build)
+ARCHITECTURE = ("transforms", "hidden_features", "coupling", "bins", "bound", "activation")
 LR_SCHEDULES = ("cosine", "constant")
 #: the most reference rows held out for MLE validation
 MAX_VAL_ROWS = 4096
-
-#: a loss function of one training step: () -> (scalar loss, extra history entries)
-StepLoss = Callable[[], tuple[torch.Tensor, dict[str, float]]]
 
 
 def _choice(name: str, value: Any, valid) -> None:
@@ -83,7 +84,7 @@ def _choice(name: str, value: Any, valid) -> None:
         raise ValueError(f"flow: unknown {name} {value!r}; valid choices: {', '.join(valid)}")
 
 
-class FlowMethod(Method):
+class FlowMethod(GradientMethod):
     """Normalizing-flow Boltzmann generator (coupling flow, zuko), weighted samples.
 
     Parameters
@@ -142,8 +143,7 @@ class FlowMethod(Method):
     says so).
     """
 
-    trainable = True
-    weighted = True
+    divergence_advice = "Try a smaller lr, a grad_clip, or a different init_scale."
     #: a tiny configuration for conformance tests (seconds to fit)
     fast_params: dict[str, Any] = {
         "transforms": 2,
@@ -220,32 +220,25 @@ class FlowMethod(Method):
         why = f"a training step costs batch_size = {self.batch_size} evaluations"
         return BudgetPlan(plan, {"n_iter": n_iter}, planned, shortfall_note(planned, budget, why))
 
-    # ---------------------------------------------------------------- building
+    # ---------------------------------------------------------------- the model
 
     @property
     def _dtype(self) -> torch.dtype:
         return DTYPES[self.dtype]
 
-    def _build(self, dim: int, shift: torch.Tensor, scale: torch.Tensor) -> Flow:
-        flow = coupling_flow(
-            dim,
-            shift,
-            scale,
-            transforms=self.transforms,
-            hidden_features=self.hidden_features,
-            coupling=self.coupling,
-            bins=self.bins,
-            bound=self.bound,
-            activation=self.activation,
-        )
-        return flow.to(self._dtype)
+    def build_model(self, shift: torch.Tensor, scale: torch.Tensor) -> FlowModel:
+        """A fresh :class:`FlowModel` of this config with standardization (shift, scale),
+        ``(dim,)`` each, in the configured dtype (initialized from the global RNG)."""
+        settings = {k: getattr(self, k) for k in ARCHITECTURE}
+        return FlowModel(shift.shape[0], shift, scale, **settings).to(self._dtype)
 
-    def _standardization(
+    def standardization(
         self, target: Target, data: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(shift, scale) of the fixed first layer, shape ``(dim,)`` each, float64.
 
-        Reverse KL: the target's base_location (or 0) and ``init_scale``.
+        Reverse KL: the target's base_location (or 0) and ``init_scale``. MLE:
+        the data's mean and std (clamped at 1e-6), or (0, 1) without ``standardize``.
         """
         zeros = torch.zeros(target.dim, dtype=torch.float64)
         if self.mode == "reverse_kl":
@@ -254,6 +247,33 @@ class FlowMethod(Method):
             return zeros, torch.ones_like(zeros)
         data = data.to(torch.float64)
         return data.mean(0), data.std(0).clamp_min(1e-6)
+
+    def new_model(
+        self, target: Target, data: torch.Tensor | None, generator: torch.Generator
+    ) -> FlowModel:
+        """:meth:`build_model` with :meth:`standardization`, its initial weights seeded
+        from ``generator`` (one draw; the global RNG is left as it was)."""
+        shift, scale = self.standardization(target, data)
+        with forked_seed(generator):
+            return self.build_model(shift, scale)
+
+    def optimizer(
+        self, model: FlowModel
+    ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+        """AdamW (``lr``, ``weight_decay``) on the model's trainable parameters, and
+        the ``lr_schedule`` (cosine over ``n_iter`` steps, or constant)."""
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+        if self.lr_schedule == "cosine":
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.n_iter)
+        else:
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+        return opt, sched
+
+    def use_model(self, model: FlowModel) -> FlowMethod:
+        """Take ``model`` as the fitted flow (one trained elsewhere: FAB); returns self."""
+        self.flow_ = model
+        return self
 
     def _check_data(self, target: Target, data: torch.Tensor | None) -> None:
         if not self.needs_data:
@@ -265,24 +285,16 @@ class FlowMethod(Method):
                 f"flow: data must have shape (N >= 2, {target.dim}), got {tuple(data.shape)}"
             )
 
-    # ---------------------------------------------------------------- flow maths
-
-    def _push(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x = g(z) and log q(x) = log N(z) − log |det ∂g/∂z|, shapes ``(n, dim)``, ``(n,)``."""
-        q = self.flow_()
-        x, ladj = q.transform.inv.call_and_ladj(z)
-        return x, q.base.log_prob(z) - ladj
-
-    def _base_noise(self, n: int, dim: int, generator: torch.Generator) -> torch.Tensor:
-        return torch.randn(n, dim, generator=generator, dtype=self._dtype)
-
     # ---------------------------------------------------------------- training
+
+    def _label(self) -> str:
+        return f"flow ({self.mode})"
 
     def _reverse_kl_loss(self, target: Target, generator: torch.Generator) -> StepLoss:
         """loss = mean over a batch of log q(x) + E(x), x = g(z) reparameterized."""
 
         def step() -> tuple[torch.Tensor, dict[str, float]]:
-            x, log_q = self._push(self._base_noise(self.batch_size, target.dim, generator))
+            x, log_q = self.flow_.sample(self.batch_size, generator)
             energy = target.energy(x.to(torch.float64))
             log_q = log_q.to(torch.float64)
             ess = normalized_kish_ess(-(energy + log_q).detach())
@@ -301,14 +313,12 @@ class FlowMethod(Method):
         perm = torch.randperm(data.shape[0], generator=generator)
         return data[perm[n_val:]], data[perm[:n_val]]
 
-    def _mle_loss(self, data: torch.Tensor, generator: torch.Generator) -> StepLoss:
+    def _mle_loss(self, batches: Minibatches) -> StepLoss:
         """loss = −mean log q(x_ref) over a minibatch of ``data``."""
-        batches = Minibatches(data, self.batch_size, generator)
 
         def step() -> tuple[torch.Tensor, dict[str, float]]:
-            return -self.flow_().log_prob(next(batches)).mean(), {}
+            return -self.flow_.log_prob(next(batches)).mean(), {}
 
-        step.batches = batches  # its position goes into checkpoints
         return step
 
     def _nll(self, data: torch.Tensor) -> Callable[[], float]:
@@ -316,109 +326,31 @@ class FlowMethod(Method):
 
         @torch.no_grad()
         def validate() -> float:
-            return float(-self.flow_().log_prob(data).mean())
+            return float(-self.flow_.log_prob(data).mean())
 
         return validate
 
-    def _optimizer(self):
-        params = [p for p in self.flow_.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
-        if self.lr_schedule == "cosine":
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.n_iter)
-        else:
-            sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
-        return params, opt, sched
-
-    def _diverged(self, step: int, what: str, last: float) -> TrainingDiverged:
-        return TrainingDiverged(
-            f"flow ({self.mode}) diverged at step {step} of {self.n_iter}: {what}; "
-            f"last finite loss {last:.6g}. Try a smaller lr, a grad_clip, or a "
-            "different init_scale."
-        )
-
-    def _step(self, loss_fn: StepLoss, params, opt, sched, step: int, last: float):
-        """One AdamW step with clipping; raises when the loss or gradient is not finite."""
-        loss, extra = loss_fn()
-        value = loss.item()
-        if not math.isfinite(value):
-            raise self._diverged(step, f"loss is {value}", last)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        clip = math.inf if self.grad_clip is None else self.grad_clip
-        norm = torch.nn.utils.clip_grad_norm_(params, clip)
-        if not torch.isfinite(norm):
-            raise self._diverged(step, f"gradient norm is {float(norm)}", value)
-        opt.step()
-        sched.step()
-        return value, extra
-
-    def _train(
-        self,
-        loss_fn: StepLoss,
-        generator: torch.Generator,
-        checkpoint: Checkpoint,
-        validate: Callable[[], float] | None = None,
-    ) -> dict[str, list[float]]:
-        """Run ``n_iter`` AdamW steps on ``loss_fn``; returns the history.
-
-        With ``validate``, the parameters with the lowest validation loss are kept
-        (see :class:`KeepBest`). Every ``checkpoint.every`` steps the whole loop
-        state is saved, and a saved state is resumed from.
-        """
-        params, opt, sched = self._optimizer()
-        history: dict[str, list[float]] = {"loss": [], "lr": []}
-        keeper = KeepBest(validate, self.n_iter) if validate is not None else None
-        loop = TrainingLoop(self.flow_, opt, sched, generator, history, keeper, loss_fn)
-        start, last = loop.restore(checkpoint)
-        bar = tqdm(range(start, self.n_iter), desc=f"flow[{self.mode}]", disable=None, leave=False)
-        for step in bar:
-            lr = sched.get_last_lr()[0]
-            try:
-                last, extra = self._step(loss_fn, params, opt, sched, step, last)
-            except BudgetExceeded:  # the evaluation budget is spent: stop training here
-                break
-            history["lr"].append(lr)
-            history["loss"].append(last)
-            if keeper is not None:
-                extra |= keeper.check(step + 1, self.flow_)
-            for k, v in extra.items():
-                history.setdefault(k, []).append(v)
-            if checkpoint.due(step + 1) and step + 1 < self.n_iter:
-                checkpoint.save(step + 1, loop.state_dict(last))
-            if step % 50 == 0:
-                bar.set_postfix(loss=f"{last:.4g}", **{k: f"{v:.3g}" for k, v in extra.items()})
-        if not all(torch.isfinite(p).all() for p in params):
-            raise self._diverged(self.n_iter, "parameters are not finite", last)
-        if keeper is not None:
-            keeper.restore(self.flow_)
-        return history
-
-    def fit(
-        self,
-        target: Target,
-        data: torch.Tensor | None,
-        generator: torch.Generator,
-        checkpoint: Checkpoint = NO_CHECKPOINT,
-    ) -> FlowMethod:
-        """Build a fresh flow (seeded from ``generator``) and train it; returns self.
+    def _objective(self, target: Target, data: torch.Tensor | None, generator) -> Objective:
+        """A fresh flow (seeded from ``generator``) and its loss (see the module docstring).
 
         Reverse KL makes exactly ``n_iter × batch_size`` energy and gradient
-        evaluations; MLE makes none.
+        evaluations; MLE makes none. MLE checkpoints the minibatch position too.
         """
         self._check_data(target, data)
-        shift, scale = self._standardization(target, data)
-        with forked_seed(generator):
-            self.flow_ = self._build(target.dim, shift, scale)
+        self.flow_ = self.new_model(target, data, generator)
+        opt, sched = self.optimizer(self.flow_)
         if self.mode == "reverse_kl":
-            loss = self._reverse_kl_loss(target, generator)
-            self.history_ = self._train(loss, generator, checkpoint)
-            return self
+            return Objective(self.flow_, opt, sched, self._reverse_kl_loss(target, generator))
         train, val = self._split(data, generator)
-        validate = None if val is None else self._nll(val)
-        self.history_ = self._train(
-            self._mle_loss(train, generator), generator, checkpoint, validate
+        batches = Minibatches(train, self.batch_size, generator)
+        return Objective(
+            self.flow_,
+            opt,
+            sched,
+            self._mle_loss(batches),
+            state={"batches": batches},
+            validate=None if val is None else self._nll(val),
         )
-        return self
 
     # ---------------------------------------------------------------- sampling
 
@@ -431,7 +363,7 @@ class FlowMethod(Method):
         self, target: Target, n: int, generator: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x (float64, ``(n, dim)``), log q (``(n,)``) and E(x) (``(n,)``) for one batch."""
-        x, log_q = self._push(self._base_noise(n, target.dim, generator))
+        x, log_q = self.flow_.sample(n, generator)
         x, log_q = x.to(torch.float64), log_q.to(torch.float64)
         return x, log_q, target.energy(x)
 
@@ -466,7 +398,7 @@ class FlowMethod(Method):
         """log q(x) of the flow, float64 ``(n,)``, in batches of ``sample_batch_size``."""
         self._check_fitted()
         parts = [
-            self.flow_().log_prob(b.to(self._dtype)).to(torch.float64)
+            self.flow_.log_prob(b.to(self._dtype)).to(torch.float64)
             for b in x.split(self.sample_batch_size)
         ]
         return torch.cat(parts) if parts else x.new_zeros(0, dtype=torch.float64)
@@ -483,7 +415,7 @@ class FlowMethod(Method):
         dim = target.dim
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)  # the initial values are overwritten below
-            flow = self._build(dim, torch.zeros(dim), torch.ones(dim))
+            flow = self.build_model(torch.zeros(dim), torch.ones(dim))
         own = {k.removeprefix("flow."): v for k, v in state.items() if k.startswith("flow.")}
         try:
             flow.load_state_dict(own, strict=True)

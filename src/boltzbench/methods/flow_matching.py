@@ -63,22 +63,25 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from boltzbench.checkpoint import NO_CHECKPOINT, Checkpoint
 from boltzbench.core import (
     DTYPES,
     SampleSet,
-    TrainingDiverged,
     batch_sizes,
     resolve_dtype,
     start_location,
 )
 from boltzbench.estimators import log_mean_exp, normalized_kish_ess
-from boltzbench.methods.base import Method
 from boltzbench.methods.egnn import EGNN
-from boltzbench.methods.training import Minibatches, TrainingLoop, forked_seed
-from boltzbench.targets.base import Target
+from boltzbench.methods.training import (
+    GradientMethod,
+    Minibatches,
+    Objective,
+    StepLoss,
+    forked_seed,
+)
+from boltzbench.targets.base import ParticleSystem, Target
 
 __all__ = [
     "FlowMatching",
@@ -323,7 +326,7 @@ def _check(ok: bool, message: str) -> None:
         raise ValueError(f"flow_matching: {message}")
 
 
-class FlowMatching(Method):
+class FlowMatching(GradientMethod):
     """Flow-matching Boltzmann generator: OT-path CFM, RK4 sampling, weighted samples.
 
     See the module docstring for the loss, the integrator and the likelihood.
@@ -375,8 +378,6 @@ class FlowMatching(Method):
     """
 
     needs_data = True
-    trainable = True
-    weighted = True
     #: a tiny configuration for the conformance suite (seconds to fit and sample)
     fast_params: dict[str, Any] = {
         "hidden_features": 16,
@@ -428,9 +429,7 @@ class FlowMatching(Method):
 
     def uses_egnn(self, target: Target) -> bool:
         """Whether the field on ``target`` is the EGNN (``equivariant`` resolved)."""
-        particles = all(
-            hasattr(target, a) for a in ("n_particles", "spatial_dim", "positions", "coordinates")
-        )
+        particles = isinstance(target, ParticleSystem)
         if self.equivariant == "auto":
             return particles
         _check(particles or not self.equivariant, "equivariant=True needs a particle target")
@@ -473,11 +472,10 @@ class FlowMatching(Method):
         )
         return data.to(torch.float64)
 
-    def _loss_fn(self, target: Target, data: torch.Tensor, generator: torch.Generator):
+    def _loss_fn(self, batches: Minibatches, generator: torch.Generator) -> StepLoss:
         """The CFM loss of one minibatch: () -> mean ‖v(x_t, t) − u_t‖² (Lipman et al. 2023)."""
-        batches = Minibatches(data, self.batch_size, generator)
 
-        def loss() -> torch.Tensor:
+        def loss() -> tuple[torch.Tensor, dict[str, float]]:
             x1 = next(batches)
             m = x1.shape[0]
             x0 = self._base_noise(m, generator)
@@ -485,72 +483,29 @@ class FlowMatching(Method):
             if self.ot_pairing:
                 x1 = x1[ot_pairing_permutation(x0, x1)]
             xt, u = (a.to(self._dtype) for a in ot_path(x0, x1, t, self.sigma_min))
-            return (self.field_(xt, t.to(self._dtype)) - u).pow(2).sum(-1).mean()
+            return (self.field_(xt, t.to(self._dtype)) - u).pow(2).sum(-1).mean(), {}
 
-        loss.batches = batches  # its position goes into checkpoints (see training.TrainingLoop)
         return loss
 
-    def _diverged(self, step: int, what: str, last: float) -> TrainingDiverged:
-        return TrainingDiverged(
-            f"flow_matching diverged at step {step} of {self.n_iter}: {what}; "
-            f"last finite loss {last:.6g}. Try a smaller lr."
-        )
+    def _label(self) -> str:
+        return "flow_matching"
 
-    def _step(self, loss_fn, params, opt, sched, step: int, last: float) -> float:
-        """One Adam step; raises when the loss or the gradient is not finite."""
-        loss = loss_fn()
-        value = loss.item()
-        if not math.isfinite(value):
-            raise self._diverged(step, f"loss is {value}", last)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(params, math.inf)
-        if not torch.isfinite(norm):
-            raise self._diverged(step, f"gradient norm is {float(norm)}", value)
-        opt.step()
-        sched.step()
-        return value
-
-    def _train(self, loss_fn, generator: torch.Generator, checkpoint: Checkpoint) -> dict:
-        """``n_iter`` Adam steps, checkpointed every ``checkpoint.every``; the history."""
-        params = list(self.field_.parameters())
-        opt = torch.optim.Adam(params, lr=self.lr)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.n_iter)
-        history: dict[str, list[float]] = {"loss": [], "lr": []}
-        loop = TrainingLoop(self.field_, opt, sched, generator, history, None, loss_fn)
-        start, last = loop.restore(checkpoint)
-        bar = tqdm(range(start, self.n_iter), desc="flow_matching", disable=None, leave=False)
-        for step in bar:
-            history["lr"].append(sched.get_last_lr()[0])
-            last = self._step(loss_fn, params, opt, sched, step, last)
-            history["loss"].append(last)
-            if checkpoint.due(step + 1) and step + 1 < self.n_iter:
-                checkpoint.save(step + 1, loop.state_dict(last))
-            if step % 50 == 0:
-                bar.set_postfix(loss=f"{last:.4g}")
-        if not all(torch.isfinite(p).all() for p in params):
-            raise self._diverged(self.n_iter, "parameters are not finite", last)
-        return history
-
-    def fit(
-        self,
-        target: Target,
-        data: torch.Tensor | None,
-        generator: torch.Generator,
-        checkpoint: Checkpoint = NO_CHECKPOINT,
-    ) -> FlowMatching:
-        """Build a fresh field (seeded from ``generator``) and train it by CFM; returns self.
-
-        Makes no energy evaluations: the loss needs only ``data`` and base samples.
-        """
+    def _objective(self, target: Target, data: torch.Tensor | None, generator) -> Objective:
+        """A fresh field (seeded from ``generator``), Adam with a cosine schedule over
+        ``n_iter`` steps, and the CFM loss on minibatches of ``data`` (their position
+        is checkpointed). Makes no energy evaluations: the loss needs only ``data``
+        and base samples."""
         data = self._check_data(target, data)
         self.base_loc_ = self.base_loc(target)
         self.base_std_ = self._base_std(target, self.base_loc_, data)
         shift, scale = data.mean(0), data.std(0).clamp_min(1e-6)
         with forked_seed(generator):
             self.field_ = self._build(target, shift, scale)
-        self.history_ = self._train(self._loss_fn(target, data, generator), generator, checkpoint)
-        return self
+        opt = torch.optim.Adam(self.field_.parameters(), lr=self.lr)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.n_iter)
+        batches = Minibatches(data, self.batch_size, generator)
+        loss = self._loss_fn(batches, generator)
+        return Objective(self.field_, opt, sched, loss, state={"batches": batches})
 
     # ---------------------------------------------------------------- sampling
 

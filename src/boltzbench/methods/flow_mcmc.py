@@ -199,17 +199,11 @@ class FlowMCMC(Method):
 
     # ---------------------------------------------------------------- the flow
 
-    def fit(
-        self,
-        target: Target,
-        data: Tensor | None,
-        generator: torch.Generator,
-        checkpoint: Checkpoint = NO_CHECKPOINT,
-    ) -> FlowMCMC:
-        """Train the flow (:meth:`FlowMethod.fit`, with its checkpoints); returns self."""
+    def _train(self, target, data, generator, checkpoint) -> dict[str, list[float]]:
+        """What ``fit`` does: train the flow (:meth:`FlowMethod.fit`, with its
+        checkpoints); its history."""
         self.flow_ = FlowMethod(**self.flow_params).fit(target, data, generator, checkpoint)
-        self.history_ = self.flow_.history_
-        return self
+        return self.flow_.history_
 
     def model_state(self) -> dict[str, Tensor]:
         """The flow's tensors (:meth:`FlowMethod.model_state`)."""
@@ -390,17 +384,22 @@ def _statistics(moves: _Moves) -> dict[str, Tensor]:
 def _flow_proposal(flow: FlowMethod, dim: int) -> tuple[fp.Proposal, Callable[[Tensor], Tensor]]:
     """``propose(generator, n) -> (y, log q(y))`` and ``log_prob(x)`` of a fitted flow.
 
-    Draws push base noise from ``generator`` through the flow (its ``_push``,
-    the same path as :meth:`FlowMethod.sample`); the results are float64.
+    Both use the flow's public model (:class:`~boltzbench.methods.flows_util.FlowModel`):
+    draws are :meth:`FlowModel.sample <boltzbench.methods.flows_util.FlowModel.sample>`
+    with base noise from ``generator`` (the same path as :meth:`FlowMethod.sample`),
+    of dimension ``dim``; the results are float64.
     """
+    model = flow.flow_
+    if model.dim != dim:
+        raise ValueError(f"flow_mcmc: the flow has dimension {model.dim}, the target {dim}")
 
     @torch.no_grad()
     def propose(generator: torch.Generator, n: int) -> tuple[Tensor, Tensor]:
-        x, log_q = flow._push(flow._base_noise(n, dim, generator))
+        x, log_q = model.sample(n, generator)
         return x.to(torch.float64), log_q.to(torch.float64)
 
     @torch.no_grad()
     def log_prob(x: Tensor) -> Tensor:
-        return flow.flow_().log_prob(x.to(flow._dtype)).to(torch.float64)
+        return model.log_prob(x.to(model.dtype)).to(torch.float64)
 
     return propose, log_prob

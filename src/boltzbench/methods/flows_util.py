@@ -1,4 +1,4 @@
-"""Building blocks of the ``flow`` method: a coupling flow assembled from zuko parts.
+"""The coupling flow of the flow-based methods (:class:`FlowModel`), assembled from zuko parts.
 
 The flow maps data ``x`` to a standard normal ``z`` (zuko's convention: the
 transform goes towards the base) through
@@ -52,10 +52,10 @@ __all__ = [
     "FastCoupling",
     "inverse_and_ladj",
     "coupling_masks",
-    "coupling_flow",
+    "FlowModel",
 ]
 
-#: activation names accepted by :func:`coupling_flow`
+#: activation names accepted by :class:`FlowModel`
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
     "silu": nn.SiLU,
@@ -196,18 +196,15 @@ def _zero_last_layer(layer: _CouplingLayer) -> None:
     nn.init.zeros_(last.bias)
 
 
-def coupling_flow(
-    dim: int,
-    shift: torch.Tensor,
-    scale: torch.Tensor,
-    transforms: int = 8,
-    hidden_features: tuple[int, ...] | list[int] = (128, 128),
-    coupling: str = "spline",
-    bins: int = 8,
-    bound: float = 5.0,
-    activation: str = "relu",
-) -> Flow:
-    """A zuko :class:`~zuko.lazy.Flow` with a standardizing layer and coupling layers.
+class FlowModel(Flow):
+    """The coupling flow q of the flow-based methods, as the module that owns its parameters.
+
+    zuko's split: the module holds the parameters and the fixed standardization
+    (its ``state_dict``), and calling it, ``model()``, returns the distribution q
+    (the maths object, with ``log_prob`` and the transform). The methods below
+    are what ``flow``, ``fab`` and ``flow_mcmc`` use: :meth:`sample` (draws with
+    log q, differentiable for reverse KL), :meth:`log_prob` and
+    :attr:`standardization`.
 
     Parameters
     ----------
@@ -227,32 +224,70 @@ def coupling_flow(
         Spline bins and half-width of the spline's domain (standardized units).
     activation
         A key of :data:`ACTIVATIONS`.
-
-    Returns
-    -------
-    A lazy flow; ``flow()`` is a distribution with ``log_prob(x)`` of shape ``(n,)``.
     """
-    if dim < 2:
-        raise ValueError(f"a coupling flow needs dim >= 2, got {dim}")
-    if activation not in ACTIVATIONS:
-        raise ValueError(
-            f"unknown activation {activation!r}; valid choices: {', '.join(ACTIVATIONS)}"
-        )
-    univariate, shapes = _univariate(coupling, bins, bound)
-    layers: list[LazyTransform] = [
-        Standardize(shift, scale),
-        UnconditionalTransform(MonotonicAffineTransform, torch.zeros(dim), torch.zeros(dim)),
-    ]
-    for mask in coupling_masks(dim, transforms):
-        layer = _CouplingLayer(
-            dim,
-            mask=mask,
-            univariate=univariate,
-            shapes=shapes,
-            hidden_features=list(hidden_features),
-            activation=ACTIVATIONS[activation],
-        )
-        _zero_last_layer(layer)
-        layers.append(layer)
-    base = UnconditionalDistribution(DiagNormal, torch.zeros(dim), torch.ones(dim), buffer=True)
-    return Flow(layers, base)
+
+    def __init__(
+        self,
+        dim: int,
+        shift: torch.Tensor,
+        scale: torch.Tensor,
+        transforms: int = 8,
+        hidden_features: tuple[int, ...] | list[int] = (128, 128),
+        coupling: str = "spline",
+        bins: int = 8,
+        bound: float = 5.0,
+        activation: str = "relu",
+    ):
+        if dim < 2:
+            raise ValueError(f"a coupling flow needs dim >= 2, got {dim}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(
+                f"unknown activation {activation!r}; valid choices: {', '.join(ACTIVATIONS)}"
+            )
+        univariate, shapes = _univariate(coupling, bins, bound)
+        layers: list[LazyTransform] = [
+            Standardize(shift, scale),
+            UnconditionalTransform(MonotonicAffineTransform, torch.zeros(dim), torch.zeros(dim)),
+        ]
+        for mask in coupling_masks(dim, transforms):
+            layer = _CouplingLayer(
+                dim,
+                mask=mask,
+                univariate=univariate,
+                shapes=shapes,
+                hidden_features=list(hidden_features),
+                activation=ACTIVATIONS[activation],
+            )
+            _zero_last_layer(layer)
+            layers.append(layer)
+        base = UnconditionalDistribution(DiagNormal, torch.zeros(dim), torch.ones(dim), buffer=True)
+        super().__init__(layers, base)
+
+    @property
+    def standardization(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(shift, scale) of the fixed first layer, shape ``(dim,)`` each."""
+        first = self.transform.transforms[0]
+        return first.shift, first.scale
+
+    @property
+    def dim(self) -> int:
+        return self.standardization[0].shape[0]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.standardization[0].dtype
+
+    def sample(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """x = g(z), z ∼ N(0, I) drawn from ``generator``, and log q(x) = log N(z) −
+        log |det ∂g/∂z|: shapes ``(n, dim)`` and ``(n,)``, in the model's dtype.
+
+        Reparameterized: gradients reach the parameters unless under ``no_grad``.
+        """
+        z = torch.randn(n, self.dim, generator=generator, dtype=self.dtype)
+        q = self()
+        x, ladj = q.transform.inv.call_and_ladj(z)
+        return x, q.base.log_prob(z) - ladj
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """log q(x) for ``x`` of shape ``(n, dim)`` in the model's dtype; shape ``(n,)``."""
+        return self().log_prob(x)
