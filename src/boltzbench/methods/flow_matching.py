@@ -81,7 +81,7 @@ from boltzbench.methods.training import (
     StepLoss,
     forked_seed,
 )
-from boltzbench.targets.base import ParticleSystem, Target
+from boltzbench.targets.base import ParticleChart, Target
 
 __all__ = [
     "FlowMatching",
@@ -429,7 +429,7 @@ class FlowMatching(GradientMethod):
 
     def uses_egnn(self, target: Target) -> bool:
         """Whether the field on ``target`` is the EGNN (``equivariant`` resolved)."""
-        particles = isinstance(target, ParticleSystem)
+        particles = isinstance(target, ParticleChart)
         if self.equivariant == "auto":
             return particles
         _check(particles or not self.equivariant, "equivariant=True needs a particle target")

@@ -129,6 +129,7 @@ def score_file(
     target = build_target(cfg.targets[target_name].model_dump()).double()
     n, n_eval = cfg.sampling.n_samples, eval_size(cfg, target_name)
     samples = load_samples(path, target, n, target_name=f"target {target_name!r}")
+    samples.attrs["costs_declared"] = 1  # as the sample step marks a file's samples
     reference, floor, where = _reference(cfg, target_name, target)
     ref_rows = generator("reference_rows", target_name, seed)
     gen = generator("evaluate", target_name, method_name, seed)

@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # imported lazily (see __getattr__); listed for readers and h
         LatticeField,
         MDSystem,
         Molecule,
+        ParticleChart,
         ParticleSystem,
         Target,
     )
@@ -50,6 +51,7 @@ __all__ = [
     "Phi4",
     # optional hooks a target may provide (see boltzbench.targets.base)
     "ParticleSystem",
+    "ParticleChart",
     "LatticeField",
     "Molecule",
     "InvariantFeatures",
@@ -65,6 +67,7 @@ __getattr__ = lazy_exports(
         "ManyWell": "boltzbench.targets.analytic",
         "Target": "boltzbench.targets.base",
         "ParticleSystem": "boltzbench.targets.base",
+        "ParticleChart": "boltzbench.targets.base",
         "LatticeField": "boltzbench.targets.base",
         "Molecule": "boltzbench.targets.base",
         "InvariantFeatures": "boltzbench.targets.base",

@@ -23,6 +23,7 @@ __all__ = [
     "Target",
     "ShiftedTarget",
     "ParticleSystem",
+    "ParticleChart",
     "LatticeField",
     "Molecule",
     "InvariantFeatures",
@@ -36,9 +37,8 @@ class ParticleSystem(Protocol):
     """``n_particles`` identical particles in ``spatial_dim`` dimensions.
 
     ``positions(x)`` maps ``(n, dim)`` to Cartesian positions ``(n, n_particles,
-    spatial_dim)``, ``coordinates(positions)`` maps them back (its inverse), and
-    ``pair_distances(x)`` gives the ``(n, n_particles (n_particles - 1) / 2)``
-    interatomic distances (target length units). Gives the particle
+    spatial_dim)`` and ``pair_distances(x)`` gives the ``(n, n_particles
+    (n_particles - 1) / 2)`` interatomic distances (target length units). Gives the particle
     metrics (distance TV/W2, aligned W2, energy W2), the distance figure and
     flow matching's E(n)-equivariant field. Example:
     :class:`boltzbench.targets.ParticleTarget`.
@@ -49,9 +49,18 @@ class ParticleSystem(Protocol):
 
     def positions(self, x: torch.Tensor) -> torch.Tensor: ...
 
-    def coordinates(self, positions: torch.Tensor) -> torch.Tensor: ...
-
     def pair_distances(self, x: torch.Tensor) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class ParticleChart(ParticleSystem, Protocol):
+    """A :class:`ParticleSystem` whose chart can be inverted: ``coordinates(positions)``
+    maps ``(n, n_particles, spatial_dim)`` positions back to ``(n, dim)`` rows, so that
+    ``coordinates(positions(x)) == x``. Gives flow matching's E(n)-equivariant field
+    (which moves positions) and the particle perturbation of the metric conformance
+    checker. Example: :class:`boltzbench.targets.ParticleTarget`."""
+
+    def coordinates(self, positions: torch.Tensor) -> torch.Tensor: ...
 
 
 @runtime_checkable

@@ -29,7 +29,7 @@ import torch
 
 from boltzbench.core import SampleSet
 from boltzbench.metrics.base import Metric
-from boltzbench.targets.base import LatticeField, Molecule, ParticleSystem, Target
+from boltzbench.targets.base import LatticeField, Molecule, ParticleChart, Target
 from boltzbench.targets.gaussian import Gaussian
 from boltzbench.testing.common import require, typical_points
 
@@ -83,7 +83,7 @@ PERTURBATIONS: list[tuple[Callable, Callable, Callable]] = [
         lambda t, ref: _with_energy(t, 2.0 * ref.x),
     ),
     (  # particle positions scaled by 1.3
-        lambda t: isinstance(t, ParticleSystem),
+        lambda t: isinstance(t, ParticleChart),
         None,
         lambda t, ref: _with_energy(t, t.coordinates(1.3 * t.positions(ref.x))),
     ),
