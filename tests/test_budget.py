@@ -220,6 +220,14 @@ PLANNED = [
         },
         [1000, 4000],
     ),
+    (
+        {"kind": "underdamped", "params": {"n_chains": 8, "n_warmup": 20, "n_burnin": 10}},
+        [300, 5000],
+    ),
+    (
+        {"kind": "underdamped", "params": {"kernel": "randomized_midpoint", "n_chains": 8}},
+        [600, 5000],
+    ),
 ]
 
 

@@ -1,7 +1,8 @@
 """MCMC kernels batched over chains in torch, in the shape of blackjax.
 
-Each algorithm module (:mod:`~boltzbench.mcmc.mala`, :mod:`~boltzbench.mcmc.hmc`)
-has the same surface: a ``State`` (a NamedTuple caching position, energy and
+Each algorithm module (:mod:`~boltzbench.mcmc.mala`, :mod:`~boltzbench.mcmc.hmc`,
+:mod:`~boltzbench.mcmc.underdamped`, whose state also carries the momenta) has
+the same surface: a ``State`` (a NamedTuple caching position, energy and
 gradient), an ``Info``, ``init(position, potential)`` and
 ``build_kernel(...) -> step(generator, state, potential, *numeric) -> (state, info)``.
 Structural choices go to ``build_kernel``, numeric parameters (step size,
@@ -32,6 +33,7 @@ from boltzbench.mcmc import (
     reference,
     runner,
     tempering,
+    underdamped,
 )
 from boltzbench.mcmc.proposal import State, potential_from
 
@@ -46,6 +48,7 @@ __all__ = [
     "reference",
     "runner",
     "tempering",
+    "underdamped",
     "State",
     "potential_from",
 ]
