@@ -220,6 +220,10 @@ PLANNED = [
         },
         [1000, 4000],
     ),
+    (
+        {"kind": "rdmc", "params": {**METHODS.get("rdmc").fast_params}},
+        [64 * 9 + 64 * 16 * 20, 60000],
+    ),
 ]
 
 
