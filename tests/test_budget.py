@@ -228,6 +228,10 @@ PLANNED = [
         {"kind": "underdamped", "params": {"kernel": "randomized_midpoint", "n_chains": 8}},
         [600, 5000],
     ),
+    (
+        {"kind": "rdmc", "params": {**METHODS.get("rdmc").fast_params}},
+        [64 * 9 + 64 * 16 * 20, 60000],
+    ),
 ]
 
 

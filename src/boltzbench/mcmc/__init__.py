@@ -16,7 +16,9 @@ any kernel (warm-up, burn-in, thinning, budget stop, checkpoints) for MALA,
 parallel tempering (:mod:`~boltzbench.mcmc.tempering`), flow-proposal MCMC and
 the MCMC reference (:mod:`~boltzbench.mcmc.reference`);
 :mod:`~boltzbench.mcmc.annealing` is the SMC/AIS engine (tempered states, paths,
-schedules, resampling, the annealing loop) of SMC and FAB.
+schedules, resampling, the annealing loop) of SMC and FAB;
+:mod:`~boltzbench.mcmc.denoise` estimates posterior means under a Gaussian
+observation (the scores of training-free diffusion samplers such as rdMC).
 
 Shapes: positions ``(chains, dim)``, per-chain quantities ``(chains,)``.
 Energies are reduced (k_BT): p(x) ∝ exp(−E(x)).
@@ -25,6 +27,7 @@ Energies are reduced (k_BT): p(x) ∝ exp(−E(x)).
 from boltzbench.mcmc import (
     adaptation,
     annealing,
+    denoise,
     diagnostics,
     hmc,
     integrators,
@@ -40,6 +43,7 @@ from boltzbench.mcmc.proposal import State, potential_from
 __all__ = [
     "adaptation",
     "annealing",
+    "denoise",
     "diagnostics",
     "hmc",
     "integrators",

@@ -41,6 +41,7 @@ METHODS.register_lazy("flow_mcmc", "boltzbench.methods.flow_mcmc:FlowMCMC")
 METHODS.register_lazy("flow_matching", "boltzbench.methods.flow_matching:FlowMatching")
 METHODS.register_lazy("external", "boltzbench.methods.external:ExternalSamples")
 METHODS.register_lazy("underdamped", "boltzbench.methods.underdamped:Underdamped")
+METHODS.register_lazy("rdmc", "boltzbench.methods.rdmc:RDMC")
 
 
 def method_factory(spec: dict[str, Any]) -> Callable[..., Method]:

@@ -64,6 +64,7 @@ STATIC_TAGS: dict[str, Callable[[dict[str, Any]], PlanTags]] = {
         declares_costs=True, input_files={"external_samples": str(p["path"])}
     ),
     "underdamped": _fixed(),
+    "rdmc": _fixed(),
 }
 
 
