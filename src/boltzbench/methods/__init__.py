@@ -40,6 +40,7 @@ METHODS.register_lazy("fab", "boltzbench.methods.fab:FAB")
 METHODS.register_lazy("flow_mcmc", "boltzbench.methods.flow_mcmc:FlowMCMC")
 METHODS.register_lazy("flow_matching", "boltzbench.methods.flow_matching:FlowMatching")
 METHODS.register_lazy("external", "boltzbench.methods.external:ExternalSamples")
+METHODS.register_lazy("cmcd", "boltzbench.methods.cmcd:CMCD")
 
 
 def method_factory(spec: dict[str, Any]) -> Callable[..., Method]:

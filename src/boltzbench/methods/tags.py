@@ -63,6 +63,7 @@ STATIC_TAGS: dict[str, Callable[[dict[str, Any]], PlanTags]] = {
     "external": lambda p: PlanTags(
         declares_costs=True, input_files={"external_samples": str(p["path"])}
     ),
+    "cmcd": _fixed(),
 }
 
 
