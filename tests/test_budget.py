@@ -117,7 +117,7 @@ class NaNEnergy(Target):
         return x.sum(-1) * math.nan
 
 
-@pytest.mark.parametrize("name", ["flow", "diffusion", "fab"])
+@pytest.mark.parametrize("name", ["flow", "diffusion", "fab", "cmcd"])
 def test_divergence_names_method_target_and_step(name, gen):
     cls = METHODS.get(name)
     params = {**cls.fast_params, **({"mode": "reverse_kl"} if name == "flow" else {})}

@@ -8,7 +8,7 @@ import torch
 from scipy import integrate, stats
 
 from boltzbench.targets import CountingTarget, build_target
-from boltzbench.targets.analytic import GMM, Funnel, ManyWell, double_well_log_z
+from boltzbench.targets.analytic import GMM, GMM25, Funnel, ManyWell, double_well_log_z
 from boltzbench.targets.gaussian import Gaussian
 
 # log Z of ManyWell-32 as reported in the literature (the FAB ManyWell benchmark,
@@ -46,6 +46,57 @@ def test_gmm40_normalized_by_quadrature():
     p = torch.exp(-t.energy(torch.stack([xx.ravel(), yy.ravel()], 1)))
     z = float(p.sum()) * float(g[1] - g[0]) ** 2
     assert abs(z - 1) < 1e-6  # log Z = 0
+
+
+def test_gmm25_parameters_match_sendera_et_al():
+    t = build_target({"kind": "gmm25"})
+    assert isinstance(t, GMM25) and t.dim == 2 and t.n_modes == 25 and t.log_Z == 0.0
+    grid = [-10.0, -5.0, 0.0, 5.0, 10.0]
+    expected = torch.tensor([[a, b] for a in grid for b in grid])  # the authors' order
+    assert torch.equal(t.means, expected)
+    assert torch.allclose(t.std**2, torch.full((2,), 0.3), rtol=1e-14)
+    # E at a mode: −log[(1/25) Σ_k N(μ_0; μ_k, 0.3 I)] written out with scipy
+    x = torch.tensor([[-10.0, -10.0], [1.3, -2.2]])
+    comps = [stats.multivariate_normal(m.numpy(), 0.3 * np.eye(2)) for m in expected]
+    lp = np.logaddexp.reduce([c.logpdf(x.numpy()) for c in comps], axis=0) - math.log(25)
+    assert np.allclose(t.energy(x).numpy(), -lp, rtol=1e-12, atol=1e-12)
+
+
+def test_gmm25_log_z_is_zero(gen):
+    t = GMM25()
+    # quadrature: the Riemann sum of a Gaussian on a fine grid is exact to round-off
+    g = torch.linspace(-16, 16, 641)
+    xx, yy = torch.meshgrid(g, g, indexing="ij")
+    p = torch.exp(-t.energy(torch.stack([xx.ravel(), yy.ravel()], 1)))
+    assert abs(float(p.sum()) * float(g[1] - g[0]) ** 2 - 1) < 1e-9
+    # importance sampling from q = N(0, 8² I): mean(p/q) = Z = 1 within 4 standard
+    # errors (se ≈ 0.01 at n = 10⁵, from the sample itself)
+    n, s = 100_000, 8.0
+    q = s * torch.randn(n, 2, generator=gen)
+    log_q = -0.5 * (q**2).sum(-1) / s**2 - 2 * math.log(s) - math.log(2 * math.pi)
+    w = torch.exp(-t.energy(q) - log_q)
+    se = float(w.std()) / math.sqrt(n)
+    assert se < 0.015 and abs(float(w.mean()) - 1) < 4 * se
+
+
+def test_gmm25_exact_samples(gen):
+    t = GMM25()
+    n = 100_000
+    x = t.sample(n, gen)
+    # grid coordinate variance (100 + 25 + 0 + 25 + 100)/5 = 50, plus 0.3 within a mode
+    # and 4th moment μ₄ = (2·10⁴ + 2·5⁴)/5 + 6·50·0.3 + 3·0.3² = 4340.27, so the sample
+    # variance has sd √((μ₄ − var²)/n)
+    var, mu4 = 50.3, 4340.27
+    assert x.mean(0).abs().max() < 4 * math.sqrt(var / n)
+    assert (x.var(0) - var).abs().max() < 4 * math.sqrt((mu4 - var**2) / n)
+    assert abs(float(torch.corrcoef(x.T)[0, 1])) < 4 / math.sqrt(n)
+    # every mode gets 1/25 of the samples (binomial sd √(p(1−p)/n)), and a sample's
+    # label is the component it came from (the modes are 9.1 sd apart)
+    freq = torch.bincount(t.assign_modes(x), minlength=25) / n
+    assert (freq - 1 / 25).abs().max() < 4 * math.sqrt(0.04 * 0.96 / n)
+    torch.testing.assert_close(t.mode_weights(), torch.full((25,), 0.04))
+    near = (x[:, None, :] - t.means).norm(dim=-1).argmin(-1)
+    assert torch.equal(t.assign_modes(x), near)
 
 
 def test_funnel_energy_at_known_points():

@@ -42,6 +42,7 @@ METHODS.register_lazy("flow_matching", "boltzbench.methods.flow_matching:FlowMat
 METHODS.register_lazy("external", "boltzbench.methods.external:ExternalSamples")
 METHODS.register_lazy("underdamped", "boltzbench.methods.underdamped:Underdamped")
 METHODS.register_lazy("rdmc", "boltzbench.methods.rdmc:RDMC")
+METHODS.register_lazy("cmcd", "boltzbench.methods.cmcd:CMCD")
 
 
 def method_factory(spec: dict[str, Any]) -> Callable[..., Method]:

@@ -70,21 +70,17 @@ import torch
 from torch import Tensor
 
 from boltzbench.checkpoint import NO_CHECKPOINT, Checkpoint
-from boltzbench.core import (
-    BUDGET_SPEND_MIN,
-    DTYPES,
-    BudgetPlan,
-    SampleSet,
-    batch_sizes,
-    start_location,
-)
+from boltzbench.core import DTYPES, BudgetPlan, SampleSet, batch_sizes, start_location
 from boltzbench.estimators import log_mean_exp, normalized_kish_ess
 from boltzbench.methods.diffusion_util import (
     KINDS,
     ControlNet,
     Scheme,
+    batches_budget_plan,
+    clipped_score,
     dds_scheme,
     gaussian_log_density,
+    masked_log_weights,
     pis_scheme,
     time_embedding,
 )
@@ -133,12 +129,7 @@ class _Chain:
         if not self.net.langevin:
             return None
         _, grad = target.energy_and_grad(x.detach().to(torch.float64))
-        clip = self.score_clip
-        return (
-            torch.nan_to_num(-grad, nan=0.0, posinf=clip, neginf=-clip)
-            .clamp(-clip, clip)
-            .to(self.dtype)
-        )
+        return clipped_score(grad, self.score_clip, self.dtype)
 
     def control(self, k: int, x: Tensor, score: Tensor | None) -> Tensor:
         """u_k = (c_k / s_k) f_θ(x, t_k), shape ``(n, dim)``."""
@@ -193,14 +184,6 @@ class _Chain:
     def log_reference(self, x: Tensor) -> Tensor:
         """log N(x; loc, σ_N² I) of the reference chain's terminal marginal, ``(n,)``."""
         return gaussian_log_density(x, self.loc, self.scheme.final_std)
-
-
-def _masked(log_w: Tensor, *parts: Tensor) -> Tensor:
-    """``log_w`` with −inf wherever it or any of ``parts`` (per row) is not finite."""
-    ok = torch.isfinite(log_w)
-    for p in parts:
-        ok &= torch.isfinite(p.reshape(p.shape[0], -1)).all(-1)
-    return torch.where(ok, log_w, torch.full_like(log_w, -math.inf))
 
 
 class DiffusionSampler(GradientMethod):
@@ -368,7 +351,7 @@ class DiffusionSampler(GradientMethod):
         x = path.x.to(torch.float64)
         energy = target.energy(x)
         log_w = -energy - chain.log_reference(x) - path.running - path.martingale
-        return x, energy, _masked(log_w, x, energy)
+        return x, energy, masked_log_weights(log_w, x, energy)
 
     def sample(
         self,
@@ -411,26 +394,7 @@ class DiffusionSampler(GradientMethod):
         budget unless one batch is over about 5 % of it; ``note`` then says so.
         Raises ValueError when the budget cannot pay for S plus one batch.
         """
-        reserve, per_batch = self.sample_cost(n_samples), self.sample_cost(self.batch_size)
-        n_iter = (budget - reserve) // per_batch
-        if n_iter < 1:
-            raise ValueError(
-                f"diffusion: a budget of {budget} evaluations cannot pay for sampling "
-                f"{n_samples} paths ({reserve} evaluations) plus one training batch of "
-                f"{self.batch_size} paths ({per_batch} evaluations); raise the budget to at "
-                f"least {reserve + per_batch} or lower batch_size"
-            )
-        planned = n_iter * per_batch + reserve
-        note = ""
-        if planned < BUDGET_SPEND_MIN * budget:
-            note = (
-                f"diffusion: one training batch costs {per_batch} evaluations "
-                f"({100 * per_batch / budget:.1f} % of the budget of {budget}), so "
-                f"{n_iter} whole batches plus sampling ({reserve}) plan {planned} "
-                f"({100 * planned / budget:.1f} %); lower batch_size to spend more"
-            )
-        method = type(self)(**{**self.get_params(), "n_iter": int(n_iter)})
-        return BudgetPlan(method, {"n_iter": int(n_iter)}, int(planned), note)
+        return batches_budget_plan(self, budget, n_samples, "diffusion")
 
     # ---------------------------------------------------------------- state
 

@@ -45,6 +45,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from boltzbench.core import BUDGET_SPEND_MIN, BudgetPlan
+
 __all__ = [
     "KINDS",
     "Scheme",
@@ -54,6 +56,9 @@ __all__ = [
     "time_embedding",
     "ControlNet",
     "gaussian_log_density",
+    "clipped_score",
+    "masked_log_weights",
+    "batches_budget_plan",
 ]
 
 #: sampler kinds
@@ -199,3 +204,51 @@ def gaussian_log_density(x: Tensor, loc: Tensor, std: float) -> Tensor:
     """log N(x; loc, std² I), float64, shape ``(n,)`` for ``x`` of shape ``(n, dim)``."""
     z = (x.to(torch.float64) - loc.to(torch.float64)) / std
     return -0.5 * (z**2).sum(-1) - x.shape[-1] * (math.log(std) + 0.5 * math.log(2 * math.pi))
+
+
+def clipped_score(grad: Tensor, clip: float, dtype: torch.dtype) -> Tensor:
+    """∇log p̃ = −``grad`` clipped elementwise to ±``clip`` (NaN → 0, ±inf → ±clip),
+    in ``dtype``; shape that of ``grad``. (PIS clips the target's score at 100.)"""
+    return torch.nan_to_num(-grad, nan=0.0, posinf=clip, neginf=-clip).clamp(-clip, clip).to(dtype)
+
+
+def masked_log_weights(log_w: Tensor, *parts: Tensor) -> Tensor:
+    """``log_w`` ``(n,)`` with −inf wherever it or any of ``parts`` (per row) is not finite."""
+    ok = torch.isfinite(log_w)
+    for p in parts:
+        ok &= torch.isfinite(p.reshape(p.shape[0], -1)).all(-1)
+    return torch.where(ok, log_w, torch.full_like(log_w, -math.inf))
+
+
+def batches_budget_plan(method, budget: int, n_samples: int, name: str) -> BudgetPlan:
+    """A copy of ``method`` (a path sampler trained on batches of ``method.batch_size``
+    paths) with ``n_iter`` = the whole training batches that ``budget`` pays for.
+
+    With S = ``sample_cost(n_samples)`` (the sampling reserve) and
+    c = ``sample_cost(batch_size)`` (one training batch, energy evaluations),
+    n_iter = ⌊(budget − S) / c⌋ and planned = n_iter · c + S ≤ budget. The plan
+    leaves less than c unspent, so it spends at least BUDGET_SPEND_MIN of the
+    budget unless one batch is over about 5 % of it; ``note`` then says so.
+    Raises ValueError (its message starting with ``name``) when the budget cannot
+    pay for S plus one batch.
+    """
+    reserve, per_batch = method.sample_cost(n_samples), method.sample_cost(method.batch_size)
+    n_iter = (budget - reserve) // per_batch
+    if n_iter < 1:
+        raise ValueError(
+            f"{name}: a budget of {budget} evaluations cannot pay for sampling "
+            f"{n_samples} paths ({reserve} evaluations) plus one training batch of "
+            f"{method.batch_size} paths ({per_batch} evaluations); raise the budget to at "
+            f"least {reserve + per_batch} or lower batch_size"
+        )
+    planned = n_iter * per_batch + reserve
+    note = ""
+    if planned < BUDGET_SPEND_MIN * budget:
+        note = (
+            f"{name}: one training batch costs {per_batch} evaluations "
+            f"({100 * per_batch / budget:.1f} % of the budget of {budget}), so "
+            f"{n_iter} whole batches plus sampling ({reserve}) plan {planned} "
+            f"({100 * planned / budget:.1f} %); lower batch_size to spend more"
+        )
+    copy = type(method)(**{**method.get_params(), "n_iter": int(n_iter)})
+    return BudgetPlan(copy, {"n_iter": int(n_iter)}, int(planned), note)

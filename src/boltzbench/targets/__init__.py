@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from boltzbench.registry import Registry, build_spec, lazy_exports, spec_factory
 
 if TYPE_CHECKING:  # imported lazily (see __getattr__); listed for readers and hashing
-    from boltzbench.targets.analytic import GMM, Funnel, ManyWell
+    from boltzbench.targets.analytic import GMM, GMM25, Funnel, ManyWell
     from boltzbench.targets.base import (
         DescribesCOM,
         InvariantFeatures,
@@ -43,6 +43,7 @@ __all__ = [
     "target_factory",
     "ParticleTarget",
     "GMM",
+    "GMM25",
     "Funnel",
     "ManyWell",
     "Gaussian",
@@ -63,6 +64,7 @@ __getattr__ = lazy_exports(
     __name__,
     {
         "GMM": "boltzbench.targets.analytic",
+        "GMM25": "boltzbench.targets.analytic",
         "Funnel": "boltzbench.targets.analytic",
         "ManyWell": "boltzbench.targets.analytic",
         "Target": "boltzbench.targets.base",
@@ -93,6 +95,7 @@ TARGETS.register_lazy("dw4", "boltzbench.targets.particles:DoubleWell4")
 TARGETS.register_lazy("lj", "boltzbench.targets.particles:LennardJones")
 TARGETS.register_lazy("phi4", "boltzbench.targets.lattice:Phi4")
 TARGETS.register_lazy("aldp", "boltzbench.targets.aldp:AlanineDipeptide")
+TARGETS.register_lazy("gmm25", "boltzbench.targets.analytic:GMM25")
 
 
 def target_factory(spec: dict[str, Any]):

@@ -1,4 +1,5 @@
-"""Analytic targets with exact samplers: GMM-40, Neal's funnel and ManyWell.
+"""Analytic targets with exact samplers: GMM-40, the 25-mode grid GMM, Neal's funnel
+and ManyWell.
 
 All energies are reduced (k_BT = 1): p(x) = exp(-E(x)) / Z.
 """
@@ -16,6 +17,7 @@ from boltzbench.targets.base import Target
 
 __all__ = [
     "GMM",
+    "GMM25",
     "Funnel",
     "ManyWell",
     "double_well_log_z",
@@ -48,12 +50,16 @@ class GMM(Target):
         seed: int = 0,
     ):
         super().__init__()
-        self.dim, self.n_modes = dim, n_modes
         g = torch.Generator().manual_seed(seed)
         # float32 explicitly: torch.rand draws different numbers under float64
         u = torch.rand(n_modes, dim, generator=g, dtype=torch.float32)
         means = (u - 0.5) * 2 * loc_scaling
         std = F.softplus(torch.tensor(log_var_scaling)) * torch.ones(dim)
+        self._set_components(means, std)
+
+    def _set_components(self, means: torch.Tensor, std: torch.Tensor) -> None:
+        """The K means ``(K, dim)`` and the per-dimension std ``(dim,)``, stored in float64."""
+        self.n_modes, self.dim = means.shape
         self.register_buffer("means", means.double())
         self.register_buffer("std", std.double())
 
@@ -79,6 +85,34 @@ class GMM(Target):
         k = torch.randint(self.n_modes, (n,), generator=generator)
         eps = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
         return self.means[k] + self.std * eps
+
+
+class GMM25(GMM):
+    """The 25-mode grid GMM of Sendera et al. 2024 ("On diffusion models for
+    amortized inference: benchmarking and improving stochastic control and
+    sampling", arXiv:2402.05098): 2-D, means on the grid {−2, …, 2}² × ``spacing``
+    ({−10, −5, 0, 5, 10}² by default), covariance ``variance`` · I (0.3 · I),
+    equal weights 1/25, so E(x) = −log (1/25) Σ_k N(x; μ_k, 0.3 I) and log Z = 0.
+
+    Checked against the authors' public code (GFNOrg/gfn-diffusion,
+    ``energy_sampling/energies/twenty_five_gmm.py``): modes
+    ``[(a, b) for a in [-10, -5, 0, 5, 10] for b in [-10, -5, 0, 5, 10]]``
+    (the same order as here, so mode k is (a, b) with a the slower index),
+    ``covariance_matrix=0.3 * eye(2)`` (a variance, std √0.3 ≈ 0.548), the
+    log-sum-exp over the components less log 25, and ``gt_logz() = 0``. The
+    paper's text itself was not available to check.
+
+    The modes are 5 / √0.3 ≈ 9.1 standard deviations apart; exact samples pick
+    a component uniformly. Mode labels, weights and sampling are GMM's.
+    """
+
+    description = "Gaussian mixture, 25 modes on a 5x5 grid of spacing 5 (Sendera et al. 2024)"
+
+    def __init__(self, spacing: float = 5.0, variance: float = 0.3):
+        Target.__init__(self)
+        side = spacing * torch.arange(-2, 3, dtype=torch.float64)
+        means = torch.cartesian_prod(side, side)
+        self._set_components(means, math.sqrt(variance) * torch.ones(2, dtype=torch.float64))
 
 
 class Funnel(Target):
