@@ -35,6 +35,7 @@ budget pays for are spent.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -44,7 +45,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from boltzbench.checkpoint import NO_CHECKPOINT, Checkpoint
-from boltzbench.mcmc import adaptation
+from boltzbench.core import SampleSet
+from boltzbench.mcmc import adaptation, diagnostics
 from boltzbench.targets.counting import BudgetExceeded
 
 __all__ = [
@@ -60,6 +62,7 @@ __all__ = [
     "run",
     "draws",
     "stack",
+    "chain_samples",
     "state_dict",
     "restore",
 ]
@@ -248,6 +251,35 @@ def draws(chain: Chain, run: ChainRun) -> list[Draw]:
 def stack(kept: list[Draw], dim: int = 0) -> Draw:
     """The draws stacked along a new axis ``dim`` (0: draws first, ``(K, chains, …)``)."""
     return Draw(*(torch.stack(fields, dim) for fields in zip(*kept, strict=True)))
+
+
+def chain_samples(draws: Draw, n: int) -> SampleSet:
+    """The first ``n`` of ``draws`` (fields ``(K, chains, ...)``) in draw-major order
+    (draw 1 of every chain, then draw 2, …), with the chains' diagnostics.
+
+    ``ess_per_dim``: the autocorrelation ESS of each coordinate over all chains
+    (Vehtari et al. 2021); ``rhat_per_dim``: the split R̂, NaN with fewer than 4
+    draws per chain. Attrs: ``n_draws_per_chain``, ``n_samples``, ``ess_min``,
+    ``ess_mean``, ``rhat_max``. A method adds its own (acceptance, step sizes).
+    """
+    dim = draws.position.shape[-1]
+    chains_first = draws.position.transpose(0, 1)
+    ess = diagnostics.effective_sample_size(chains_first)
+    short = chains_first.shape[1] < 4
+    rhat = ess * math.nan if short else diagnostics.split_rhat(chains_first)
+    attrs = {
+        "n_draws_per_chain": draws.position.shape[0],
+        "n_samples": min(n, draws.energy.numel()),
+        "ess_min": float(ess.min()),
+        "ess_mean": float(ess.mean()),
+        "rhat_max": float(rhat.max()),
+    }
+    return SampleSet(
+        x=draws.position.reshape(-1, dim)[:n],
+        energy=draws.energy.reshape(-1)[:n],
+        diagnostics={"ess_per_dim": ess, "rhat_per_dim": rhat},
+        attrs=attrs,
+    )
 
 
 def state_dict(run: ChainRun, generator: torch.Generator) -> dict:

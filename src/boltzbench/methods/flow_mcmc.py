@@ -269,46 +269,33 @@ class FlowMCMC(Method):
         """The first ``n`` of the ``kept`` draws with the attrs and diagnostics of the module
         docstring; ``n_counted`` steps were summed in ``run.sums``."""
         draws = runner.stack(kept)  # (K, chains, ...)
+        samples = runner.chain_samples(draws, n)
         n_counted = n_counted if n_counted > 0 else math.nan
-        chains_first = draws.position.transpose(0, 1)
-        ess = diagnostics.effective_sample_size(chains_first)
-        ess_energy = diagnostics.effective_sample_size(draws.energy.T)
-        short = chains_first.shape[1] < 4
-        rhat = ess * math.nan if short else diagnostics.split_rhat(chains_first)
         acc_flow = run.sums["accepted_flow"] / n_counted
         acc_local = run.sums["accepted_local"] / n_counted
         step_size = run.step_size
         if self.kernel == "imh":  # no MALA moves, no step size
             acc_local, step_size = acc_local * math.nan, step_size * math.nan
         evals = self._evaluations(run.step)
-        attrs = {
-            "kernel": self.kernel,
-            "acceptance_flow": float(acc_flow.mean()),
-            "acceptance_local": float(acc_local.mean()),
-            "step_size": float(step_size.mean()),
-            "n_chains": self.n_chains,
-            "n_steps": run.step,
-            "n_steps_planned": self.n_steps(n),
-            "n_draws_per_chain": draws.position.shape[0],
-            "n_samples": min(n, draws.energy.numel()),
-            "n_energy_evaluations": evals["energy"],
-            "n_grad_evaluations": evals["grad"],
-            "ess_energy": float(ess_energy),
-            "ess_min": float(ess.min()),
-            "ess_mean": float(ess.mean()),
-            "ess_per_energy_evaluation": float(ess.min()) / evals["energy"],
-            "rhat_max": float(rhat.max()),
-        }
-        diag = {
-            "ess_per_dim": ess,
-            "rhat_per_dim": rhat,
-            "acceptance_flow_per_chain": acc_flow,
-            "acceptance_local_per_chain": acc_local,
-            "step_size_per_chain": step_size,
-        }
-        dim = draws.position.shape[-1]
-        x, energy = draws.position.reshape(-1, dim)[:n], draws.energy.reshape(-1)[:n]
-        return SampleSet(x=x, energy=energy, diagnostics=diag, attrs=attrs)
+        samples.attrs.update(
+            kernel=self.kernel,
+            acceptance_flow=float(acc_flow.mean()),
+            acceptance_local=float(acc_local.mean()),
+            step_size=float(step_size.mean()),
+            n_chains=self.n_chains,
+            n_steps=run.step,
+            n_steps_planned=self.n_steps(n),
+            n_energy_evaluations=evals["energy"],
+            n_grad_evaluations=evals["grad"],
+            ess_energy=float(diagnostics.effective_sample_size(draws.energy.T)),
+            ess_per_energy_evaluation=samples.attrs["ess_min"] / evals["energy"],
+        )
+        samples.diagnostics.update(
+            acceptance_flow_per_chain=acc_flow,
+            acceptance_local_per_chain=acc_local,
+            step_size_per_chain=step_size,
+        )
+        return samples
 
 
 class _Moves(NamedTuple):

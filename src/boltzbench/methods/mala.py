@@ -38,7 +38,7 @@ from torch import Tensor
 
 from boltzbench.checkpoint import NO_CHECKPOINT, Checkpoint
 from boltzbench.core import BudgetPlan, SampleSet, resolve_dtype, shortfall_note, start_location
-from boltzbench.mcmc import diagnostics, mala, proposal, runner
+from boltzbench.mcmc import mala, proposal, runner
 from boltzbench.mcmc.runner import Draw, Schedule, plan_chain
 from boltzbench.methods.base import Method
 from boltzbench.targets.base import Target
@@ -185,31 +185,12 @@ class MALA(Method):
 
     def _sample_set(self, draws: Draw, n: int, acceptance: Tensor, step_size: Tensor) -> SampleSet:
         """The first ``n`` draws (``draws`` fields of shape (K, chains, ...)) with diagnostics."""
-        dim = draws.position.shape[-1]
-        chains_first = draws.position.transpose(0, 1)
-        ess = diagnostics.effective_sample_size(chains_first)
-        rhat = (
-            diagnostics.split_rhat(chains_first) if chains_first.shape[1] >= 4 else ess * math.nan
+        samples = runner.chain_samples(draws, n)
+        samples.attrs.update(
+            acceptance=float(acceptance.mean()),
+            step_size=float(step_size.mean()),
+            n_chains=self.n_chains,
+            n_steps=self.n_steps(n),
         )
-        attrs = {
-            "acceptance": float(acceptance.mean()),
-            "step_size": float(step_size.mean()),
-            "n_chains": self.n_chains,
-            "n_steps": self.n_steps(n),
-            "n_draws_per_chain": draws.position.shape[0],
-            "n_samples": min(n, draws.energy.numel()),
-            "ess_min": float(ess.min()),
-            "ess_mean": float(ess.mean()),
-            "rhat_max": float(rhat.max()),
-        }
-        return SampleSet(
-            x=draws.position.reshape(-1, dim)[:n],
-            energy=draws.energy.reshape(-1)[:n],
-            diagnostics={
-                "ess_per_dim": ess,
-                "rhat_per_dim": rhat,
-                "acceptance_per_chain": acceptance,
-                "step_size_per_chain": step_size,
-            },
-            attrs=attrs,
-        )
+        samples.diagnostics.update(acceptance_per_chain=acceptance, step_size_per_chain=step_size)
+        return samples

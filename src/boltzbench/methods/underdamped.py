@@ -45,7 +45,7 @@ import torch
 
 from boltzbench.checkpoint import NO_CHECKPOINT, Checkpoint
 from boltzbench.core import BudgetPlan, SampleSet, resolve_dtype, start_location
-from boltzbench.mcmc import diagnostics, proposal, runner, underdamped
+from boltzbench.mcmc import proposal, runner, underdamped
 from boltzbench.mcmc.runner import ChainRun, Draw, Schedule
 from boltzbench.methods.base import Method
 from boltzbench.methods.mala import chain_budget_plan
@@ -185,33 +185,17 @@ class Underdamped(Method):
         """The first ``n`` draws (fields of shape ``(K, chains, ...)``) with diagnostics."""
         counted = run.step - self.n_warmup
         per_step = {k: v / counted if counted > 0 else v * math.nan for k, v in run.sums.items()}
-        dim = draws.position.shape[-1]
-        chains_first = draws.position.transpose(0, 1)
-        ess = diagnostics.effective_sample_size(chains_first)
-        short = chains_first.shape[1] < 4
-        rhat = ess * math.nan if short else diagnostics.split_rhat(chains_first)
-        attrs = {
-            "kernel": self.kernel,
-            "friction": self.friction,
-            "acceptance": float(per_step["accept"].mean()),
-            "divergence_rate": float(per_step["divergent"].mean()),
-            "step_size": float(run.step_size.mean()),
-            "n_chains": self.n_chains,
-            "n_grad_evaluations": self.n_chains * (1 + self.evaluations_per_step * run.step),
-            "n_draws_per_chain": draws.position.shape[0],
-            "n_samples": min(n, draws.energy.numel()),
-            "ess_min": float(ess.min()),
-            "ess_mean": float(ess.mean()),
-            "rhat_max": float(rhat.max()),
-        }
-        return SampleSet(
-            x=draws.position.reshape(-1, dim)[:n],
-            energy=draws.energy.reshape(-1)[:n],
-            diagnostics={
-                "ess_per_dim": ess,
-                "rhat_per_dim": rhat,
-                "acceptance_per_chain": per_step["accept"],
-                "step_size_per_chain": run.step_size,
-            },
-            attrs=attrs,
+        samples = runner.chain_samples(draws, n)
+        samples.attrs.update(
+            kernel=self.kernel,
+            friction=self.friction,
+            acceptance=float(per_step["accept"].mean()),
+            divergence_rate=float(per_step["divergent"].mean()),
+            step_size=float(run.step_size.mean()),
+            n_chains=self.n_chains,
+            n_grad_evaluations=self.n_chains * (1 + self.evaluations_per_step * run.step),
         )
+        samples.diagnostics.update(
+            acceptance_per_chain=per_step["accept"], step_size_per_chain=run.step_size
+        )
+        return samples
