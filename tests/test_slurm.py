@@ -75,6 +75,17 @@ WALL_CLOCK = re.compile(r"^total_seconds_")  # leaderboard columns that may diff
 pytestmark = [pytest.mark.slurm, pytest.mark.pipeline, pytest.mark.timeout(2400)]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _real_scontrol():
+    """This module talks to a real cluster: the real PATH, without the failing
+    ``scontrol`` that tests/conftest.py puts first for every other test."""
+    from conftest import REAL_PATH
+
+    stubbed, os.environ["PATH"] = os.environ["PATH"], REAL_PATH
+    yield
+    os.environ["PATH"] = stubbed
+
+
 def sh(*cmd, timeout: float, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(
         [str(c) for c in cmd], capture_output=True, text=True, timeout=timeout, **kwargs
