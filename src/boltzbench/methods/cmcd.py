@@ -75,15 +75,18 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from boltzbench.checkpoint import NO_CHECKPOINT, Checkpoint
-from boltzbench.core import DTYPES, BudgetPlan, SampleSet, batch_sizes, start_location
-from boltzbench.estimators import log_mean_exp, normalized_kish_ess
+from boltzbench.core import DTYPES, BudgetPlan, SampleSet, start_location
+from boltzbench.estimators import normalized_kish_ess
 from boltzbench.methods.diffusion_util import (
     ControlNet,
     batches_budget_plan,
     clipped_score,
     gaussian_log_density,
+    load_module_state,
     masked_log_weights,
+    module_state,
     time_embedding,
+    weighted_paths,
 )
 from boltzbench.methods.training import GradientMethod, Objective, StepLoss, forked_seed
 from boltzbench.targets.base import Target
@@ -414,19 +417,10 @@ class CMCD(GradientMethod):
         if n < 1:
             raise ValueError(f"cmcd: n must be positive, got {n}")
         chain = self._chain(target)
-        sizes = batch_sizes(target, n, self.sample_batch_size, self.sample_cost(1))
-        n = sum(sizes)
-        parts = [self._sample_batch(chain, target, m, generator) for m in sizes]
-        x, energy, log_w = (torch.cat(p) for p in zip(*parts, strict=True))
-        finite = log_w[torch.isfinite(log_w)]
-        attrs = {
-            "loss": self.loss,
-            "n_nonfinite": int((~torch.isfinite(log_w)).sum()),
-            "log_Z_hat": log_mean_exp(log_w),
-            "log_Z_elbo": float(finite.mean()) if finite.numel() == n else -math.inf,
-            "ess_kish": normalized_kish_ess(log_w),
-        }
-        return SampleSet(x=x, energy=energy, log_weight=log_w, attrs=attrs)
+        draw = lambda m: self._sample_batch(chain, target, m, generator)  # noqa: E731
+        samples = weighted_paths(target, n, self.sample_batch_size, self.sample_cost(1), draw)
+        samples.attrs["loss"] = self.loss
+        return samples
 
     def sample_cost(self, n: int) -> int:
         """n_steps + 1 energy-and-gradient evaluations per path."""
@@ -443,17 +437,9 @@ class CMCD(GradientMethod):
     def model_state(self) -> dict[str, Tensor]:
         """The model's tensors, keys ``model.*``."""
         self._check_fitted()
-        return {f"model.{k}": v.detach().clone() for k, v in self.model_.state_dict().items()}
+        return module_state(self.model_, "model")
 
     def load_model_state(self, target: Target, state: dict[str, Tensor]) -> CMCD:
         """Rebuild the model from this config and ``target.dim``, then load ``state``."""
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)  # the initial values are overwritten below
-            model = self._build(target.dim)
-        own = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
-        try:
-            model.load_state_dict(own, strict=True)
-        except RuntimeError as err:
-            raise ValueError(f"cmcd: model state does not match this config: {err}") from None
-        self.model_ = model
+        self.model_ = load_module_state(lambda: self._build(target.dim), state, "model", "cmcd")
         return self

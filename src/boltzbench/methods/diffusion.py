@@ -63,15 +63,14 @@ bound: log_Z_elbo ≤ log_Z_hat for every sample set by Jensen).
 
 from __future__ import annotations
 
-import math
 from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 
 from boltzbench.checkpoint import NO_CHECKPOINT, Checkpoint
-from boltzbench.core import DTYPES, BudgetPlan, SampleSet, batch_sizes, start_location
-from boltzbench.estimators import log_mean_exp, normalized_kish_ess
+from boltzbench.core import DTYPES, BudgetPlan, SampleSet, start_location
+from boltzbench.estimators import normalized_kish_ess
 from boltzbench.methods.diffusion_util import (
     KINDS,
     ControlNet,
@@ -80,9 +79,12 @@ from boltzbench.methods.diffusion_util import (
     clipped_score,
     dds_scheme,
     gaussian_log_density,
+    load_module_state,
     masked_log_weights,
+    module_state,
     pis_scheme,
     time_embedding,
+    weighted_paths,
 )
 from boltzbench.methods.training import GradientMethod, Objective, StepLoss, forked_seed
 from boltzbench.targets.base import Target
@@ -365,20 +367,10 @@ class DiffusionSampler(GradientMethod):
         if n < 1:
             raise ValueError(f"diffusion: n must be positive, got {n}")
         chain = self._chain(target)
-        sizes = batch_sizes(target, n, self.sample_batch_size, self.sample_cost(1))
-        n = sum(sizes)
-        parts = [self._sample_batch(chain, target, m, generator) for m in sizes]
-        x, energy, log_w = (torch.cat(p) for p in zip(*parts, strict=True))
-        finite = log_w[torch.isfinite(log_w)]
-        attrs = {
-            "kind": self.kind,
-            "loss": self.loss,
-            "n_nonfinite": int((~torch.isfinite(log_w)).sum()),
-            "log_Z_hat": log_mean_exp(log_w),
-            "log_Z_elbo": float(finite.mean()) if finite.numel() == n else -math.inf,
-            "ess_kish": normalized_kish_ess(log_w),
-        }
-        return SampleSet(x=x, energy=energy, log_weight=log_w, attrs=attrs)
+        draw = lambda m: self._sample_batch(chain, target, m, generator)  # noqa: E731
+        samples = weighted_paths(target, n, self.sample_batch_size, self.sample_cost(1), draw)
+        samples.attrs.update(kind=self.kind, loss=self.loss)
+        return samples
 
     def sample_cost(self, n: int) -> int:
         """One energy evaluation per path, plus one per step with Langevin preconditioning."""
@@ -401,17 +393,9 @@ class DiffusionSampler(GradientMethod):
     def model_state(self) -> dict[str, Tensor]:
         """The control network's tensors, keys ``net.*``."""
         self._check_fitted()
-        return {f"net.{k}": v.detach().clone() for k, v in self.net_.state_dict().items()}
+        return module_state(self.net_, "net")
 
     def load_model_state(self, target: Target, state: dict[str, Tensor]) -> DiffusionSampler:
         """Rebuild the network from this config and ``target.dim``, then load ``state``."""
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)  # the initial values are overwritten below
-            net = self._build(target.dim)
-        own = {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}
-        try:
-            net.load_state_dict(own, strict=True)
-        except RuntimeError as err:
-            raise ValueError(f"diffusion: model state does not match this config: {err}") from None
-        self.net_ = net
+        self.net_ = load_module_state(lambda: self._build(target.dim), state, "net", "diffusion")
         return self

@@ -40,12 +40,14 @@ arXiv:2102.09672 (the cosine noise schedule).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
 
-from boltzbench.core import BUDGET_SPEND_MIN, BudgetPlan
+from boltzbench.core import BUDGET_SPEND_MIN, BudgetPlan, SampleSet, batch_sizes
+from boltzbench.estimators import log_mean_exp, normalized_kish_ess
 
 __all__ = [
     "KINDS",
@@ -59,6 +61,9 @@ __all__ = [
     "clipped_score",
     "masked_log_weights",
     "batches_budget_plan",
+    "weighted_paths",
+    "module_state",
+    "load_module_state",
 ]
 
 #: sampler kinds
@@ -252,3 +257,48 @@ def batches_budget_plan(method, budget: int, n_samples: int, name: str) -> Budge
         )
     copy = type(method)(**{**method.get_params(), "n_iter": int(n_iter)})
     return BudgetPlan(copy, {"n_iter": int(n_iter)}, int(planned), note)
+
+
+def weighted_paths(
+    target, n: int, batch: int, per_path: int, draw: Callable[[int], tuple]
+) -> SampleSet:
+    """``n`` path samples in batches of ``batch`` (fewer when the budget allows fewer),
+    ``draw(m) -> (x, E(x), log w)`` simulating ``m`` paths of ``per_path`` evaluations.
+
+    Attrs: ``n_nonfinite`` (rows of log w = −inf), ``log_Z_hat`` (log mean w),
+    ``log_Z_elbo`` (mean log w; −inf when any row is non-finite) and ``ess_kish``
+    (normalized Kish ESS).
+    """
+    sizes = batch_sizes(target, n, batch, per_path)
+    n = sum(sizes)
+    x, energy, log_w = (torch.cat(p) for p in zip(*map(draw, sizes), strict=True))
+    finite = log_w[torch.isfinite(log_w)]
+    attrs = {
+        "n_nonfinite": int((~torch.isfinite(log_w)).sum()),
+        "log_Z_hat": log_mean_exp(log_w),
+        "log_Z_elbo": float(finite.mean()) if finite.numel() == n else -math.inf,
+        "ess_kish": normalized_kish_ess(log_w),
+    }
+    return SampleSet(x=x, energy=energy, log_weight=log_w, attrs=attrs)
+
+
+def module_state(module: nn.Module, prefix: str) -> dict[str, Tensor]:
+    """``module``'s tensors, detached copies, keys ``<prefix>.<name>``."""
+    return {f"{prefix}.{k}": v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def load_module_state(
+    build: Callable[[], nn.Module], state: dict[str, Tensor], prefix: str, name: str
+) -> nn.Module:
+    """A module from ``build()`` (seeded apart from the global RNG: its initial values
+    are overwritten) with the ``<prefix>.*`` tensors of ``state`` loaded; ValueError
+    naming the method ``name`` when they do not fit."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        module = build()
+    own = {k.removeprefix(f"{prefix}."): v for k, v in state.items() if k.startswith(f"{prefix}.")}
+    try:
+        module.load_state_dict(own, strict=True)
+    except RuntimeError as err:
+        raise ValueError(f"{name}: model state does not match this config: {err}") from None
+    return module
