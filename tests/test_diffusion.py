@@ -15,7 +15,13 @@ from boltzbench.estimators import normalized_kish_ess
 from boltzbench.io import load_model, save_model
 from boltzbench.jobs import job_checkpoint, training_budget
 from boltzbench.methods.diffusion import DiffusionSampler
-from boltzbench.methods.diffusion_util import ControlNet, cosine_alphas, dds_scheme, pis_scheme
+from boltzbench.methods.diffusion_util import (
+    ControlNet,
+    cosine_alphas,
+    dds_scheme,
+    pis_scheme,
+    reference_bridge,
+)
 from boltzbench.targets import CountingTarget, Target
 from boltzbench.targets.gaussian import Gaussian
 
@@ -469,3 +475,47 @@ def test_gradient_clipping_has_one_name():
     assert DiffusionSampler(grad_clip=1.0).grad_clip == 1.0
     with pytest.raises(TypeError):
         DiffusionSampler(clip_grad=1.0)
+
+
+# ------------------------------------------------------------------ path density (EUBO)
+
+
+@pytest.mark.parametrize("kind", ["pis", "dds"])
+def test_the_reference_bridge_has_the_reference_chains_law(kind, gen):
+    # X_N ∼ N(0, σ² I) and bridges drawn backwards from it: (X_k) is the reference
+    # chain, so Var X_k = v_k (forward recursion) within 4 s.e. at every k, and the
+    # standardized increments are N(0, 1) (variance 1 ± 4·√(2/n))
+    sch = (pis_scheme if kind == "pis" else dds_scheme)(6, SIGMA)
+    n = 40_000
+    x = SIGMA * torch.randn(n, 2, generator=gen, dtype=torch.float64)
+    states, incr = reference_bridge(sch, x, torch.zeros(2, dtype=torch.float64), gen)
+    v = sch.init_std**2
+    for k in range(sch.n_steps):
+        var = states[k].var(0) if k or kind == "dds" else states[k].pow(2).mean(0)
+        assert (var - v).abs().max() < 4 * max(v, 1e-12) * math.sqrt(2 / n) + 1e-12
+        v = float(sch.decay[k]) ** 2 * v + float(sch.noise[k]) ** 2
+    assert (incr.var(1) - 1).abs().max() < 4 * math.sqrt(2 / n)
+    assert incr.mean(1).abs().max() < 4 / math.sqrt(n)
+
+
+@pytest.mark.parametrize(
+    "kind, langevin", [("pis", False), ("dds", False), ("pis", True), ("dds", True)]
+)
+@pytest.mark.parametrize("perturb", [0.0, 0.05])
+def test_the_path_density_is_unbiased_at_reference_samples(kind, langevin, perturb, gen):
+    # E_{x∼p} E_{τ∼P_B(·|x)} [q̂(x) / p(x)] = ∫∫ P_F(τ) = 1 for any control: with exact
+    # x ∼ p, mean exp(log q̂ + E + log Z) = 1 within 4 s.e.; with a zero control
+    # q̂ is the reference marginal N(0, σ² I) exactly, row by row
+    target = gaussian_target()
+    method = with_control(fast(kind=kind, langevin_preconditioning=langevin), 2, perturb=perturb)
+    x = target.sample(20_000, gen)
+    log_q = method.path_log_density(target, x, gen)
+    if perturb == 0.0:
+        torch.testing.assert_close(log_q, reference_log_density(x, SIGMA), rtol=0, atol=1e-10)
+    ratio = torch.exp(log_q + gaussian_energy(x) + target.log_Z)
+    n = ratio.shape[0]
+    assert abs(float(ratio.mean()) - 1) < 4 * float(ratio.std()) / math.sqrt(n)
+    # the path EUBO, mean(−E − log q̂), lies above log Z by more than its 4 s.e.
+    lw = -gaussian_energy(x) - log_q
+    if perturb > 0:
+        assert float(lw.mean()) - target.log_Z > 4 * float(lw.std()) / math.sqrt(n)

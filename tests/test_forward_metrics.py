@@ -122,3 +122,43 @@ def test_log_density_is_the_density_of_the_samples(method):
     m.fit(target, data, gen(8))
     s = m.sample(target, 300, gen(9))
     assert torch.allclose(m.log_density(target, s.x), s.log_q, atol=1e-5, rtol=0)
+
+
+def test_the_elbo_gap_reads_the_declared_elbo():
+    # log Z − mean log w from attrs['log_Z_elbo']; None without it or without log Z
+    from boltzbench.core import SampleSet
+    from boltzbench.metrics.weights import elbo_gap
+    from boltzbench.targets.gaussian import Gaussian
+
+    target = Gaussian(dim=2)
+    x = torch.zeros(3, 2, dtype=torch.float64)
+    lw = torch.tensor([0.1, -0.4, 0.3], dtype=torch.float64)
+    declared = SampleSet(x=x, energy=x[:, 0], log_weight=lw, attrs={"log_Z_elbo": 0.0})
+    assert elbo_gap(declared, target) == pytest.approx(target.log_Z)
+    assert elbo_gap(SampleSet(x=x, energy=x[:, 0], log_weight=lw), target) is None
+    target.log_Z = None
+    assert elbo_gap(declared, target) is None
+
+
+def test_a_path_sampler_gets_forward_metrics_from_its_path_density(tmp_path):
+    # the evaluate step's loader: a diffusion sampler has no exact density, so the
+    # forward metrics use its path estimate; the path EUBO of a barely trained PIS
+    # lies above log Z (4 s.e.), and its ELBO gap is positive
+    from boltzbench.io import save_model
+    from boltzbench.jobs import fitted_log_density
+    from boltzbench.methods.diffusion import DiffusionSampler
+
+    target = Gaussian(dim=2, mean=1.0)
+    entry = {"kind": "diffusion", "params": {"n_steps": 8, "hidden_features": [16], "n_iter": 5}}
+    method = DiffusionSampler(**entry["params"])
+    method.fit(target, None, gen(1))
+    path = save_model(tmp_path / "model.zarr", method.model_state(), {}, {})
+    density = fitted_log_density(str(path), target, entry, gen(2))
+    assert density is not None
+    samples = method.sample(target, 1000, gen(3))
+    ref = target.sample(1000, gen(4))
+    reference = SampleSet(x=ref, energy=target.energy(ref))
+    out = evaluate(samples, target, reference, 1000, gen(5), log_density=density)
+    lw = -reference.energy - density(ref)
+    assert out["eubo"] - target.log_Z > 4 * float(lw.std()) / math.sqrt(1000)
+    assert 0 < out["forward_ess"] <= 1 and out["elbo_gap"] > 0

@@ -26,7 +26,14 @@ from boltzbench.targets.gaussian import Gaussian
 from boltzbench.testing import check_metric
 
 SAMPLE_METRICS = {"w2", "energy_w1", "energy_w2", "mmd"}
-WHOLE_SET_METRICS = {"nonfinite_fraction", "log_z_hat", "log_z_error", "ess", "ess_per_1e6_evals"}
+WHOLE_SET_METRICS = {
+    "nonfinite_fraction",
+    "log_z_hat",
+    "log_z_error",
+    "elbo_gap",
+    "ess",
+    "ess_per_1e6_evals",
+}
 
 
 def gen(seed: int = 0) -> torch.Generator:

@@ -11,7 +11,7 @@ import math
 
 import torch
 
-__all__ = ["clean_log_weights", "log_mean_exp", "normalized_kish_ess"]
+__all__ = ["clean_log_weights", "log_mean_exp", "mean_log_weight", "normalized_kish_ess"]
 
 
 def clean_log_weights(log_weight: torch.Tensor) -> torch.Tensor:
@@ -26,6 +26,16 @@ def log_mean_exp(log_w: torch.Tensor) -> float:
     Non-finite entries count as zero weight; -inf when every weight is zero.
     """
     return float(torch.logsumexp(clean_log_weights(log_w), dim=0)) - math.log(log_w.shape[0])
+
+
+def mean_log_weight(log_w: torch.Tensor) -> float:
+    """(1/N) Σ_i log w_i, float64 → float: the ELBO of independent importance (or path)
+    weights, E_q[log w] ≤ log Z; −inf when some entry is not finite (a row q puts
+    mass on where the target has none, or a failed draw)."""
+    lw = log_w.detach().to(torch.float64)
+    if lw.numel() == 0 or not bool(torch.isfinite(lw).all()):
+        return -math.inf
+    return float(lw.mean())
 
 
 def normalized_kish_ess(log_w: torch.Tensor) -> float:

@@ -219,15 +219,24 @@ def load_fitted(path: str, target, method: Method):
 
 
 def fitted_log_density(
-    path: str | None, target: Target, method: dict[str, Any]
+    path: str | None,
+    target: Target,
+    method: dict[str, Any],
+    generator: torch.Generator | None = None,
 ) -> LogDensity | None:
     """x ↦ log q(x) of the fitted method of config entry ``method`` in the model store
-    ``path``, or None when the method has no density (or no model was given)."""
+    ``path``: its exact density, else its path estimate (``path_log_density``, one
+    backward path per row drawn with ``generator``); None when the method has
+    neither (or no model was given)."""
     if path is None:
         return None
     model = build_method(method)
-    if not model.has_density:
+    path_only = not model.has_density and getattr(model, "has_path_density", False)
+    if not (model.has_density or path_only):
         return None
     state, _, _ = load_model(path)
     model.load_model_state(target, state)
+    if path_only:
+        gen = generator if generator is not None else torch.Generator().manual_seed(0)
+        return lambda x: model.path_log_density(target, x, gen)
     return lambda x: model.log_density(target, x)

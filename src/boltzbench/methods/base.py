@@ -93,6 +93,8 @@ class Method:
     budget_settings: tuple[str, ...] = ()
     #: :meth:`log_density` gives the normalized density the samples are drawn from
     has_density: bool = False
+    #: :meth:`path_log_density` gives a path estimate of log q (path samplers)
+    has_path_density: bool = False
     #: the costs come declared with samples made elsewhere, not counted (``external``)
     declares_costs: bool = False
 
@@ -119,6 +121,20 @@ class Method:
         forward metrics (EUBO, forward ESS) evaluate it at reference samples; it
         makes no target evaluation."""
         raise NotImplementedError(f"{type(self).__name__} has no density")
+
+    def path_log_density(
+        self, target: Target, x: torch.Tensor, generator: torch.Generator
+    ) -> torch.Tensor:
+        """A path estimate log q̂(x) = log P_F(τ) − log P_B(τ | x), τ ∼ P_B(· | x), of a
+        path sampler's marginal log density at ``x`` ``(n, dim)``, float64 ``(n,)``
+        (only when ``has_path_density``): P_F is the sampler's forward path measure and
+        P_B its fixed backward (reference) kernel. E_τ[q̂(x)] = q(x), so by Jensen
+        E[−E(x) − log q̂(x)] over x ∼ p is an upper bound on log Z no smaller than
+        the EUBO with the exact q (Sendera et al. 2024, Sec. 4; Blessing et al.
+        2024, Sec. 4). The forward metrics read it when the method has no exact
+        density. Its target evaluations (a Langevin-preconditioned drift needs
+        ∇E along the path) are not part of the method's budget."""
+        raise NotImplementedError(f"{type(self).__name__} has no path density")
 
     def plan_budget(self, budget: int, n_samples: int) -> BudgetPlan:
         """The run that spends ``budget`` evaluations (fit + sample) drawing ``n_samples``.

@@ -47,7 +47,7 @@ import torch
 from torch import Tensor, nn
 
 from boltzbench.core import BUDGET_SPEND_MIN, BudgetPlan, SampleSet, batch_sizes
-from boltzbench.estimators import log_mean_exp, normalized_kish_ess
+from boltzbench.estimators import log_mean_exp, mean_log_weight, normalized_kish_ess
 
 __all__ = [
     "KINDS",
@@ -62,6 +62,7 @@ __all__ = [
     "masked_log_weights",
     "batches_budget_plan",
     "weighted_paths",
+    "reference_bridge",
     "module_state",
     "load_module_state",
 ]
@@ -272,14 +273,46 @@ def weighted_paths(
     sizes = batch_sizes(target, n, batch, per_path)
     n = sum(sizes)
     x, energy, log_w = (torch.cat(p) for p in zip(*map(draw, sizes), strict=True))
-    finite = log_w[torch.isfinite(log_w)]
     attrs = {
         "n_nonfinite": int((~torch.isfinite(log_w)).sum()),
         "log_Z_hat": log_mean_exp(log_w),
-        "log_Z_elbo": float(finite.mean()) if finite.numel() == n else -math.inf,
+        "log_Z_elbo": mean_log_weight(log_w),
         "ess_kish": normalized_kish_ess(log_w),
     }
     return SampleSet(x=x, energy=energy, log_weight=log_w, attrs=attrs)
+
+
+def reference_bridge(
+    scheme: Scheme, x: Tensor, loc: Tensor, generator: torch.Generator
+) -> tuple[Tensor, Tensor]:
+    """Paths of the reference chain (f = 0) conditioned on X_N = ``x`` ``(n, dim)``,
+    drawn backwards: the backward kernel P_B of the path samplers.
+
+    With Y = X − loc, Y_{k+1} = a_k Y_k + s_k ε_k and marginal variances
+    v_0 = init_std², v_{k+1} = a_k² v_k + s_k², the chain is Markov, so
+    Y_k | Y_{k+1} = y ∼ N(a_k v_k y / v_{k+1}, v_k s_k² / v_{k+1}) (a Brownian bridge
+    for PIS, where v_0 = 0 pins Y_0 = 0). Returns the states X_0..X_{N−1} and the
+    standardized increments (X_{k+1} − loc − a_k (X_k − loc)) / s_k, each
+    ``(N, n, dim)`` in ``x``'s dtype: the ``v_k + ε_k`` of eq. (1), so with them
+    log dP^u/dR is Σ_k [u_k · (v_k + ε_k) − ½|u_k|²] along the bridge.
+    """
+    a = scheme.decay.to(torch.float64)
+    s = scheme.noise.to(torch.float64)
+    v = [torch.tensor(float(scheme.init_std) ** 2, dtype=torch.float64)]
+    for k in range(scheme.n_steps):
+        v.append(a[k] ** 2 * v[k] + s[k] ** 2)
+    y = (x - loc).to(torch.float64)
+    states, increments = [], []
+    for k in reversed(range(scheme.n_steps)):
+        mean = a[k] * v[k] / v[k + 1] * y
+        std = torch.sqrt(v[k] * s[k] ** 2 / v[k + 1])
+        eps = torch.randn(y.shape, generator=generator, dtype=torch.float64)
+        prev = mean + std * eps
+        increments.append((y - a[k] * prev) / s[k])
+        states.append(prev)
+        y = prev
+    stack = lambda parts: torch.stack(parts[::-1]).to(x.dtype)  # noqa: E731
+    return stack(states) + loc.to(x.dtype), stack(increments)
 
 
 def module_state(module: nn.Module, prefix: str) -> dict[str, Tensor]:

@@ -61,7 +61,7 @@ from boltzbench.core import (
     shortfall_note,
     start_location,
 )
-from boltzbench.estimators import log_mean_exp, normalized_kish_ess
+from boltzbench.estimators import log_mean_exp, mean_log_weight, normalized_kish_ess
 from boltzbench.methods.flows_util import ACTIVATIONS, COUPLINGS, FlowModel
 from boltzbench.methods.training import GradientMethod, Minibatches, Objective, forked_seed
 from boltzbench.targets.base import Target
@@ -387,6 +387,7 @@ class FlowMethod(GradientMethod):
             "mode": self.mode,
             "n_nonfinite": int((~ok).sum()),
             "log_Z_hat": log_mean_exp(log_w),
+            "log_Z_elbo": mean_log_weight(log_w),
             "ess_kish": normalized_kish_ess(log_w),
         }
         return SampleSet(x=x, energy=energy, log_weight=log_w, log_q=log_q, attrs=attrs)

@@ -72,7 +72,7 @@ from boltzbench.core import (
     resolve_dtype,
     start_location,
 )
-from boltzbench.estimators import log_mean_exp, normalized_kish_ess
+from boltzbench.estimators import log_mean_exp, mean_log_weight, normalized_kish_ess
 from boltzbench.methods.egnn import EGNN
 from boltzbench.methods.training import (
     GradientMethod,
@@ -550,6 +550,7 @@ class FlowMatching(GradientMethod):
             "vector_field": "egnn" if self.uses_egnn(target) else "mlp",
             "n_nonfinite": int((~ok).sum()),
             "log_Z_hat": log_mean_exp(log_w),
+            "log_Z_elbo": mean_log_weight(log_w),
             "ess_kish": normalized_kish_ess(log_w),
         }
         return SampleSet(x=x, energy=energy, log_weight=log_w, log_q=log_q, attrs=attrs)

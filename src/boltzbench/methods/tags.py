@@ -2,7 +2,8 @@
 
 Building the DAG needs four facts of each (method, target) entry: whether it
 trains on reference data (``needs_data``: the train job's input), whether it
-has a density (``has_density``: the evaluate job reads its model), whether its
+has a density, exact or a path estimate (``has_density``: the evaluate job
+reads its model), whether its
 costs are declared (``declares_costs``: it stays out of a budget sweep) and
 which outside files it reads (``input_files``: the sample job's inputs). The
 classes hold them (:class:`~boltzbench.methods.Method`'s capability tags), but
@@ -34,6 +35,7 @@ class PlanTags:
     """The capability tags of one method entry that decide its jobs' inputs."""
 
     needs_data: bool = False
+    #: an exact (``Method.has_density``) or path (``has_path_density``) density
     has_density: bool = False
     declares_costs: bool = False
     #: ``{role: path}``: files from outside the pipeline that sampling reads
@@ -55,7 +57,7 @@ STATIC_TAGS: dict[str, Callable[[dict[str, Any]], PlanTags]] = {
     "mala": _fixed(),
     "smc": _fixed(),
     "pt": _fixed(),
-    "diffusion": _fixed(),
+    "diffusion": _fixed(has_density=True),
     "fab": _fixed(has_density=True),
     "flow": lambda p: PlanTags(needs_data=_mle(p), has_density=True),
     "flow_mcmc": lambda p: PlanTags(needs_data=_mle(p.get("flow_params"))),
@@ -73,7 +75,7 @@ def tags_of(method: Any) -> PlanTags:
     """The :class:`PlanTags` of a built method."""
     return PlanTags(
         needs_data=bool(getattr(method, "needs_data", False)),
-        has_density=bool(method.has_density),
+        has_density=bool(method.has_density or getattr(method, "has_path_density", False)),
         declares_costs=bool(method.declares_costs),
         input_files=dict(method.input_files()),
     )

@@ -43,7 +43,7 @@ from boltzbench.metrics.torsions import (
     torus_w2,
     wrong_chirality,
 )
-from boltzbench.metrics.weights import kish_ess, log_z_error, log_z_hat
+from boltzbench.metrics.weights import elbo_gap, kish_ess, log_z_error, log_z_hat
 from boltzbench.registry import Registry
 
 __all__ = ["METRICS", "Metric", "evaluate", "noise_floor", "metric_docs"]
@@ -77,6 +77,20 @@ _register(
         doc=(
             "Δlog Z = |log Ẑ - log Z| with log Ẑ as in log_z_hat and the target's exact "
             "log Z. None when either is unknown."
+        ),
+    )
+)
+_register(
+    Metric(
+        name="elbo_gap",
+        kind="weights",
+        fn=elbo_gap,
+        doc=(
+            "ELBO gap = log Z − ELBO, ELBO = the method's attrs['log_Z_elbo'], the mean log w "
+            "over its N independent draws (flows, flow matching, FAB: log w = −E − log q; "
+            "path samplers: the path weights): an estimate of the reverse KL(q ‖ p) in nats "
+            "(of the path measures for a path sampler). +inf when some log w is not finite. "
+            "None when log Z is unknown or the method declares no ELBO (MCMC, SMC)."
         ),
     )
 )

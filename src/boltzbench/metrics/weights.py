@@ -18,7 +18,14 @@ from boltzbench.targets.base import Target
 if TYPE_CHECKING:  # only for annotations: metrics never import the sampler families
     from boltzbench.core import SampleSet
 
-__all__ = ["clean_log_weights", "log_mean_exp", "log_z_hat", "log_z_error", "kish_ess"]
+__all__ = [
+    "clean_log_weights",
+    "log_mean_exp",
+    "log_z_hat",
+    "log_z_error",
+    "elbo_gap",
+    "kish_ess",
+]
 
 
 def log_z_hat(samples: SampleSet, target: Target) -> float | None:
@@ -46,6 +53,22 @@ def log_z_error(samples: SampleSet, target: Target) -> float | None:
     if est is None or target.log_Z is None:
         return None
     return abs(est - float(target.log_Z))
+
+
+def elbo_gap(samples: SampleSet, target: Target) -> float | None:
+    """ELBO gap log Z − ELBO, with ELBO = ``samples.attrs["log_Z_elbo"]``, the mean log
+    weight of independent draws (flows: E_q[log p̃ − log q]; path samplers: over
+    paths, E[log p̃ + log P_B − log P_F]).
+
+    An estimate of the reverse KL(q ‖ p) (of the path measures for a path sampler),
+    ≥ 0 in expectation; +inf when some weight is not finite. None when the target's
+    ``log_Z`` is unknown or the method declares no ELBO (MCMC; SMC, whose final
+    weights are not independent draws).
+    """
+    elbo = samples.attrs.get("log_Z_elbo")
+    if samples.log_weight is None or elbo is None or target.log_Z is None:
+        return None
+    return float(target.log_Z) - float(elbo)
 
 
 def kish_ess(samples: SampleSet, target: Target) -> float | None:

@@ -33,6 +33,7 @@ __all__ = [
 #: metrics shown in the Markdown/HTML leaderboard, in this order (the CSV has all)
 SHOWN = (
     "log_z_error",
+    "elbo_gap",
     "ess",
     "w2",
     "w2_reweighted",

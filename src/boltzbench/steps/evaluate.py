@@ -3,8 +3,9 @@
 It draws the seed's N_eval reference rows with the same generator as the
 noise-floor step (seeded by target and seed), so a method and its floor are
 scored against the same rows.
-A method with a density (``Method.has_density``) is loaded from its model
-store, and its log density at those rows gives the forward metrics.
+A method with a density (``Method.has_density``), or a path sampler with a path
+estimate of it (``Method.has_path_density``), is loaded from its model store,
+and its log density at those rows gives the forward metrics.
 """
 
 from __future__ import annotations
@@ -62,7 +63,8 @@ def run(
     tgt = build_target(target).double()
     samples = dataset_to_samples(read_store(inputs["samples"]))
     reference = dataset_to_samples(read_store(inputs["reference"]))
-    density = fitted_log_density(inputs.get("model"), tgt, method or {})
+    paths = generator("backward_paths", target_name, method_name, seed)
+    density = fitted_log_density(inputs.get("model"), tgt, method or {}, paths)
     gen = generator("evaluate", target_name, method_name, seed)
     ref_gen = generator("reference_rows", target_name, seed)  # the same for every method
     metrics = evaluate(samples, tgt, reference, n_eval, gen, ref_gen, density)

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 import torch
 
 from boltzbench.core import SampleSet
+from boltzbench.estimators import mean_log_weight
 from boltzbench.metrics.base import Metric
 from boltzbench.targets.base import LatticeField, Molecule, ParticleChart, Target
 from boltzbench.targets.gaussian import Gaussian
@@ -169,18 +170,22 @@ def sample(m, target, subject, ideal, perturbed, invalid_fraction) -> None:
 
 
 def _exact_weighted(target: Gaussian, n: int, seed: int) -> SampleSet:
-    """Exact samples with log w = −E − log p (q = p: every weight is Z)."""
+    """Exact samples with log w = −E − log p (q = p: every weight is Z), independent
+    draws, so their ELBO is declared as a method would (``log_Z_elbo``)."""
     x = target.sample(n, _gen(seed))
     e = target.energy(x)
-    return SampleSet(x=x, energy=e, log_weight=-e - target.log_prob(x))
+    lw = -e - target.log_prob(x)
+    return SampleSet(x=x, energy=e, log_weight=lw, attrs={"log_Z_elbo": mean_log_weight(lw)})
 
 
 def _wide_weighted(target: Gaussian, n: int, seed: int, scale: float = 2.0) -> SampleSet:
-    """x ~ q = N(0, scale² I) with log w = −E − log q."""
+    """x ~ q = N(0, scale² I) with log w = −E − log q (and its declared ELBO)."""
     x = scale * torch.randn(n, target.dim, generator=_gen(seed), dtype=torch.float64)
     log_q = target._normal_log_prob(x, math.log(scale)).sum(-1)
     e = target.energy(x)
-    return SampleSet(x=x, energy=e, log_weight=-e - log_q, log_q=log_q)
+    lw = -e - log_q
+    attrs = {"log_Z_elbo": mean_log_weight(lw)}
+    return SampleSet(x=x, energy=e, log_weight=lw, log_q=log_q, attrs=attrs)
 
 
 @_kind
