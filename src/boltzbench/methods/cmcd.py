@@ -56,13 +56,12 @@ A training iteration costs ``batch_size × (n_steps + 1)``; sampling n paths
 Sampling returns x = X_K with log w; ``attrs`` holds ``log_Z_hat`` = log mean
 exp(log w) and ``log_Z_elbo`` = mean log w (≤ log_Z_hat).
 
-Sequential CMCD (SCLD; Chen et al. 2025) splits the K steps into sub-trajectories
-and resamples in between: the boundary goes between two iterations of
-:meth:`_Chain.rollout`'s loop, after the step k → k+1 has added its increment.
-There the running weight is that of the extended target at π_{k+1}: adding
-log π̃_{k+1}(X_{k+1}) = (1 − β_{k+1}) log π₀ − β_{k+1} E (and subtracting it at the
-start of the next segment) gives the incremental weights that resampling needs;
-the state a segment carries is (x, its target score and energy, log w).
+Sequential CMCD (SCLD, :mod:`boltzbench.methods.scld`) runs the K steps as
+sub-trajectories with resampling in between: :meth:`Chain.segment` runs steps
+a → b from a cached point, and a whole CMCD path is the segment 0 → K.
+At a boundary b, adding log π̃_b(X_b) = (1 − β_b) log π₀ − β_b E
+(:meth:`Chain.log_annealed`) and subtracting it at the start of the next
+segment gives the incremental weights that resampling needs.
 """
 
 from __future__ import annotations
@@ -91,7 +90,7 @@ from boltzbench.methods.diffusion_util import (
 from boltzbench.methods.training import GradientMethod, Objective, StepLoss, forked_seed
 from boltzbench.targets.base import Target
 
-__all__ = ["CMCD", "CMCDModel"]
+__all__ = ["CMCD", "CMCDModel", "Chain", "Point"]
 
 LOSSES = ("kl", "log_variance")
 SCHEDULES = ("linear", "learned")
@@ -143,7 +142,7 @@ class CMCDModel(nn.Module):
         return cum / cum[-1]
 
 
-class _Point(NamedTuple):
+class Point(NamedTuple):
     """One state of the chain: x ``(n, dim)``, the target's clipped score ``(n, dim)``
     (detached), E(x) ``(n,)`` float64 (detached) and its raw gradient."""
 
@@ -153,7 +152,7 @@ class _Point(NamedTuple):
     grad: Tensor
 
 
-class _Chain:
+class Chain:
     """CMCD bound to a target: base, step, schedule, time embeddings and the model."""
 
     def __init__(self, model: CMCDModel, loc: Tensor, base_scale: float, eps: float, clip: float):
@@ -162,10 +161,10 @@ class _Chain:
         times = torch.arange(model.n_steps + 1, dtype=torch.float64) / model.n_steps
         self.emb = time_embedding(times).to(self.dtype)
 
-    def point(self, target: Target, x: Tensor) -> _Point:
+    def point(self, target: Target, x: Tensor) -> Point:
         """Evaluate E and ∇E at ``x`` (one energy-and-gradient evaluation per row)."""
         energy, grad = target.energy_and_grad(x.detach().to(torch.float64))
-        return _Point(x, clipped_score(grad, self.clip, self.dtype), energy, grad)
+        return Point(x, clipped_score(grad, self.clip, self.dtype), energy, grad)
 
     def drift(self, k, x: Tensor, score: Tensor, beta: Tensor) -> tuple[Tensor, Tensor]:
         """(s_k(x), u_k(x)): the annealed score and the control at step(s) ``k``.
@@ -204,17 +203,36 @@ class _Chain:
         with ``keep``, the stacked states and scores ``(K + 1, n, dim)``)."""
         betas = self.model.betas()
         x, log_base = self.initial(n, generator)
-        here = self.point(target, x)
-        s, u = self.drift(0, x, here.score, betas[0])
-        log_w = -log_base
-        kept = [(x, here.score)] if keep else []
-        for k in range(self.model.n_steps):
+        start = self.point(target, x)
+        return self.segment(target, start, 0, self.model.n_steps, betas, -log_base, generator, keep)
+
+    def segment(
+        self,
+        target: Target,
+        start: Point,
+        a: int,
+        b: int,
+        betas: Tensor,
+        log_w: Tensor,
+        generator,
+        keep: bool = False,
+    ):
+        """Steps a → b (0 ≤ a < b ≤ K) of the chain from ``start``, a point at step a.
+
+        ``betas`` is the whole schedule ``(K + 1,)``; ``log_w`` ``(n,)`` (or a scalar)
+        is what the increments log B_{k+1} − log F_k, k = a..b−1, are added to. Costs
+        b − a evaluations per row (the start's are cached in ``start``). Returns (the
+        point at step b, the sum, and, with ``keep``, the stacked states and scores
+        ``(b − a + 1, n, dim)``, else None). An SCLD sub-trajectory is one segment."""
+        x, here = start.x, start
+        s, u = self.drift(a, x, start.score, betas[a])
+        kept = [(x, start.score)] if keep else []
+        for k in range(a, b):
             noise = torch.randn(x.shape, generator=generator, dtype=self.dtype)
             x_new = x + self.eps * (s + u) + math.sqrt(2 * self.eps) * noise
             here = self.point(target, x_new)
             s_new, u_new = self.drift(k + 1, x_new, here.score, betas[k + 1])
             log_w = log_w + self.increment(x, x_new, s, u, s_new, u_new)
-            # (an SCLD sub-trajectory boundary would go here: see the module docstring)
             x, s, u = x_new, s_new, u_new
             if keep:
                 kept.append((x, here.score))
@@ -223,17 +241,31 @@ class _Chain:
         states, scores = (torch.stack(t) for t in zip(*kept, strict=True))
         return here, log_w, (states, scores)
 
-    def path_log_weight(self, states: Tensor, scores: Tensor, end: _Point) -> Tensor:
+    def path_increments(self, states: Tensor, scores: Tensor, a: int, betas: Tensor) -> Tensor:
+        """Σ_k [log B_{k+1} − log F_k] of kept states ``(L + 1, n, dim)`` of steps a..a+L
+        under the current model (differentiable in its parameters and ``betas``), ``(n,)``."""
+        steps = torch.arange(a, a + states.shape[0])
+        s, u = self.drift(steps, states, scores, betas[steps])
+        inc = self.increment(states[:-1], states[1:], s[:-1], u[:-1], s[1:], u[1:])
+        return inc.sum(0)
+
+    def path_log_weight(self, states: Tensor, scores: Tensor, end: Point) -> Tensor:
         """log w_θ of kept paths ``(K + 1, n, dim)`` under the current model, ``(n,)``."""
         betas = self.model.betas()
-        steps = torch.arange(states.shape[0])
-        s, u = self.drift(steps, states, scores, betas)
-        inc = self.increment(states[:-1], states[1:], s[:-1], u[:-1], s[1:], u[1:])
         log_base = gaussian_log_density(states[0], self.loc, self.base_scale)
-        return -end.energy - log_base + inc.sum(0)
+        return -end.energy - log_base + self.path_increments(states, scores, 0, betas)
+
+    def log_annealed(self, here: Point, beta: Tensor) -> Tensor:
+        """log π̃_β(x) = (1 − β) log π₀(x) − β E(x) at ``here`` (float64 ``(n,)``;
+        log π₀ alone at β = 0, so that an infinite E does no harm there)."""
+        log_base = gaussian_log_density(here.x, self.loc, self.base_scale)
+        if float(beta) == 0:
+            return log_base
+        beta = beta.to(torch.float64)
+        return (1 - beta) * log_base - beta * here.energy
 
 
-def _terminal_energy(end: _Point) -> Tensor:
+def _terminal_energy(end: Point) -> Tensor:
     """E(X_K) with the gradient ∇E(X_K) along X_K (straight-through), float64 ``(n,)``."""
     x = end.x.to(torch.float64)
     return end.energy + (end.grad * (x - x.detach())).sum(-1)
@@ -341,20 +373,20 @@ class CMCD(GradientMethod):
         )
         return model.to(DTYPES[self.dtype])
 
-    def _chain(self, target: Target) -> _Chain:
+    def _chain(self, target: Target) -> Chain:
         loc = start_location(target, DTYPES[self.dtype])
         eps = 0.5 * self.step_size**2
-        return _Chain(self.model_, loc, self.base_scale, eps, self.score_clip)
+        return Chain(self.model_, loc, self.base_scale, eps, self.score_clip)
 
     # ---------------------------------------------------------------- losses
 
-    def _kl_loss(self, chain: _Chain, target: Target, generator) -> tuple[Tensor, Tensor]:
+    def _kl_loss(self, chain: Chain, target: Target, generator) -> tuple[Tensor, Tensor]:
         """(loss, log w): loss = −mean log w, reparameterized through the chain."""
         end, log_w, _ = chain.rollout(target, self.batch_size, generator)
         log_w = log_w - _terminal_energy(end)
         return -log_w.mean(), log_w.detach()
 
-    def _log_variance_loss(self, chain: _Chain, target: Target, generator) -> tuple[Tensor, Tensor]:
+    def _log_variance_loss(self, chain: Chain, target: Target, generator) -> tuple[Tensor, Tensor]:
         """(loss, log w): loss = Var_batch[log w_θ] on detached paths."""
         with torch.no_grad():
             end, _, (states, scores) = chain.rollout(target, self.batch_size, generator, keep=True)
@@ -366,7 +398,7 @@ class CMCD(GradientMethod):
     def _label(self) -> str:
         return f"cmcd ({self.loss})"
 
-    def _step_loss(self, chain: _Chain, target: Target, generator) -> StepLoss:
+    def _step_loss(self, chain: Chain, target: Target, generator) -> StepLoss:
         loss_fn = self._kl_loss if self.loss == "kl" else self._log_variance_loss
 
         def step() -> tuple[Tensor, dict[str, float]]:
@@ -398,7 +430,7 @@ class CMCD(GradientMethod):
             raise RuntimeError("cmcd: call fit or load_model_state before sample")
 
     @torch.no_grad()
-    def _sample_batch(self, chain: _Chain, target: Target, n: int, generator) -> tuple:
+    def _sample_batch(self, chain: Chain, target: Target, n: int, generator) -> tuple:
         """x (float64 ``(n, dim)``), E(x) and log w (``(n,)``) for one batch of paths."""
         end, log_w, _ = chain.rollout(target, n, generator)
         x = end.x.to(torch.float64)

@@ -68,6 +68,7 @@ STATIC_TAGS: dict[str, Callable[[dict[str, Any]], PlanTags]] = {
     "underdamped": _fixed(),
     "rdmc": _fixed(),
     "cmcd": _fixed(),
+    "scld": _fixed(),
 }
 
 
