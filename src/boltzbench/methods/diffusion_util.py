@@ -225,19 +225,24 @@ def masked_log_weights(log_w: Tensor, *parts: Tensor) -> Tensor:
     return torch.where(ok, log_w, torch.full_like(log_w, -math.inf))
 
 
-def batches_budget_plan(method, budget: int, n_samples: int, name: str) -> BudgetPlan:
+def batches_budget_plan(
+    method, budget: int, n_samples: int, name: str, per_batch: int | None = None
+) -> BudgetPlan:
     """A copy of ``method`` (a path sampler trained on batches of ``method.batch_size``
     paths) with ``n_iter`` = the whole training batches that ``budget`` pays for.
 
     With S = ``sample_cost(n_samples)`` (the sampling reserve) and
-    c = ``sample_cost(batch_size)`` (one training batch, energy evaluations),
+    c = ``per_batch`` (one training batch, energy evaluations; default
+    ``sample_cost(batch_size)``),
     n_iter = ⌊(budget − S) / c⌋ and planned = n_iter · c + S ≤ budget. The plan
     leaves less than c unspent, so it spends at least BUDGET_SPEND_MIN of the
     budget unless one batch is over about 5 % of it; ``note`` then says so.
     Raises ValueError (its message starting with ``name``) when the budget cannot
     pay for S plus one batch.
     """
-    reserve, per_batch = method.sample_cost(n_samples), method.sample_cost(method.batch_size)
+    reserve = method.sample_cost(n_samples)
+    if per_batch is None:
+        per_batch = method.sample_cost(method.batch_size)
     n_iter = (budget - reserve) // per_batch
     if n_iter < 1:
         raise ValueError(
