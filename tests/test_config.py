@@ -291,6 +291,7 @@ def test_planning_tags_match_the_methods():
         "flow": [{}, {"mode": "mle"}],
         "flow_mcmc": [{}, {"flow_params": {"mode": "mle"}}],
         "external": [{"path": "elsewhere/samples.npz"}],
+        "snf": [{}, {"loss": "ml"}, {"loss": "kl+ml"}],
     }
     for kind in METHODS.names():
         for extra in variants.get(kind, [{}]):

@@ -41,13 +41,15 @@ def _method(kind: str, target: str, reverse_kl: bool):
     params.update({k: STEP[target] for k in SCALES if k in accepted})
     if kind == "flow":
         params["mode"] = "reverse_kl" if reverse_kl else "mle"
+    if kind == "snf":  # both the energy-trained and the data-trained variant
+        params["loss"] = "kl" if reverse_kl else "ml"
     if "flow_params" in accepted:  # a flow proposal, trained on the stand-in data
         params["flow_params"] = {**params["flow_params"], "mode": "mle"}
     return cls(**params)
 
 
 CASES = [(t, k, rkl) for t in NEW_TARGETS for k in sampling_methods() for rkl in (False, True)]
-CASES = [c for c in CASES if c[2] is False or c[1] == "flow"]
+CASES = [c for c in CASES if c[2] is False or c[1] in ("flow", "snf")]
 
 
 @pytest.mark.parametrize("target_name, kind, reverse_kl", CASES)

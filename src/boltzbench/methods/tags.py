@@ -69,6 +69,7 @@ STATIC_TAGS: dict[str, Callable[[dict[str, Any]], PlanTags]] = {
     "rdmc": _fixed(),
     "cmcd": _fixed(),
     "scld": _fixed(),
+    "snf": lambda p: PlanTags(needs_data=p.get("loss", "kl") != "kl"),
 }
 
 
