@@ -96,9 +96,9 @@ LOSSES = ("kl", "log_variance")
 SCHEDULES = ("linear", "learned")
 
 
-def _choice(name: str, value: Any, valid) -> None:
+def _choice(method: str, name: str, value: Any, valid) -> None:
     if value not in valid:
-        raise ValueError(f"cmcd: unknown {name} {value!r}; valid choices: {', '.join(valid)}")
+        raise ValueError(f"{method}: unknown {name} {value!r}; valid choices: {', '.join(valid)}")
 
 
 class CMCDModel(nn.Module):
@@ -309,6 +309,8 @@ class CMCD(GradientMethod):
     lr 1e-3, score clip 100, gradient clip 10, float32.
     """
 
+    #: the registered kind, in error messages
+    name = "cmcd"
     needs_data = False
     budget_settings = ("n_iter",)
     divergence_advice = "Try a smaller lr or step_size, a grad_clip, or another base_scale."
@@ -339,15 +341,16 @@ class CMCD(GradientMethod):
         sample_batch_size: int = 4096,
         dtype: str = "float32",
     ):
-        _choice("loss", loss, LOSSES)
-        _choice("schedule", schedule, SCHEDULES)
-        _choice("dtype", dtype, DTYPES)
+        name = self.name
+        _choice(name, "loss", loss, LOSSES)
+        _choice(name, "schedule", schedule, SCHEDULES)
+        _choice(name, "dtype", dtype, DTYPES)
         if min(n_steps, n_iter, batch_size, sample_batch_size) < 1:
-            raise ValueError("cmcd: n_steps, n_iter and the batch sizes must be >= 1")
+            raise ValueError(f"{name}: n_steps, n_iter and the batch sizes must be >= 1")
         if not (step_size > 0 and base_scale > 0 and lr > 0 and score_clip > 0):
-            raise ValueError("cmcd: step_size, base_scale, lr and score_clip must be > 0")
+            raise ValueError(f"{name}: step_size, base_scale, lr and score_clip must be > 0")
         if loss == "log_variance" and batch_size < 2:
-            raise ValueError("cmcd: the log-variance loss needs batch_size >= 2")
+            raise ValueError(f"{name}: the log-variance loss needs batch_size >= 2")
         self.loss, self.n_steps, self.step_size, self.base_scale = (
             loss,
             n_steps,
@@ -427,7 +430,7 @@ class CMCD(GradientMethod):
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "model_"):
-            raise RuntimeError("cmcd: call fit or load_model_state before sample")
+            raise RuntimeError(f"{self.name}: call fit or load_model_state before sample")
 
     @torch.no_grad()
     def _sample_batch(self, chain: Chain, target: Target, n: int, generator) -> tuple:
@@ -447,7 +450,7 @@ class CMCD(GradientMethod):
         """Simulate ``n`` paths; x = X_K with path weights log w (−inf where non-finite)."""
         self._check_fitted()
         if n < 1:
-            raise ValueError(f"cmcd: n must be positive, got {n}")
+            raise ValueError(f"{self.name}: n must be positive, got {n}")
         chain = self._chain(target)
         draw = lambda m: self._sample_batch(chain, target, m, generator)  # noqa: E731
         samples = weighted_paths(target, n, self.sample_batch_size, self.sample_cost(1), draw)
@@ -462,7 +465,7 @@ class CMCD(GradientMethod):
         """A copy with ``n_iter`` = the whole training batches of ``batch_size × (n_steps
         + 1)`` evaluations that ``budget`` less ``sample_cost(n_samples)`` pays for
         (:func:`~boltzbench.methods.diffusion_util.batches_budget_plan`)."""
-        return batches_budget_plan(self, budget, n_samples, "cmcd")
+        return batches_budget_plan(self, budget, n_samples, self.name)
 
     # ---------------------------------------------------------------- state
 
@@ -473,5 +476,5 @@ class CMCD(GradientMethod):
 
     def load_model_state(self, target: Target, state: dict[str, Tensor]) -> CMCD:
         """Rebuild the model from this config and ``target.dim``, then load ``state``."""
-        self.model_ = load_module_state(lambda: self._build(target.dim), state, "model", "cmcd")
+        self.model_ = load_module_state(lambda: self._build(target.dim), state, "model", self.name)
         return self

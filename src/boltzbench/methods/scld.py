@@ -269,6 +269,7 @@ class SCLD(CMCD):
     particles, lr 1e-3, float32). Under a budget, ``n_iter`` is decided by it.
     """
 
+    name = "scld"
     iteration_unit = "iteration"
     fast_params: dict[str, Any] = {
         "n_steps": 8,
