@@ -181,8 +181,8 @@ def row_filter(row: str) -> Callable[[str], bool]:
     target, _, method = row.partition("/")
     if not target or not method:
         raise ValueError(f"a row is TARGET/METHOD (e.g. gmm40/mala), got {row!r}")
-    return lambda role: role.startswith(
-        (f"metrics:{row}/seed", "output:", f"noise_floor:{target}/seed")
+    return lambda role: (
+        role.startswith((f"metrics:{row}/seed", "output:", f"noise_floor:{target}/seed"))
     )
 
 
