@@ -241,6 +241,25 @@ class Chain:
         states, scores = (torch.stack(t) for t in zip(*kept, strict=True))
         return here, log_w, (states, scores)
 
+    def backward(self, target: Target, x: Tensor, generator) -> Tensor:
+        """log q̂(x) = log π₀(X_0) − Σ_k [log B_{k+1} − log F_k] along one backward path
+        X_K = x, X_k ∼ B_{k+1}(· | X_{k+1}), float64 ``(n,)``; E[q̂(x)] = q(x), the density
+        of X_K. Costs K evaluations per row (at X_K..X_1)."""
+        betas = self.model.betas()
+        k = self.model.n_steps
+        x_new = x.to(self.dtype)
+        here = self.point(target, x_new)
+        s_new, u_new = self.drift(k, x_new, here.score, betas[k])
+        total = torch.zeros(x.shape[0], dtype=torch.float64)
+        for k in reversed(range(self.model.n_steps)):
+            noise = torch.randn(x_new.shape, generator=generator, dtype=self.dtype)
+            x_old = x_new + self.eps * (s_new - u_new) + math.sqrt(2 * self.eps) * noise
+            score = self.point(target, x_old).score if k > 0 else torch.zeros_like(x_old)
+            s, u = self.drift(k, x_old, score, betas[k])
+            total = total + self.increment(x_old, x_new, s, u, s_new, u_new)
+            x_new, s_new, u_new = x_old, s, u
+        return gaussian_log_density(x_new, self.loc, self.base_scale) - total
+
     def path_increments(self, states: Tensor, scores: Tensor, a: int, betas: Tensor) -> Tensor:
         """Σ_k [log B_{k+1} − log F_k] of kept states ``(L + 1, n, dim)`` of steps a..a+L
         under the current model (differentiable in its parameters and ``betas``), ``(n,)``."""
@@ -312,6 +331,7 @@ class CMCD(GradientMethod):
     #: the registered kind, in error messages
     name = "cmcd"
     needs_data = False
+    has_path_density = True
     budget_settings = ("n_iter",)
     divergence_advice = "Try a smaller lr or step_size, a grad_clip, or another base_scale."
     #: a tiny configuration for conformance tests (seconds to fit)
@@ -456,6 +476,13 @@ class CMCD(GradientMethod):
         samples = weighted_paths(target, n, self.sample_batch_size, self.sample_cost(1), draw)
         samples.attrs["loss"] = self.loss
         return samples
+
+    @torch.no_grad()
+    def path_log_density(self, target: Target, x: Tensor, generator: torch.Generator) -> Tensor:
+        """log q̂(x) along one backward path per row (:meth:`Chain.backward`), the
+        path estimate the forward metrics read; n_steps evaluations per row."""
+        self._check_fitted()
+        return self._chain(target).backward(target, x, generator)
 
     def sample_cost(self, n: int) -> int:
         """n_steps + 1 energy-and-gradient evaluations per path."""

@@ -70,6 +70,7 @@ STATIC_TAGS: dict[str, Callable[[dict[str, Any]], PlanTags]] = {
     "cmcd": _fixed(),
     "scld": _fixed(),
     "snf": lambda p: PlanTags(needs_data=p.get("loss", "kl") != "kl"),
+    "walk_jump": _fixed(),
 }
 
 
