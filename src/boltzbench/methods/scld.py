@@ -270,6 +270,8 @@ class SCLD(CMCD):
     """
 
     name = "scld"
+    #: the SMC marginal has no path estimate (resampling, MCMC moves)
+    has_path_density = False
     iteration_unit = "iteration"
     fast_params: dict[str, Any] = {
         "n_steps": 8,

@@ -301,6 +301,7 @@ class SNF(GradientMethod):
     """
 
     budget_settings = ("n_iter",)
+    has_path_density = True
     divergence_advice = "Try a smaller lr or step_size, a grad_clip, or another base_scale."
     #: a tiny configuration for conformance tests (seconds to fit)
     fast_params: dict[str, Any] = {
@@ -499,6 +500,14 @@ class SNF(GradientMethod):
         if self.stochastic == "mala" and self.layer_steps:
             samples.attrs["acceptance"] = float(torch.cat(acc).mean())
         return samples
+
+    @torch.no_grad()
+    def path_log_density(self, target: Target, x: Tensor, generator: torch.Generator) -> Tensor:
+        """log q̂(x) = log P_F(τ) − log P_B(τ | x) along one backward path per row (the
+        stochastic layers' kernels run backwards, the flows inverted), float64 ``(n,)``:
+        E[q̂(x)] = q(x); exact without stochastic layers. The forward metrics read it."""
+        self._check_fitted()
+        return -self._paths(target).backward(x, generator)
 
     # ---------------------------------------------------------------- state
 

@@ -67,9 +67,9 @@ STATIC_TAGS: dict[str, Callable[[dict[str, Any]], PlanTags]] = {
     ),
     "underdamped": _fixed(),
     "rdmc": _fixed(),
-    "cmcd": _fixed(),
+    "cmcd": _fixed(has_density=True),
     "scld": _fixed(),
-    "snf": lambda p: PlanTags(needs_data=p.get("loss", "kl") != "kl"),
+    "snf": lambda p: PlanTags(needs_data=p.get("loss", "kl") != "kl", has_density=True),
     "walk_jump": _fixed(),
 }
 
