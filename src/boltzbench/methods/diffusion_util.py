@@ -56,6 +56,7 @@ __all__ = [
     "dds_scheme",
     "cosine_alphas",
     "time_embedding",
+    "mlp",
     "ControlNet",
     "gaussian_log_density",
     "clipped_score",
@@ -159,8 +160,9 @@ def time_embedding(t: Tensor, n_freq: int = N_FREQ) -> Tensor:
     return torch.cat([torch.sin(arg), torch.cos(arg)], dim=-1)
 
 
-def _mlp(sizes: list[int]) -> nn.Sequential:
-    """Linear layers with SiLU in between; the last layer starts at zero."""
+def mlp(sizes: list[int]) -> nn.Sequential:
+    """Linear layers of widths ``sizes`` (input, hidden…, output) with SiLU in between;
+    the last layer starts at zero, so the untrained network outputs 0."""
     layers: list[nn.Module] = []
     for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
         layers.append(nn.Linear(n_in, n_out))
@@ -169,6 +171,9 @@ def _mlp(sizes: list[int]) -> nn.Sequential:
     nn.init.zeros_(layers[-1].weight)
     nn.init.zeros_(layers[-1].bias)
     return nn.Sequential(*layers)
+
+
+_mlp = mlp
 
 
 class ControlNet(nn.Module):

@@ -71,6 +71,7 @@ STATIC_TAGS: dict[str, Callable[[dict[str, Any]], PlanTags]] = {
     "scld": _fixed(),
     "snf": lambda p: PlanTags(needs_data=p.get("loss", "kl") != "kl", has_density=True),
     "walk_jump": _fixed(),
+    "gfn": _fixed(has_density=True),
 }
 
 
