@@ -43,6 +43,7 @@ METHODS.register_lazy("external", "boltzbench.methods.external:ExternalSamples")
 METHODS.register_lazy("underdamped", "boltzbench.methods.underdamped:Underdamped")
 METHODS.register_lazy("rdmc", "boltzbench.methods.rdmc:RDMC")
 METHODS.register_lazy("cmcd", "boltzbench.methods.cmcd:CMCD")
+METHODS.register_lazy("idem", "boltzbench.methods.idem:IDEM")
 
 
 def method_factory(spec: dict[str, Any]) -> Callable[..., Method]:

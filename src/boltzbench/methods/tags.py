@@ -66,6 +66,7 @@ STATIC_TAGS: dict[str, Callable[[dict[str, Any]], PlanTags]] = {
     "underdamped": _fixed(),
     "rdmc": _fixed(),
     "cmcd": _fixed(),
+    "idem": _fixed(),
 }
 
 
