@@ -47,6 +47,7 @@ METHODS.register_lazy("scld", "boltzbench.methods.scld:SCLD")
 METHODS.register_lazy("snf", "boltzbench.methods.snf:SNF")
 METHODS.register_lazy("walk_jump", "boltzbench.methods.walk_jump:WalkJump")
 METHODS.register_lazy("gfn", "boltzbench.methods.gfn:GFN")
+METHODS.register_lazy("idem", "boltzbench.methods.idem:IDEM")
 
 
 def method_factory(spec: dict[str, Any]) -> Callable[..., Method]:

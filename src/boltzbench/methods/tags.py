@@ -72,6 +72,7 @@ STATIC_TAGS: dict[str, Callable[[dict[str, Any]], PlanTags]] = {
     "snf": lambda p: PlanTags(needs_data=p.get("loss", "kl") != "kl", has_density=True),
     "walk_jump": _fixed(),
     "gfn": _fixed(has_density=True),
+    "idem": _fixed(),
 }
 
 
