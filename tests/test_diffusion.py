@@ -191,7 +191,7 @@ def path_log_weights(method: DiffusionSampler, target: Target, n: int, formula: 
         return method.sample(target, n, gen).log_weight
     method.batch_size = n
     loss = method._kl_loss if formula == "kl" else method._log_variance_loss
-    return loss(method._chain(target), target, gen)[1]
+    return loss(method._simulator(target), target, gen)[1]
 
 
 def assert_unbiased(log_w: torch.Tensor, log_Z: float) -> None:
@@ -213,7 +213,7 @@ def test_the_reference_chain_is_centred_on_the_base_location(kind, gen):
     # The old DDS recursion contracted towards 0 (mean of X_N ≈ 0.004·loc).
     target = ShiftedGaussian(S)
     method = with_control(fast(kind=kind, langevin_preconditioning=True), 2, perturb=0.0)
-    chain = method._chain(target)
+    chain = method._simulator(target)
     n = 20_000
     with torch.no_grad():
         path = chain.rollout(target, n, gen, keep=True)
@@ -285,7 +285,7 @@ def test_the_log_variance_path_replays_the_simulated_one(kind, gen):
     # network sees the same (shifted) states and scores in both.
     target = ShiftedGaussian(S)
     method = with_control(fast(kind=kind, langevin_preconditioning=True), 2, perturb=0.05)
-    chain = method._chain(target)
+    chain = method._simulator(target)
     with torch.no_grad():
         path = chain.rollout(target, 500, gen, keep=True)
         replay = chain.log_rnd(path)

@@ -77,7 +77,8 @@ def test_smc_estimate_with_resampling_is_unbiased(perturb):
     target = gaussian_target()
     settings = dict(n_subtrajectories=10, ess_threshold=1.0, n_mcmc_moves=1)
     method = with_model(small(**settings, mcmc_step_size=0.5, mcmc_adapt=False), target, perturb)
-    chain, settings, g = method._chain(target), method._settings(), torch.Generator().manual_seed(3)
+    chain, settings = method._simulator(target), method._settings()
+    g = torch.Generator().manual_seed(3)
     runs = [run_smc(chain, target, 32, settings, g) for _ in range(300)]
     assert all(r.resampled == 9 for r in runs)
     ratio = torch.exp(torch.stack([r.log_Z for r in runs]) - target.log_Z)

@@ -73,21 +73,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from boltzbench.checkpoint import NO_CHECKPOINT, Checkpoint
-from boltzbench.core import DTYPES, BudgetPlan, SampleSet, start_location
+from boltzbench.core import DTYPES, start_location
 from boltzbench.estimators import normalized_kish_ess
 from boltzbench.methods.diffusion_util import (
     ControlNet,
-    batches_budget_plan,
     clipped_score,
     gaussian_log_density,
-    load_module_state,
     masked_log_weights,
-    module_state,
     time_embedding,
-    weighted_paths,
 )
-from boltzbench.methods.training import GradientMethod, Objective, StepLoss, forked_seed
+from boltzbench.methods.paths import PathSampler
+from boltzbench.methods.training import Objective, StepLoss, forked_seed
 from boltzbench.targets.base import Target
 
 __all__ = ["CMCD", "CMCDModel", "Chain", "Point"]
@@ -290,7 +286,7 @@ def _terminal_energy(end: Point) -> Tensor:
     return end.energy + (end.grad * (x - x.detach())).sum(-1)
 
 
-class CMCD(GradientMethod):
+class CMCD(PathSampler):
     """Controlled Monte Carlo Diffusion, trained on the energy; weighted samples.
 
     Parameters
@@ -328,11 +324,7 @@ class CMCD(GradientMethod):
     lr 1e-3, score clip 100, gradient clip 10, float32.
     """
 
-    #: the registered kind, in error messages
     name = "cmcd"
-    needs_data = False
-    has_path_density = True
-    budget_settings = ("n_iter",)
     divergence_advice = "Try a smaller lr or step_size, a grad_clip, or another base_scale."
     #: a tiny configuration for conformance tests (seconds to fit)
     fast_params: dict[str, Any] = {
@@ -396,7 +388,7 @@ class CMCD(GradientMethod):
         )
         return model.to(DTYPES[self.dtype])
 
-    def _chain(self, target: Target) -> Chain:
+    def _simulator(self, target: Target) -> Chain:
         loc = start_location(target, DTYPES[self.dtype])
         eps = 0.5 * self.step_size**2
         return Chain(self.model_, loc, self.base_scale, eps, self.score_clip)
@@ -440,17 +432,13 @@ class CMCD(GradientMethod):
         return Objective(
             self.model_,
             opt,
-            loss=self._step_loss(self._chain(target), target, generator),
+            loss=self._step_loss(self._simulator(target), target, generator),
             records=("log_Z_elbo", "ess"),
             target=target,
             cost=self.sample_cost(self.batch_size),
         )
 
     # ---------------------------------------------------------------- sampling
-
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "model_"):
-            raise RuntimeError(f"{self.name}: call fit or load_model_state before sample")
 
     @torch.no_grad()
     def _sample_batch(self, chain: Chain, target: Target, n: int, generator) -> tuple:
@@ -460,48 +448,14 @@ class CMCD(GradientMethod):
         log_w = log_w - end.energy
         return x, end.energy, masked_log_weights(log_w, x, end.energy)
 
-    def sample(
-        self,
-        target: Target,
-        n: int,
-        generator: torch.Generator,
-        checkpoint: Checkpoint = NO_CHECKPOINT,
-    ) -> SampleSet:
-        """Simulate ``n`` paths; x = X_K with path weights log w (−inf where non-finite)."""
-        self._check_fitted()
-        if n < 1:
-            raise ValueError(f"{self.name}: n must be positive, got {n}")
-        chain = self._chain(target)
-        draw = lambda m: self._sample_batch(chain, target, m, generator)  # noqa: E731
-        samples = weighted_paths(target, n, self.sample_batch_size, self.sample_cost(1), draw)
-        samples.attrs["loss"] = self.loss
-        return samples
-
-    @torch.no_grad()
-    def path_log_density(self, target: Target, x: Tensor, generator: torch.Generator) -> Tensor:
-        """log q̂(x) along one backward path per row (:meth:`Chain.backward`), the
-        path estimate the forward metrics read; n_steps evaluations per row."""
-        self._check_fitted()
-        return self._chain(target).backward(target, x, generator)
+    def _backward_log_density(self, chain: Chain, target: Target, x: Tensor, generator) -> Tensor:
+        """log q̂(x) along one backward path per row (:meth:`Chain.backward`); n_steps
+        evaluations per row."""
+        return chain.backward(target, x, generator)
 
     def sample_cost(self, n: int) -> int:
         """n_steps + 1 energy-and-gradient evaluations per path."""
         return n * (self.n_steps + 1)
 
-    def plan_budget(self, budget: int, n_samples: int) -> BudgetPlan:
-        """A copy with ``n_iter`` = the whole training batches of ``batch_size × (n_steps
-        + 1)`` evaluations that ``budget`` less ``sample_cost(n_samples)`` pays for
-        (:func:`~boltzbench.methods.diffusion_util.batches_budget_plan`)."""
-        return batches_budget_plan(self, budget, n_samples, self.name)
-
-    # ---------------------------------------------------------------- state
-
-    def model_state(self) -> dict[str, Tensor]:
-        """The model's tensors, keys ``model.*``."""
-        self._check_fitted()
-        return module_state(self.model_, "model")
-
-    def load_model_state(self, target: Target, state: dict[str, Tensor]) -> CMCD:
-        """Rebuild the model from this config and ``target.dim``, then load ``state``."""
-        self.model_ = load_module_state(lambda: self._build(target.dim), state, "model", self.name)
-        return self
+    def _build_model(self, target: Target) -> CMCDModel:
+        return self._build(target.dim)

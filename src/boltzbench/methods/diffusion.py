@@ -76,26 +76,22 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from boltzbench.checkpoint import NO_CHECKPOINT, Checkpoint
-from boltzbench.core import DTYPES, BudgetPlan, SampleSet, start_location
+from boltzbench.core import DTYPES, start_location
 from boltzbench.estimators import normalized_kish_ess
 from boltzbench.methods.diffusion_util import (
     KINDS,
     ControlNet,
     Scheme,
-    batches_budget_plan,
     clipped_score,
     dds_scheme,
     gaussian_log_density,
-    load_module_state,
     masked_log_weights,
-    module_state,
     pis_scheme,
     reference_bridge,
     time_embedding,
-    weighted_paths,
 )
-from boltzbench.methods.training import GradientMethod, Objective, StepLoss, forked_seed
+from boltzbench.methods.paths import PathSampler
+from boltzbench.methods.training import Objective, StepLoss, forked_seed
 from boltzbench.targets.base import Target
 
 __all__ = ["DiffusionSampler"]
@@ -197,7 +193,7 @@ class _Chain:
         return gaussian_log_density(x, self.loc, self.scheme.final_std)
 
 
-class DiffusionSampler(GradientMethod):
+class DiffusionSampler(PathSampler):
     """PIS or DDS with a learned drift, trained on the energy; weighted samples.
 
     Parameters
@@ -241,9 +237,8 @@ class DiffusionSampler(GradientMethod):
     setting, ``batch_size`` and ``n_steps`` included, stays as configured.
     """
 
-    needs_data = False
-    has_path_density = True
-    budget_settings = ("n_iter",)
+    name = "diffusion"
+    model_attr = "net"
     divergence_advice = "Try a smaller lr, a grad_clip, or a different sigma."
     #: a tiny configuration for conformance tests (seconds to fit)
     fast_params: dict[str, Any] = {
@@ -296,7 +291,7 @@ class DiffusionSampler(GradientMethod):
         net = ControlNet(dim, self.hidden_features, self.langevin_preconditioning)
         return net.to(DTYPES[self.dtype])
 
-    def _chain(self, target: Target) -> _Chain:
+    def _simulator(self, target: Target) -> _Chain:
         loc = start_location(target, DTYPES[self.dtype])
         return _Chain(self.net_, self._scheme(), loc, self.score_clip)
 
@@ -344,17 +339,13 @@ class DiffusionSampler(GradientMethod):
         return Objective(
             self.net_,
             opt,
-            loss=self._step_loss(self._chain(target), target, generator),
+            loss=self._step_loss(self._simulator(target), target, generator),
             records=("log_Z_elbo", "ess"),
             target=target,
             cost=self.sample_cost(self.batch_size),
         )
 
     # ---------------------------------------------------------------- sampling
-
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "net_"):
-            raise RuntimeError("diffusion: call fit or load_model_state before sample")
 
     @torch.no_grad()
     def _sample_batch(self, chain: _Chain, target: Target, n: int, generator) -> tuple:
@@ -365,30 +356,13 @@ class DiffusionSampler(GradientMethod):
         log_w = -energy - chain.log_reference(x) - path.running - path.martingale
         return x, energy, masked_log_weights(log_w, x, energy)
 
-    def sample(
-        self,
-        target: Target,
-        n: int,
-        generator: torch.Generator,
-        checkpoint: Checkpoint = NO_CHECKPOINT,
-    ) -> SampleSet:
-        """Simulate ``n`` paths; x = X_N with path weights log w (−inf where non-finite)."""
-        self._check_fitted()
-        if n < 1:
-            raise ValueError(f"diffusion: n must be positive, got {n}")
-        chain = self._chain(target)
-        draw = lambda m: self._sample_batch(chain, target, m, generator)  # noqa: E731
-        samples = weighted_paths(target, n, self.sample_batch_size, self.sample_cost(1), draw)
-        samples.attrs.update(kind=self.kind, loss=self.loss)
-        return samples
+    def _sample_attrs(self, chain: _Chain) -> dict[str, Any]:
+        return {"kind": self.kind, "loss": self.loss}
 
-    @torch.no_grad()
-    def path_log_density(self, target: Target, x: Tensor, generator: torch.Generator) -> Tensor:
+    def _backward_log_density(self, chain: _Chain, target: Target, x: Tensor, generator) -> Tensor:
         """log q̂(x) = log N(x; loc, σ_N² I) + log dP^u/dR along one reference bridge
         ending at each row of ``x`` (see the module docstring), float64 ``(n,)``;
         n_steps gradient evaluations per row with Langevin preconditioning."""
-        self._check_fitted()
-        chain = self._chain(target)
         x = x.to(chain.dtype)
         states, increments = reference_bridge(chain.scheme, x, chain.loc, generator)
         scores = None
@@ -401,26 +375,5 @@ class DiffusionSampler(GradientMethod):
         """One energy evaluation per path, plus one per step with Langevin preconditioning."""
         return n * (1 + (self.n_steps if self.langevin_preconditioning else 0))
 
-    def plan_budget(self, budget: int, n_samples: int) -> BudgetPlan:
-        """A copy with ``n_iter`` = the whole training batches that ``budget`` pays for.
-
-        With S = ``sample_cost(n_samples)`` (the sampling reserve) and
-        c = ``sample_cost(batch_size)`` (one training batch, energy evaluations),
-        n_iter = ⌊(budget − S) / c⌋ and planned = n_iter · c + S ≤ budget. The plan
-        leaves less than c unspent, so it spends at least BUDGET_SPEND_MIN of the
-        budget unless one batch is over about 5 % of it; ``note`` then says so.
-        Raises ValueError when the budget cannot pay for S plus one batch.
-        """
-        return batches_budget_plan(self, budget, n_samples, "diffusion")
-
-    # ---------------------------------------------------------------- state
-
-    def model_state(self) -> dict[str, Tensor]:
-        """The control network's tensors, keys ``net.*``."""
-        self._check_fitted()
-        return module_state(self.net_, "net")
-
-    def load_model_state(self, target: Target, state: dict[str, Tensor]) -> DiffusionSampler:
-        """Rebuild the network from this config and ``target.dim``, then load ``state``."""
-        self.net_ = load_module_state(lambda: self._build(target.dim), state, "net", "diffusion")
-        return self
+    def _build_model(self, target: Target) -> ControlNet:
+        return self._build(target.dim)

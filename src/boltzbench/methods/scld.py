@@ -67,8 +67,6 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from boltzbench.checkpoint import NO_CHECKPOINT, Checkpoint
-from boltzbench.core import BudgetPlan, SampleSet
 from boltzbench.estimators import log_mean_exp, normalized_kish_ess
 from boltzbench.mcmc.annealing import (
     Annealing,
@@ -80,11 +78,9 @@ from boltzbench.mcmc.annealing import (
 from boltzbench.mcmc.proposal import take
 from boltzbench.methods.cmcd import CMCD, Chain, Point
 from boltzbench.methods.diffusion_util import (
-    batches_budget_plan,
     clipped_score,
     gaussian_log_density,
     masked_log_weights,
-    weighted_paths,
 )
 from boltzbench.methods.training import Objective, Trainer, forked_seed
 from boltzbench.targets.base import Target
@@ -390,7 +386,7 @@ class SCLD(CMCD):
         return Objective(
             self.model_,
             opt,
-            iteration=self._iteration(self._chain(target), target, buffer, generator),
+            iteration=self._iteration(self._simulator(target), target, buffer, generator),
             state={"buffer": buffer},
             records=("log_Z_hat", "ess"),
             target=target,
@@ -407,25 +403,17 @@ class SCLD(CMCD):
         self._counters.append((run.resampled, run.acceptance))
         return x, run.end.energy, masked_log_weights(run.log_w, x, run.end.energy)
 
-    def sample(
-        self,
-        target: Target,
-        n: int,
-        generator: torch.Generator,
-        checkpoint: Checkpoint = NO_CHECKPOINT,
-    ) -> SampleSet:
-        """Independent SMC runs of up to ``sample_batch_size`` particles; x at β = 1
-        with log w (log mean exp = the runs' log Ẑ, −inf where non-finite)."""
-        self._check_fitted()
-        if n < 1:
-            raise ValueError(f"scld: n must be positive, got {n}")
-        chain, self._counters = self._chain(target), []
-        draw = lambda m: self._sample_batch(chain, target, m, generator)  # noqa: E731
-        samples = weighted_paths(target, n, self.sample_batch_size, self.sample_cost(1), draw)
+    def _simulator(self, target: Target) -> Chain:
+        self._counters: list[tuple[int, float]] = []  # (resampled, acceptance) per run
+        return super()._simulator(target)
+
+    def _sample_attrs(self, chain: Chain) -> dict[str, Any]:
+        """The resampling steps and the mean MALA acceptance over the runs."""
         rates = [r for _, r in self._counters if not math.isnan(r)]
-        samples.attrs["resampled"] = sum(k for k, _ in self._counters)
-        samples.attrs["acceptance"] = sum(rates) / len(rates) if rates else math.nan
-        return samples
+        return {
+            "resampled": sum(k for k, _ in self._counters),
+            "acceptance": sum(rates) / len(rates) if rates else math.nan,
+        }
 
     def sample_cost(self, n: int) -> int:
         """n · (n_steps + 1 + n_subtrajectories · n_mcmc_moves) evaluations."""
@@ -436,7 +424,5 @@ class SCLD(CMCD):
         n_updates · batch_size · n_steps evaluations of the sub-trajectories."""
         return self.sample_cost(self.batch_size) + self.n_updates * self.batch_size * self.n_steps
 
-    def plan_budget(self, budget: int, n_samples: int) -> BudgetPlan:
-        """A copy with ``n_iter`` = the whole training iterations (:meth:`iteration_cost`)
-        that ``budget`` less ``sample_cost(n_samples)`` pays for."""
-        return batches_budget_plan(self, budget, n_samples, "scld", self.iteration_cost())
+    def _iteration_cost(self) -> int:
+        return self.iteration_cost()

@@ -77,21 +77,18 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from boltzbench.checkpoint import NO_CHECKPOINT, Checkpoint
-from boltzbench.core import DTYPES, BudgetPlan, SampleSet, start_location
+from boltzbench.core import DTYPES, BudgetPlan, start_location
 from boltzbench.estimators import normalized_kish_ess
 from boltzbench.mcmc import mala
+from boltzbench.methods.base import Method
 from boltzbench.methods.diffusion_util import (
-    batches_budget_plan,
     clipped_score,
-    load_module_state,
     masked_log_weights,
-    module_state,
-    weighted_paths,
 )
 from boltzbench.methods.flow import ARCHITECTURE
 from boltzbench.methods.flows_util import ACTIVATIONS, COUPLINGS, FlowModel
-from boltzbench.methods.training import GradientMethod, Minibatches, Objective, forked_seed
+from boltzbench.methods.paths import PathSampler
+from boltzbench.methods.training import Minibatches, Objective, forked_seed
 from boltzbench.targets.base import Target
 
 __all__ = ["SNF", "SNFModel", "Point", "langevin_step", "mala_step"]
@@ -257,7 +254,7 @@ class _Paths:
         return log_w - self.model.flows[0]().base.log_prob(y).to(torch.float64)
 
 
-class SNF(GradientMethod):
+class SNF(PathSampler):
     """Stochastic normalizing flow (Wu, Köhler & Noé 2020), weighted samples.
 
     Parameters
@@ -300,8 +297,7 @@ class SNF(GradientMethod):
     score clip 100, gradient clip 10, float32.
     """
 
-    budget_settings = ("n_iter",)
-    has_path_density = True
+    name = "snf"
     divergence_advice = "Try a smaller lr or step_size, a grad_clip, or another base_scale."
     #: a tiny configuration for conformance tests (seconds to fit)
     fast_params: dict[str, Any] = {
@@ -388,6 +384,10 @@ class SNF(GradientMethod):
         eps, clip = self.step_size, self.score_clip
         return _Paths(self.model_, target, self.stochastic, self.layer_steps, eps, clip)
 
+    def _simulator(self, target: Target) -> _Paths:
+        self._acceptance: list[Tensor] = []  # each batch's per-path mean acceptance
+        return self._paths(target)
+
     # ---------------------------------------------------------------- costs
 
     def path_cost(self) -> int:
@@ -408,10 +408,12 @@ class SNF(GradientMethod):
         """A copy with ``n_iter`` = the whole iterations of ``iteration_cost()`` that
         ``budget`` less ``sample_cost(n_samples)`` pays for; ML without stochastic
         layers trains for free, and then the budget pays for sampling only."""
-        per_iter = self.iteration_cost()
-        if per_iter == 0:
-            return super().plan_budget(budget, n_samples)
-        return batches_budget_plan(self, budget, n_samples, "snf", per_batch=per_iter)
+        if self.iteration_cost() == 0:
+            return Method.plan_budget(self, budget, n_samples)
+        return super().plan_budget(budget, n_samples)
+
+    def _iteration_cost(self) -> int:
+        return self.iteration_cost()
 
     # ---------------------------------------------------------------- training
 
@@ -470,55 +472,29 @@ class SNF(GradientMethod):
 
     # ---------------------------------------------------------------- sampling
 
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "model_"):
-            raise RuntimeError("snf: call fit or load_model_state before sample")
-
     @torch.no_grad()
-    def _sample_batch(self, paths: _Paths, n: int, generator, acc: list) -> tuple:
+    def _sample_batch(self, paths: _Paths, target: Target, n: int, generator) -> tuple:
         """x (float64 ``(n, dim)``), E(x) and log w (``(n,)``) for one batch of paths."""
         x, energy, log_w, rate = paths.forward(n, generator)
-        acc.append(rate)
+        self._acceptance.append(rate)
         x = x.to(torch.float64)
         return x, energy, masked_log_weights(log_w, x, energy)
 
-    def sample(
-        self,
-        target: Target,
-        n: int,
-        generator: torch.Generator,
-        checkpoint: Checkpoint = NO_CHECKPOINT,
-    ) -> SampleSet:
-        """Simulate ``n`` forward paths; x with path weights log w (−inf where non-finite)."""
-        self._check_fitted()
-        if n < 1:
-            raise ValueError(f"snf: n must be positive, got {n}")
-        paths, acc = self._paths(target), []
-        draw = lambda m: self._sample_batch(paths, m, generator, acc)  # noqa: E731
-        samples = weighted_paths(target, n, self.sample_batch_size, self.path_cost(), draw)
-        samples.attrs["loss"] = self.loss
+    def _sample_attrs(self, paths: _Paths) -> dict[str, Any]:
+        """The loss, and the mean MALA acceptance."""
+        attrs: dict[str, Any] = {"loss": self.loss}
         if self.stochastic == "mala" and self.layer_steps:
-            samples.attrs["acceptance"] = float(torch.cat(acc).mean())
-        return samples
+            attrs["acceptance"] = float(torch.cat(self._acceptance).mean())
+        return attrs
 
-    @torch.no_grad()
-    def path_log_density(self, target: Target, x: Tensor, generator: torch.Generator) -> Tensor:
+    def _backward_log_density(self, paths: _Paths, target: Target, x: Tensor, generator) -> Tensor:
         """log q̂(x) = log P_F(τ) − log P_B(τ | x) along one backward path per row (the
-        stochastic layers' kernels run backwards, the flows inverted), float64 ``(n,)``:
-        E[q̂(x)] = q(x); exact without stochastic layers. The forward metrics read it."""
-        self._check_fitted()
-        return -self._paths(target).backward(x, generator)
+        stochastic layers' kernels run backwards, the flows inverted); exact without
+        stochastic layers."""
+        return -paths.backward(x, generator)
 
     # ---------------------------------------------------------------- state
 
-    def model_state(self) -> dict[str, Tensor]:
-        """The flows' tensors (standardization buffers and weights), keys ``model.*``."""
-        self._check_fitted()
-        return module_state(self.model_, "model")
-
-    def load_model_state(self, target: Target, state: dict[str, Tensor]) -> SNF:
-        """Rebuild the model from this config and ``target.dim``, then load ``state``."""
+    def _build_model(self, target: Target) -> SNFModel:
         dim = target.dim
-        build = lambda: self.build_model(torch.zeros(dim), torch.ones(dim))  # noqa: E731
-        self.model_ = load_module_state(build, state, "model", "snf")
-        return self
+        return self.build_model(torch.zeros(dim), torch.ones(dim))
