@@ -46,8 +46,28 @@ policy's density is re-evaluated on them, so they may come from any behaviour):
         / Σ_{0≤i<j≤N} λ^{j−i},
 
     averaged over the batch (``subtb_lambda`` = λ; λ → ∞ is TB, λ → 0 detailed
-    balance). DGFS also adds the annealed energy to F (its "partial energy"); that
-    costs an energy evaluation per state and is not implemented here.
+    balance).
+
+    ``flow_parametrization`` chooses how F_θ enters log F_k, 0 < k < N:
+    ``"plain"``: log F_k = F_θ(X_k, t_k). ``"forward_looking"``: the learned flow is
+    the residual of a known interpolation between the reference process's marginal
+    and the reward,
+
+        log F_k(x) = F_θ(x, t_k) + t_k (−E(x)) + (1 − t_k) log N(x; loc, σ² t_k I),   (2)
+
+    N(loc, σ² t_k I) being the marginal at t_k of the reference process σW from the
+    Dirac at loc (the zero-drift policy). This is DGFS's way of feeding the
+    intermediate energies into SubTB (Zhang et al. 2024; the form pinned from the
+    authors' code, ``fl_inter_logr``, the paper's text not being at hand), the
+    forward-looking (FL) trick of Pan et al. 2023 (F(s) = F̃(s) R(s) with an
+    intermediate reward) carried over to diffusion samplers, and the FL-SubTB of
+    Sendera et al. 2024 (``partial_energy`` in their code, the same interpolation).
+    Both codes also put the term on k = 0 with the reference variance floored at
+    one step's; here X_0 is the Dirac at loc, the term there is a constant, and
+    log F_0 = log Z_θ is kept so that log Z_θ still estimates log Z. (2) costs E at
+    X_1..X_{N−1}: N − 1 energy evaluations per trajectory, none with
+    ``langevin_preconditioning`` (the energy-and-gradient evaluations of the drift's
+    score already give them). Rows with E = +∞ at any state are left out of the loss.
 
 Training (Sendera et al. 2024, "On diffusion models for amortized inference:
 benchmarking and improving stochastic control and sampling", NeurIPS, Sec. 3–4):
@@ -70,8 +90,11 @@ Costs, all through the target passed (so a CountingTarget counts them): a
 forward trajectory takes one energy evaluation at X_N, plus one
 energy-and-gradient evaluation per step with ``langevin_preconditioning`` (the score at
 X_0..X_{N−1}); a backward trajectory takes only those N score evaluations (its
-reward is the buffered energy); a local search takes (``ls_steps`` + 1)
-energy-and-gradient evaluations per chain. :meth:`GFN.training_cost` is their
+reward is the buffered energy); the forward-looking flow (2) adds N − 1 energy
+evaluations (at X_1..X_{N−1}) to every training trajectory, forward or backward,
+without ``langevin_preconditioning`` and none with it; a local search takes
+(``ls_steps`` + 1) energy-and-gradient evaluations per chain. Sampling never
+evaluates the flow. :meth:`GFN.training_cost` is their
 exact sum for a given ``n_iter``.
 
 Evaluation budget (:meth:`GFN.plan_budget`): the budget decides ``n_iter`` only:
@@ -85,6 +108,8 @@ mean log w (≤ log_Z_hat), ``ess_kish`` and ``log_Z_learned`` (log Z_θ for tb/
 
 References
 ----------
+Pan, Malkin, Zhang & Bengio 2023, "Better training of GFlowNets with local credit and
+incomplete trajectories" (forward-looking GFlowNets), ICML, arXiv:2302.01687.
 Malkin, Jain, Bengio, Sun & Bengio 2022, "Trajectory balance: improved credit
 assignment in GFlowNets", NeurIPS, arXiv:2201.13259.
 Madan et al. 2023, "Learning GFlowNets from partial episodes for improved
@@ -134,9 +159,10 @@ from boltzbench.methods.training import GradientMethod, Objective, Trainer, fork
 from boltzbench.targets.base import Target
 from boltzbench.targets.counting import BudgetExceeded
 
-__all__ = ["GFN", "GFNModel", "ReplayBuffer", "subtb_weights"]
+__all__ = ["GFN", "GFNModel", "ReplayBuffer", "forward_looking_log_flow", "subtb_weights"]
 
 LOSSES = ("tb", "subtb", "vargrad")
+FLOW_PARAMETRIZATIONS = ("plain", "forward_looking")
 PRIORITIES = ("rank", "uniform")
 #: the rank-prioritized buffer's weight 1 / (RANK_WEIGHT · M + rank) (Sendera et al.)
 RANK_WEIGHT = 1e-2
@@ -157,6 +183,20 @@ def subtb_weights(n_steps: int, lam: float) -> Tensor:
     gap = k[None, :] - k[:, None]
     log_w = torch.where(gap > 0, gap * math.log(lam), torch.full_like(gap, -math.inf))
     return torch.exp(log_w - torch.logsumexp(log_w.reshape(-1), 0))
+
+
+def forward_looking_log_flow(
+    x: Tensor, energy: Tensor, times: Tensor, loc: Tensor, sigma: float
+) -> Tensor:
+    """The known part of the forward-looking log flow (2),
+    t (−E(x)) + (1 − t) log N(x; loc, σ² t I), float64 ``(K, n)`` for states ``x``
+    ``(K, n, dim)``, their energies ``(K, n)`` and times ``t`` ``(K,)`` in (0, 1]
+    (Zhang et al. 2024, DGFS; Sendera et al. 2024, FL-SubTB)."""
+    t = times.to(torch.float64)[:, None]
+    var = sigma**2 * t
+    sq = ((x.to(torch.float64) - loc.to(torch.float64)) ** 2).sum(-1)
+    log_ref = -0.5 * sq / var - 0.5 * x.shape[-1] * torch.log(2 * math.pi * var)
+    return t * -energy.to(torch.float64) + (1 - t) * log_ref
 
 
 class GFNModel(nn.Module):
@@ -189,12 +229,20 @@ class GFNModel(nn.Module):
 
 class _Path(NamedTuple):
     """A batch of trajectories without gradient: states X_0..X_N ``(N + 1, n, dim)``
-    float64, the clipped scores at X_0..X_{N−1} ``(N, n, dim)`` (or None) and
-    E(X_N) ``(n,)`` float64."""
+    float64, the clipped scores at X_0..X_{N−1} ``(N, n, dim)`` (or None),
+    E(X_N) ``(n,)`` float64 and E(X_1..X_{N−1}) ``(N − 1, n)`` float64 (or None: not
+    evaluated; the Langevin drift's score evaluations give them)."""
 
     states: Tensor
     scores: Tensor | None
     energy: Tensor
+    inner_energy: Tensor | None = None
+
+    def rows(self, keep: Tensor) -> _Path:
+        """The trajectories where ``keep`` ``(n,)`` is True."""
+        pick = lambda t: None if t is None else t[:, keep]  # noqa: E731
+        return _Path(self.states[:, keep], pick(self.scores), self.energy[keep],
+                     pick(self.inner_energy))  # fmt: skip
 
 
 class _Policy:
@@ -202,7 +250,7 @@ class _Policy:
     module docstring); states are float64, the networks run in the model's dtype."""
 
     def __init__(self, model: GFNModel, n_steps: int, sigma: float, loc: Tensor, clip: float):
-        self.model, self.n_steps, self.clip = model, n_steps, clip
+        self.model, self.n_steps, self.clip, self.sigma = model, n_steps, clip, sigma
         self.dtype = model.log_z.dtype
         self.h = 1.0 / n_steps
         self.step_std = sigma * math.sqrt(self.h)
@@ -213,13 +261,14 @@ class _Policy:
         #: k / (k + 1), the bridge's contraction from X_{k+1} to X_k, shape (N,)
         self.ratio = k / (k + 1)
 
-    def score(self, target: Target, x: Tensor) -> Tensor | None:
-        """Clipped ∇log p̃ at ``x`` ``(n, dim)`` (one energy-and-gradient evaluation per
-        row) in the model's dtype, or None without the Langevin drift."""
+    def score(self, target: Target, x: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        """(E(x) float64 ``(n,)``, clipped ∇log p̃ in the model's dtype ``(n, dim)``) at
+        ``x`` (one energy-and-gradient evaluation per row), or (None, None) without
+        the Langevin drift."""
         if not self.model.net.langevin:
-            return None
-        _, grad = target.energy_and_grad(x)
-        return clipped_score(grad, self.clip, self.dtype)
+            return None, None
+        energy, grad = target.energy_and_grad(x)
+        return energy.to(torch.float64), clipped_score(grad, self.clip, self.dtype)
 
     def drift(self, k: int, x: Tensor, score: Tensor | None) -> Tensor:
         """f_θ(x, t_k) as float64 ``(n, dim)``."""
@@ -231,20 +280,26 @@ class _Policy:
         """``n`` trajectories from X_0 = loc, step noise σ√h √(1 + explore²)."""
         x = self.loc.expand(n, -1).clone()
         std = self.step_std * math.sqrt(1 + explore**2)
-        states, scores = [x], []
+        states, scores, energies = [x], [], []
         for k in range(self.n_steps):
-            score = self.score(target, x)
+            energy, score = self.score(target, x)
             scores.append(score)
+            energies.append(energy)
             noise = torch.randn(x.shape, generator=generator, dtype=torch.float64)
             x = x + self.h * self.drift(k, x, score) + std * noise
             states.append(x)
-        scores = None if scores[0] is None else torch.stack(scores)
-        return _Path(torch.stack(states), scores, target.energy(x))
+        if scores[0] is None:
+            return _Path(torch.stack(states), None, target.energy(x))
+        inner = torch.stack(energies[1:]) if self.n_steps > 1 else x.new_zeros(0, n)
+        return _Path(torch.stack(states), torch.stack(scores), target.energy(x), inner)
 
     @torch.no_grad()
     def backward(self, target: Target, x: Tensor, energy: Tensor, generator) -> _Path:
         """Trajectories ending at ``x`` ``(n, dim)`` drawn from the Brownian bridge P_B
-        (E(x) = ``energy`` given, not evaluated); the scores along them are evaluated."""
+        (E(x) = ``energy`` given, not evaluated); the scores along them are evaluated.
+        (The same law as :func:`~boltzbench.methods.diffusion_util.reference_bridge`
+        with the PIS scheme, to 1e-15, but that also draws the zero-variance noise of
+        X_0, which would shift the generator's stream and so change training.)"""
         states = [x]
         for k in range(self.n_steps - 1, 0, -1):
             r = float(self.ratio[k])
@@ -253,12 +308,12 @@ class _Policy:
             states.append(x)
         states.append(self.loc.expand_as(x).clone())
         states = torch.stack(states[::-1])
-        scores = None
-        if self.model.net.langevin:
-            n_steps, n, dim = states[:-1].shape
-            flat = self.score(target, states[:-1].reshape(n_steps * n, dim))
-            scores = flat.reshape(n_steps, n, dim)
-        return _Path(states, scores, energy)
+        if not self.model.net.langevin:
+            return _Path(states, None, energy)
+        n_steps, n, dim = states[:-1].shape
+        energies, flat = self.score(target, states[:-1].reshape(n_steps * n, dim))
+        inner = energies.reshape(n_steps, n)[1:]
+        return _Path(states, flat.reshape(n_steps, n, dim), energy, inner)
 
     def log_pf(self, path: _Path) -> Tensor:
         """log P_F(X_{k+1} | X_k) for k = 0..N−1 under the current drift, ``(N, n)``
@@ -281,14 +336,24 @@ class _Policy:
         log_p = -0.5 * (z**2).sum(-1) - dim * (torch.log(std[..., 0]) + 0.5 * LOG_2PI)
         return torch.cat([torch.zeros_like(log_p[:1]), log_p])
 
-    def log_flows(self, states: Tensor, log_reward: Tensor) -> Tensor:
-        """log F_0..log F_N ``(N + 1, n)``: log Z_θ, F_θ(X_k, t_k), and −E(X_N)."""
+    def log_flows(
+        self, states: Tensor, log_reward: Tensor, inner_energy: Tensor | None = None
+    ) -> Tensor:
+        """log F_0..log F_N ``(N + 1, n)``: log Z_θ, F_θ(X_k, t_k) (plus the
+        forward-looking term (2) when ``inner_energy`` = E(X_1..X_{N−1}) is given), and
+        −E(X_N)."""
         inner = states[1:-1]
         n_steps, n, dim = inner.shape
         emb = self.emb[1:-1, None, :].expand(n_steps, n, -1).reshape(n_steps * n, -1)
         flows = self.model.log_flow(inner.reshape(n_steps * n, dim).to(self.dtype), emb)
+        flows = flows.to(torch.float64).reshape(n_steps, n)
+        if inner_energy is not None:
+            times = torch.arange(1, self.n_steps, dtype=torch.float64) * self.h
+            flows = flows + forward_looking_log_flow(
+                inner, inner_energy, times, self.loc, self.sigma
+            )
         start = self.model.log_z.to(torch.float64).expand(1, n)
-        return torch.cat([start, flows.to(torch.float64).reshape(n_steps, n), log_reward[None]])
+        return torch.cat([start, flows, log_reward[None]])
 
 
 class ReplayBuffer:
@@ -381,6 +446,10 @@ class GFN(GradientMethod):
         Adam learning rate of log Z_θ and of the flow network.
     subtb_lambda
         λ of the SubTB weights λ^{j−i} (:func:`subtb_weights`).
+    flow_parametrization
+        ``"plain"`` (log F = F_θ) or ``"forward_looking"`` (log F = F_θ plus the
+        reference-to-reward interpolation (2) of DGFS / FL-SubTB; N − 1 energy
+        evaluations per training trajectory without the Langevin drift); ``subtb`` only.
     exploration
         e, the initial off-policy widening of the step noise (σ√h √(1 + e²)).
     exploration_decay
@@ -411,6 +480,7 @@ class GFN(GradientMethod):
 
     Defaults: tb, 100 steps, σ = 1, (128, 128), no Langevin drift, 2000 steps of
     256 trajectories, lr 1e-3, lr_flow 1e-2 (as in Sendera et al.'s code), λ = 2,
+    the plain flow,
     exploration 1 decaying over half the run, rank-prioritized replay of 10⁵
     rows with a local search of 10 MALA steps every 10 backward iterations, score
     clip 100, gradient clip 10, float32.
@@ -446,6 +516,7 @@ class GFN(GradientMethod):
         lr: float = 1e-3,
         lr_flow: float = 1e-2,
         subtb_lambda: float = 2.0,
+        flow_parametrization: str = "plain",
         exploration: float = 1.0,
         exploration_decay: float = 0.5,
         replay: bool = True,
@@ -462,6 +533,9 @@ class GFN(GradientMethod):
     ):
         _choice("loss", loss, LOSSES)
         _choice("priority", priority, PRIORITIES)
+        _choice("flow_parametrization", flow_parametrization, FLOW_PARAMETRIZATIONS)
+        if flow_parametrization != "plain" and loss != "subtb":
+            raise ValueError("gfn: flow_parametrization applies to the subtb loss only")
         _choice("dtype", dtype, DTYPES)
         sizes = (n_steps, n_iter, batch_size, buffer_size, ls_every, sample_batch_size)
         if min(sizes) < 1 or ls_steps < 0:
@@ -481,7 +555,7 @@ class GFN(GradientMethod):
         self.hidden_features = [int(h) for h in hidden_features]
         self.langevin_preconditioning = bool(langevin_preconditioning)
         self.n_iter, self.batch_size, self.lr, self.lr_flow = n_iter, batch_size, lr, lr_flow
-        self.subtb_lambda = subtb_lambda
+        self.subtb_lambda, self.flow_parametrization = subtb_lambda, flow_parametrization
         self.exploration, self.exploration_decay = exploration, exploration_decay
         self.replay, self.buffer_size, self.priority = bool(replay), buffer_size, priority
         self.local_search = bool(local_search) and self.replay
@@ -515,9 +589,20 @@ class GFN(GradientMethod):
         span = self.exploration_decay * self.n_iter
         return self.exploration * max(0.0, 1.0 - it / span)
 
+    def _forward_looking(self) -> bool:
+        return self.flow_parametrization == "forward_looking"
+
+    def _path_cost(self) -> int:
+        """Evaluations per training trajectory besides E(X_N): the N drift scores with
+        the Langevin drift (which also give E(X_1..X_{N−1})), else N − 1 energies for
+        the forward-looking flow, else none."""
+        if self.langevin_preconditioning:
+            return self.n_steps
+        return self.n_steps - 1 if self._forward_looking() else 0
+
     def iteration_cost(self, it: int) -> int:
         """Evaluations of training iteration ``it`` (see the module docstring)."""
-        scores = self.n_steps if self.langevin_preconditioning else 0
+        scores = self._path_cost()
         if not self._is_backward(it):
             return self.batch_size * (1 + scores)
         search = self.batch_size * (self.ls_steps + 1) if self._searches(it) else 0
@@ -526,7 +611,7 @@ class GFN(GradientMethod):
     def training_cost(self, n_iter: int) -> int:
         """Evaluations of ``n_iter`` training iterations: the exact sum of
         :meth:`iteration_cost` over them (O(1), no loop)."""
-        scores = self.n_steps if self.langevin_preconditioning else 0
+        scores = self._path_cost()
         if not self.replay:
             return n_iter * self.batch_size * (1 + scores)
         n_fwd, n_bwd = (n_iter + 1) // 2, n_iter // 2
@@ -541,11 +626,10 @@ class GFN(GradientMethod):
         """(the chosen loss, log w per trajectory (detached)) of a batch of paths.
         Rows of zero reward (E = +∞) are left out; a NaN energy makes the loss NaN."""
         keep = path.energy != math.inf
-        path = _Path(
-            path.states[:, keep],
-            None if path.scores is None else path.scores[:, keep],
-            path.energy[keep],
-        )
+        inner_energy = path.inner_energy if self._forward_looking() else None
+        if inner_energy is not None:
+            keep = keep & (inner_energy != math.inf).all(0)
+        path = path.rows(keep)
         log_r = -path.energy
         steps = policy.log_pf(path) - policy.log_pb(path.states)  # (N, n)
         log_w = log_r - steps.sum(0)
@@ -554,7 +638,8 @@ class GFN(GradientMethod):
         elif self.loss == "tb":
             loss = ((self.model_.log_z.to(torch.float64) - log_w) ** 2).mean()
         else:
-            flows = policy.log_flows(path.states, log_r)  # (N + 1, n)
+            inner_energy = path.inner_energy if self._forward_looking() else None
+            flows = policy.log_flows(path.states, log_r, inner_energy)  # (N + 1, n)
             cum = torch.cat([torch.zeros_like(steps[:1]), steps.cumsum(0)])  # (N + 1, n)
             # D_ij = log F_i + cum_j − cum_i − log F_j for every pair (i, j)
             d = (flows - cum)[:, None, :] - (flows - cum)[None, :, :]
@@ -567,6 +652,17 @@ class GFN(GradientMethod):
         return f"gfn ({self.loss})"
 
     def _batch(self, it: int, policy: _Policy, target: Target, buffer, generator) -> _Path:
+        """The trajectories of iteration ``it``, with E(X_1..X_{N−1}) for the
+        forward-looking flow (evaluated here unless the Langevin drift gave them)."""
+        path = self._trajectories(it, policy, target, buffer, generator)
+        if not self._forward_looking() or path.inner_energy is not None:
+            return path
+        inner = path.states[1:-1]
+        k, n, dim = inner.shape
+        energy = target.energy(inner.reshape(k * n, dim)) if k else inner.new_zeros(0)
+        return path._replace(inner_energy=energy.to(torch.float64).reshape(k, n))
+
+    def _trajectories(self, it: int, policy: _Policy, target: Target, buffer, generator) -> _Path:
         """The trajectories of iteration ``it``: forward (with exploration; their ends go
         into the buffer) or backward from the buffer (after a local search when due)."""
         if not self._is_backward(it):
