@@ -164,6 +164,24 @@ def test_nan_energy_diverges_with_a_message(loss, gen):
         GFN(loss=loss, **GFN.fast_params).fit(NaNEnergy(), None, gen)
 
 
+class InfEnergy(Target):
+    """E = +∞ everywhere: every path of every batch has zero reward."""
+
+    dim = 2
+
+    def energy(self, x):
+        return torch.full(x.shape[:1], math.inf, dtype=x.dtype) + 0 * x.sum(-1)
+
+
+@pytest.mark.parametrize("langevin", [False, True])
+@pytest.mark.parametrize("loss", ["tb", "subtb", "vargrad"])
+def test_a_batch_with_no_finite_reward_diverges_with_a_message(loss, langevin, gen):
+    # every row is left out of the loss: a clear divergence, not a shape error
+    method = GFN(loss=loss, langevin_preconditioning=langevin, **GFN.fast_params)
+    with pytest.raises(TrainingDiverged, match=r"gfn \(.*\) diverged at step 0"):
+        method.fit(InfEnergy(), None, gen)
+
+
 # ------------------------------------------------------------------ it learns
 
 
@@ -232,7 +250,7 @@ def test_forward_looking_flow_is_the_reference_to_reward_interpolation(gen):
     # exactly for 0 < k < N, log F_0 = log Z_θ = 0 and log F_N = −E(X_N) (to rounding)
     target = gaussian_target()
     method = with_model(small(loss="subtb", flow_parametrization="forward_looking"), target, 0.0)
-    policy = method._policy(target)
+    policy = method._simulator(target)
     path = method._batch(0, policy, target, None, gen)  # forward: states (11, 256, 2)
     inner = path.states[1:-1]
     energy = target.energy(inner.reshape(-1, 2)).reshape(9, -1)

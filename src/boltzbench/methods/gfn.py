@@ -134,12 +134,10 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from boltzbench.checkpoint import NO_CHECKPOINT, Checkpoint
 from boltzbench.core import (
     BUDGET_SPEND_MIN,
     DTYPES,
     BudgetPlan,
-    SampleSet,
     affordable,
     start_location,
 )
@@ -148,14 +146,12 @@ from boltzbench.mcmc.proposal import potential_from
 from boltzbench.methods.diffusion_util import (
     ControlNet,
     clipped_score,
-    load_module_state,
     masked_log_weights,
     mlp,
-    module_state,
     time_embedding,
-    weighted_paths,
 )
-from boltzbench.methods.training import GradientMethod, Objective, Trainer, forked_seed
+from boltzbench.methods.paths import PathSampler
+from boltzbench.methods.training import Objective, Trainer, forked_seed
 from boltzbench.targets.base import Target
 from boltzbench.targets.counting import BudgetExceeded
 
@@ -320,7 +316,8 @@ class _Policy:
         float64, differentiable in the model's parameters."""
         states = path.states
         n_steps, n, dim = states[:-1].shape
-        emb = self.emb[:-1, None, :].expand(n_steps, n, -1).reshape(n_steps * n, -1)
+        width = self.emb.shape[-1]  # explicit sizes: a batch may have no rows left
+        emb = self.emb[:-1, None, :].expand(n_steps, n, width).reshape(n_steps * n, width)
         scores = None if path.scores is None else path.scores.reshape(n_steps * n, dim)
         x = states[:-1].reshape(n_steps * n, dim).to(self.dtype)
         f = self.model.net(x, emb, scores).to(torch.float64).reshape(n_steps, n, dim)
@@ -344,7 +341,8 @@ class _Policy:
         −E(X_N)."""
         inner = states[1:-1]
         n_steps, n, dim = inner.shape
-        emb = self.emb[1:-1, None, :].expand(n_steps, n, -1).reshape(n_steps * n, -1)
+        width = self.emb.shape[-1]
+        emb = self.emb[1:-1, None, :].expand(n_steps, n, width).reshape(n_steps * n, width)
         flows = self.model.log_flow(inner.reshape(n_steps * n, dim).to(self.dtype), emb)
         flows = flows.to(torch.float64).reshape(n_steps, n)
         if inner_energy is not None:
@@ -421,7 +419,7 @@ def local_search(
     return state.position, state.energy, step_size
 
 
-class GFN(GradientMethod):
+class GFN(PathSampler):
     """A GFlowNet diffusion sampler (TB, SubTB or VarGrad), trained on the energy;
     weighted samples. See the module docstring for the policies, losses and costs.
 
@@ -489,9 +487,7 @@ class GFN(GradientMethod):
     the configured value is ignored): see :meth:`plan_budget`.
     """
 
-    needs_data = False
-    has_path_density = True
-    budget_settings = ("n_iter",)
+    name = "gfn"
     divergence_advice = "Try a smaller lr or lr_flow, a grad_clip, or a different sigma."
     #: a tiny configuration for conformance tests (seconds to fit)
     fast_params: dict[str, Any] = {
@@ -571,7 +567,7 @@ class GFN(GradientMethod):
         )
         return model.to(DTYPES[self.dtype])
 
-    def _policy(self, target: Target) -> _Policy:
+    def _simulator(self, target: Target) -> _Policy:
         loc = start_location(target, torch.float64)
         return _Policy(self.model_, self.n_steps, self.sigma, loc, self.score_clip)
 
@@ -680,7 +676,7 @@ class GFN(GradientMethod):
         return policy.backward(target, x, energy, generator)
 
     def _iteration(self, target: Target, buffer, generator):
-        policy = self._policy(target)
+        policy = self._simulator(target)
 
         def iteration(trainer: Trainer) -> dict[str, float]:
             cost = self.iteration_cost(trainer.it)
@@ -724,10 +720,6 @@ class GFN(GradientMethod):
 
     # ---------------------------------------------------------------- sampling
 
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "model_"):
-            raise RuntimeError("gfn: call fit or load_model_state before sample")
-
     @torch.no_grad()
     def _sample_batch(self, policy: _Policy, target: Target, n: int, generator) -> tuple:
         """x (float64 ``(n, dim)``), E(x) and log w (``(n,)``) for one batch of paths."""
@@ -736,32 +728,19 @@ class GFN(GradientMethod):
         log_w = -path.energy + policy.log_pb(path.states).sum(0) - policy.log_pf(path).sum(0)
         return x, path.energy, masked_log_weights(log_w, x, path.energy)
 
-    def sample(
-        self,
-        target: Target,
-        n: int,
-        generator: torch.Generator,
-        checkpoint: Checkpoint = NO_CHECKPOINT,
-    ) -> SampleSet:
-        """Simulate ``n`` on-policy trajectories; x = X_N with log w (−inf where non-finite)."""
-        self._check_fitted()
-        if n < 1:
-            raise ValueError(f"gfn: n must be positive, got {n}")
-        policy = self._policy(target)
-        draw = lambda m: self._sample_batch(policy, target, m, generator)  # noqa: E731
-        samples = weighted_paths(target, n, self.sample_batch_size, self.sample_cost(1), draw)
-        samples.attrs.update(loss=self.loss)
+    def _sample_attrs(self, policy: _Policy) -> dict[str, Any]:
+        """The loss, and the learned log Z_θ (TB and SubTB)."""
+        attrs: dict[str, Any] = {"loss": self.loss}
         if self.loss != "vargrad":
-            samples.attrs["log_Z_learned"] = float(self.model_.log_z.detach())
-        return samples
+            attrs["log_Z_learned"] = float(self.model_.log_z.detach())
+        return attrs
 
-    @torch.no_grad()
-    def path_log_density(self, target: Target, x: Tensor, generator: torch.Generator) -> Tensor:
+    def _backward_log_density(
+        self, policy: _Policy, target: Target, x: Tensor, generator
+    ) -> Tensor:
         """log q̂(x) = log P_F(τ) − log P_B(τ | x) along one Brownian-bridge path per row
-        (the fixed backward policy), float64 ``(n,)``: E[q̂(x)] = q(x). The forward
-        metrics read it; n_steps gradient evaluations per row with the Langevin drift."""
-        self._check_fitted()
-        policy = self._policy(target)
+        (the fixed backward policy); n_steps gradient evaluations per row with the
+        Langevin drift."""
         x = x.to(torch.float64)
         path = policy.backward(target, x, torch.zeros(x.shape[0], dtype=torch.float64), generator)
         return policy.log_pf(path).sum(0) - policy.log_pb(path.states).sum(0)
@@ -802,12 +781,5 @@ class GFN(GradientMethod):
 
     # ---------------------------------------------------------------- state
 
-    def model_state(self) -> dict[str, Tensor]:
-        """The model's tensors (drift, log Z_θ, flow), keys ``model.*``."""
-        self._check_fitted()
-        return module_state(self.model_, "model")
-
-    def load_model_state(self, target: Target, state: dict[str, Tensor]) -> GFN:
-        """Rebuild the model from this config and ``target.dim``, then load ``state``."""
-        self.model_ = load_module_state(lambda: self._build(target.dim), state, "model", "gfn")
-        return self
+    def _build_model(self, target: Target) -> GFNModel:
+        return self._build(target.dim)
