@@ -21,7 +21,15 @@ one posterior per row of the centres ``c`` (shape ``(rows, dim)``), s > 0 a numb
    ``n_proposals`` draws z ~ N(c, s² I) per row, self-normalized weights
    w ∝ exp(−E(z)) (a non-finite energy weighs 0; a row whose weights are all 0
    is resampled uniformly), and ``n_chains`` starts resampled from them
-   multinomially (with replacement); ``n_proposals = 0`` starts every chain at c;
+   multinomially (with replacement); ``n_proposals = 0`` starts every chain at c.
+   With ``pool`` G > 1 the rows are taken in blocks of G and every row draws from
+   its block's G · n_proposals proposals, pooled by the balance heuristic
+   (deterministic-mixture importance sampling, Veach & Guibas 1995; Owen & Zhou
+   2000): z from the mixture ψ(z) = (1/G) Σ_l N(z; c_l, s² I) weighs
+   w_i(z) ∝ exp(−E(z)) N(z; c_i, s² I) / ψ(z) for row i (no further energy
+   evaluations; G = 1 is the per-row rule above). Where s is large against the
+   spacing of p's modes, n_proposals draws of one row rarely land in a mode and
+   its chains all start in one; the pool has G times as many;
 2. ``n_burnin`` + ``n_draws`` MALA steps (:mod:`boltzbench.mcmc.mala`) of every
    chain on the potential U(x) = E(x) + |x − c|² / (2 s²), run by the chain runner
    (:mod:`boltzbench.mcmc.runner`) without adaptation, at the step size
@@ -48,7 +56,7 @@ from boltzbench.mcmc import mala, runner
 from boltzbench.mcmc.proposal import Potential, State
 from boltzbench.mcmc.runner import Schedule
 
-__all__ = ["Inner", "tilted_potential", "importance_start", "posterior_mean"]
+__all__ = ["Inner", "tilted_potential", "pooled_log_weights", "importance_start", "posterior_mean"]
 
 EnergyFn = Callable[[Tensor], Tensor]
 EnergyGradFn = Callable[[Tensor], tuple[Tensor, Tensor]]
@@ -69,6 +77,8 @@ class Inner(NamedTuple):
         Kept MALA steps per chain (≥ 1).
     step_size
         ε for p alone (units of x); the chains use (step_size⁻² + s⁻²)^{−1/2}.
+    pool
+        G, the rows whose proposals are pooled for the warm start (1: each row its own).
     """
 
     n_chains: int
@@ -76,6 +86,7 @@ class Inner(NamedTuple):
     n_burnin: int
     n_draws: int
     step_size: float
+    pool: int = 1
 
     def start_cost(self) -> int:
         """Energy evaluations per row of an importance-sampling warm start: n_proposals."""
@@ -90,6 +101,8 @@ class Inner(NamedTuple):
         """ValueError unless the sizes are usable."""
         if self.n_chains < 1 or self.n_draws < 1 or self.n_burnin < 0 or self.n_proposals < 0:
             raise ValueError("need n_chains >= 1, n_draws >= 1, n_burnin >= 0, n_proposals >= 0")
+        if self.pool < 1:
+            raise ValueError(f"need pool >= 1, got {self.pool}")
         if not self.step_size > 0:
             raise ValueError(f"need step_size > 0, got {self.step_size}")
 
@@ -109,6 +122,25 @@ def tilted_potential(energy_and_grad: EnergyGradFn, center: Tensor, s: float) ->
     return evaluate
 
 
+def pooled_log_weights(log_p: Tensor, z: Tensor, center: Tensor, s: float, pool: int) -> Tensor:
+    """Log weights ``(rows, P · G)`` of every row's block pool (balance heuristic).
+
+    ``log_p`` ``(P, rows)`` are −E at the proposals ``z`` ``(P, rows, dim)``, drawn
+    from N(c_l, s² I) for row l. Row i of block b weighs its block's proposal
+    z_{m,l} (column m · G_b + l, l local, G_b ≤ G its size) by
+    −E(z) + log N(z; c_i, s²) − log Σ_{l′∈b} N(z; c_{l′}, s²) (+ const); columns
+    past a short last block are −inf."""
+    n_prop, rows, dim = z.shape
+    log_w = torch.full((rows, n_prop * pool), -torch.inf, dtype=z.dtype, device=z.device)
+    for b in range(0, rows, pool):
+        block = slice(b, min(b + pool, rows))
+        pooled = z[:, block].reshape(-1, dim)
+        log_k = -0.5 * torch.cdist(center[block], pooled) ** 2 / s**2
+        lw = log_p[:, block].reshape(-1) + log_k - torch.logsumexp(log_k, 0)
+        log_w[block, : pooled.shape[0]] = lw
+    return log_w
+
+
 def importance_start(
     energy: EnergyFn,
     center: Tensor,
@@ -117,20 +149,30 @@ def importance_start(
     generator: torch.Generator,
 ) -> Tensor:
     """Starts ``(n_chains · rows, dim)`` resampled from N(c, s² I) proposals weighted by
-    exp(−E) (``n_proposals`` energy evaluations per row); chain j of row i at j · rows + i."""
+    exp(−E), pooled over blocks of ``inner.pool`` rows (``n_proposals`` energy
+    evaluations per row); chain j of row i at j · rows + i."""
     rows, dim = center.shape
     if inner.n_proposals == 0:
         return center.repeat(inner.n_chains, 1)
     noise = torch.randn(inner.n_proposals, rows, dim, generator=generator, dtype=center.dtype)
     z = center + s * noise.to(center.device)
-    log_w = -energy(z.reshape(-1, dim)).reshape(inner.n_proposals, rows).T.to(center.dtype)
-    log_w = torch.where(torch.isfinite(log_w), log_w, torch.full_like(log_w, -torch.inf))
+    log_p = -energy(z.reshape(-1, dim)).reshape(inner.n_proposals, rows).to(center.dtype)
+    log_p = torch.where(torch.isfinite(log_p), log_p, torch.full_like(log_p, -torch.inf))
+    pool = min(inner.pool, rows)
+    log_w = log_p.T if pool == 1 else pooled_log_weights(log_p, z, center, s, pool)
+    log_w = torch.where(torch.isnan(log_w), torch.full_like(log_w, -torch.inf), log_w)
+    first = torch.arange(rows, device=center.device) // pool * pool  # each row's block
+    size = (rows - first).clamp(max=pool)[:, None]  # its block's rows G_b
+    col = torch.arange(log_w.shape[1], device=center.device)
+    own = (col % size == torch.arange(rows, device=center.device)[:, None] - first[:, None]) & (
+        col < inner.n_proposals * size
+    )
     none = torch.isinf(log_w).all(-1, keepdim=True)
-    log_w = torch.where(none, torch.zeros_like(log_w), log_w)
+    log_w = torch.where(none & own, torch.zeros_like(log_w), log_w)
     probs = torch.softmax(log_w, -1).cpu()
     pick = torch.multinomial(probs, inner.n_chains, replacement=True, generator=generator)
-    pick = pick.to(center.device).T  # (n_chains, rows)
-    return z[pick, torch.arange(rows, device=center.device)].reshape(-1, dim)
+    pick = pick.to(center.device)  # (rows, n_chains): column m · G_b + l of the block
+    return z[pick // size, first[:, None] + pick % size].transpose(0, 1).reshape(-1, dim)
 
 
 def posterior_mean(

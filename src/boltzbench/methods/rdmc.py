@@ -15,20 +15,31 @@ Tweedie's formula gives ∇log p_t(x_t) = (e^{−t} E_{q_t}[x₀] − x_t) / (1 
 a mean that an inner sampler estimates (:func:`boltzbench.mcmc.denoise.posterior_mean`:
 MALA chains on q_t; the paper's inner loop is ULA, MALA removes its bias).
 
-Warm starts: at the first outer step the ``n_chains`` inner chains of every
-sample start from an importance-sampling warm start (``n_proposals`` draws of
-N(e^{T} x_T, (e^{2T} − 1) I) weighted by p and resampled); afterwards each chain
-continues from its last state, since q_t moves little in one outer step. (A
-fresh importance-sampling start at every step is worse where t is large: the
-proposal's width √(e^{2t} − 1) ≫ p's, so a few proposals resample to one far
-point; on a 3-D Gaussian of scale 1.5 at t = 1 its posterior-mean error was
-8 times that of chains started at e^{t} x_t.) The continued chains must mix
-within an outer step: with 1 + 4 inner steps per outer step they lag behind q_t
-and the output is under-dispersed (−0.2 on variances of 2.25 on the test's 4-D
-Gaussian, whatever the number of chains); 8 + 8 steps remove that. On a
-mixture whose modes the inner chains do not cross, the continued chains cannot
-follow q_t's mode weights: every mode is found, but the weights are off (a 2-D
-mixture of 4 equal modes gave shares 0.14–0.49, see tests/test_rdmc.py).
+Warm starts: at every outer step the ``n_chains`` inner chains of every sample
+start afresh from importance sampling: ``n_proposals`` draws of
+N(e^{t} x_t, (e^{2t} − 1) I) per sample, pooled over blocks of ``pool`` samples by
+the balance heuristic and resampled by their weights
+(:func:`boltzbench.mcmc.denoise.importance_start`), then n_burnin + n_draws MALA
+steps. Why, measured on the 4-mode 2-D mixture of tests/test_rdmc.py (800
+samples, 40 steps, T = 3, exact posterior means of the mixture in closed form to
+compare): chains continued across outer steps from one warm start (the previous
+scheme) gave mode shares 0.17/0.49/0.20/0.14. Two causes: (b) at t = T, s = 20 in
+the process's coordinates, so 32 (and 1024) proposals of one sample rarely land
+in a mode and 59 % (50 %) of the samples had all 4 chains in one mode, chosen by
+the basins' geometry; (a) continued MALA chains do not cross between modes, so
+even chains started from exact draws of q_T could not follow q_t's mode weights
+as the tilt moved (shares 0.19/0.15/0.55/0.11). The outer integrator (c) was not
+the cause: the exact score gave 0.23/0.24/0.29/0.24 at 40 steps. The score error
+that decides the shares is at t ≈ 0.25–2 (the exact score above t = 0.25 and
+chains below gave 0.26/0.26/0.26/0.22). Fresh per-sample importance starts at
+every step were not enough (32 proposals: up to 0.32; 256: 0.24–0.26 at 4 times
+the cost); pooling 64 samples' proposals gives every sample G · n_proposals
+draws at no further evaluations and shares within 0.25 ± 0.035 (seeds 2–4).
+Reweighting continued chains by N(x; c′, s′²)/N(x; c, s²) and resampling them
+(SMC across steps) fixes (a) but not (b), and was not kept. Still measured: 21 %
+of the samples lie farther than 4 std from every centre (exact: 0.03 %), with
+the exact score too (400 steps: 0.1 %): the uniform steps' last one adds noise
+of std √(e^{2η} − 1) = 0.4 against the modes' 0.16, a blur the W2 shows.
 
 The sampler here: every one of the n samples is an outer particle, started from
 N(0, I) (the paper's p_∞; its bias on p_T is e^{−T}), and moved by ``n_steps``
@@ -41,11 +52,10 @@ Coordinates: the process runs on u = (x − loc) / init_scale (loc the target's
 base location, or 0), so that its stationary law is N(loc, init_scale² I) in x;
 the target is evaluated at loc + init_scale · u (gradients scaled by init_scale).
 
-Costs: every sample costs n_proposals evaluations for the warm start,
-n_chains · (1 + n_burnin + n_draws) per outer step (each chain's state is
-re-evaluated under the new q_t, then steps), and one final evaluation for its
-energy: sample_cost(n) = n · (1 + n_proposals + n_steps · n_chains · (1 + n_burnin
-+ n_draws)). Under an evaluation budget
+Costs: every sample costs n_proposals + n_chains · (1 + n_burnin + n_draws)
+evaluations per outer step (the warm start's proposals, then each chain's start
+and steps) and one final evaluation for its energy: sample_cost(n) = n · (1 +
+n_steps · (n_proposals + n_chains · (1 + n_burnin + n_draws))). Under an evaluation budget
 :meth:`RDMC.plan_budget` chooses ``n_steps``; the run stops before an outer step
 the budget cannot pay for (keeping the n final evaluations), and returns the
 particles where they are (at t > 0: ``t_stop`` says where).
@@ -116,6 +126,11 @@ class RDMC(Method):
     n_proposals
         Importance-sampling proposals per sample and outer step (warm start of the
         inner chains; 0 starts them at e^{t} x_t).
+    pool
+        Samples whose proposals are pooled for every sample's warm start (the
+        balance heuristic of :func:`boltzbench.mcmc.denoise.importance_start`; 1:
+        each sample its own n_proposals). Costs no evaluations: ~pool · n_proposals
+        · dim flops per sample and step.
     n_burnin
         Discarded inner MALA steps per chain.
     n_draws
@@ -144,6 +159,7 @@ class RDMC(Method):
         n_draws: int = 8,
         step_size: float = 0.5,
         init_scale: float = 1.0,
+        pool: int = 64,
         dtype: str = "float32",
     ):
         if n_steps < 1 or not T > 0 or not init_scale > 0:
@@ -152,29 +168,35 @@ class RDMC(Method):
         self.n_steps, self.T, self.init_scale, self.dtype = n_steps, T, init_scale, dtype
         self.n_chains, self.n_proposals = n_chains, n_proposals
         self.n_burnin, self.n_draws, self.step_size = n_burnin, n_draws, step_size
+        self.pool = pool
         self.inner.check()
 
     @property
     def inner(self) -> Inner:
         """The inner sampler of q_t in the process's coordinates."""
         eps = self.step_size / self.init_scale
-        return Inner(self.n_chains, self.n_proposals, self.n_burnin, self.n_draws, eps)
+        inner = (self.n_chains, self.n_proposals, self.n_burnin, self.n_draws, eps, self.pool)
+        return Inner(*inner)
+
+    def _step_cost(self) -> int:
+        """Evaluations per sample and outer step: n_proposals + n_chains · (1 + n_burnin
+        + n_draws)."""
+        return self.inner.start_cost() + self.inner.chain_cost()
 
     def sample_cost(self, n: int) -> int:
-        """n · (1 + n_proposals + n_steps · n_chains · (1 + n_burnin + n_draws))."""
-        return n * (1 + self.inner.start_cost() + self.n_steps * self.inner.chain_cost())
+        """n · (1 + n_steps · (n_proposals + n_chains · (1 + n_burnin + n_draws)))."""
+        return n * (1 + self.n_steps * self._step_cost())
 
     def plan_budget(self, budget: int, n_samples: int) -> BudgetPlan:
-        """n_steps = ⌊(budget − n · (1 + n_proposals)) / (n · n_chains · (1 + n_burnin +
-        n_draws))⌋ outer steps; ValueError when the budget cannot pay for one step, the
-        warm start and the final evaluations."""
-        per_step = n_samples * self.inner.chain_cost()
-        steps = (budget - n_samples * (1 + self.inner.start_cost())) // per_step
+        """n_steps = ⌊(budget − n) / (n · (n_proposals + n_chains · (1 + n_burnin +
+        n_draws)))⌋ outer steps; ValueError when the budget cannot pay for one step and
+        the final evaluations."""
+        per_step = n_samples * self._step_cost()
+        steps = (budget - n_samples) // per_step
         if steps < 1:
             raise ValueError(
                 f"RDMC: a budget of {budget} evaluations cannot pay for one outer step "
-                f"({per_step}), the warm start ({n_samples * self.inner.start_cost()}) and the "
-                f"final energies ({n_samples})"
+                f"({per_step}) and the final energies ({n_samples})"
             )
         plan = type(self)(**{**self.get_params(), "n_steps": steps})
         planned = plan.sample_cost(n_samples)
@@ -189,31 +211,31 @@ class RDMC(Method):
         checkpoint: Checkpoint = NO_CHECKPOINT,
     ) -> SampleSet:
         """Run the reverse process for ``n`` particles (see the module docstring); saves
-        ``{u, chains, accept}`` and the generator every ``checkpoint.every`` outer steps."""
+        ``{u, accept}`` and the generator every ``checkpoint.every`` outer steps."""
         dtype = resolve_dtype(self.dtype)
         scaled = ScaledTarget(target, start_location(target, dtype), self.init_scale)
         u = torch.randn(n, target.dim, generator=generator, dtype=dtype)
-        step, accept, chains = 0, torch.zeros((), dtype=dtype), None
+        step, accept = 0, torch.zeros((), dtype=dtype)
         saved = checkpoint.restore()
         if saved is not None:
             step, s = saved
-            u, chains, accept = s["u"], s["chains"], s["accept"]
+            u, accept = s["u"], s["accept"]
             generator.set_state(s["generator"])
         eta = self.T / self.n_steps
-        while step < self.n_steps and self._affordable(target, n, chains is None):
+        while step < self.n_steps and self._affordable(target, n):
             t = self.T - step * eta
-            u, chains, acc = self._outer_step(scaled, u, chains, t, eta, generator)
+            u, acc = self._outer_step(scaled, u, t, eta, generator)
             step, accept = step + 1, accept + acc
             if checkpoint.due(step) and step < self.n_steps:
-                state = {"u": u, "chains": chains, "accept": accept}
+                state = {"u": u, "accept": accept}
                 checkpoint.save(step, {**state, "generator": generator.get_state()})
         return self._sample_set(target, scaled, u, step, accept)
 
-    def _affordable(self, target: Target, n: int, first: bool) -> bool:
-        """Whether the budget pays for an outer step (and the warm start at the
-        ``first``) and the n final evaluations; marks the target exhausted when not."""
+    def _affordable(self, target: Target, n: int) -> bool:
+        """Whether the budget pays for an outer step and the n final evaluations;
+        marks the target exhausted when not."""
         left = remaining_budget(target)
-        need = n * (1 + self.inner.chain_cost() + (self.inner.start_cost() if first else 0))
+        need = n * (1 + self._step_cost())
         if left is None or left >= need:
             return True
         target.exhausted = True
@@ -223,20 +245,18 @@ class RDMC(Method):
         self,
         scaled: ScaledTarget,
         u: Tensor,
-        chains: Tensor | None,
         t: float,
         eta: float,
         generator: torch.Generator,
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """Estimate the score at time ``t`` (the inner chains continue from ``chains``,
-        None: a warm start) and take one exponential-integrator step; (u, chains,
-        acceptance)."""
+    ) -> tuple[Tensor, Tensor]:
+        """Estimate the score at time ``t`` (inner chains from a fresh pooled warm
+        start) and take one exponential-integrator step; (u, acceptance)."""
         s = math.sqrt(math.expm1(2 * t))  # q_t(· | u) = π(· | e^t u, s)
         center = math.exp(t) * u
         fns = (scaled.energy, scaled.energy_and_grad)
-        mean, acceptance, chains = posterior_mean(*fns, center, s, self.inner, generator, chains)
+        mean, acceptance, _ = posterior_mean(*fns, center, s, self.inner, generator)
         score = (math.exp(-t) * mean - u) / -math.expm1(-2 * t)
-        return exponential_step(u, score, eta, generator), chains, acceptance
+        return exponential_step(u, score, eta, generator), acceptance
 
     def _sample_set(
         self, target: Target, scaled: ScaledTarget, u: Tensor, step: int, accept: Tensor
