@@ -158,3 +158,13 @@ def test_training_learns_the_transport_on_four_modes(gen):
     freq = torch.bincount(target.modes(smc.x), minlength=4) / smc.x.shape[0]
     assert (freq - 0.25).abs().max() < 0.05  # every mode kept
     assert trained.history_["loss"][-1] < trained.history_["loss"][0]
+
+
+def test_resampled_runs_declare_no_elbo(gen):
+    # the mean log w of resampled particles is no ELBO: the attr (and so the leaderboard's
+    # elbo_gap) is there only for runs that cannot resample
+    target = gaussian_target()
+    for s_sub, threshold, declared in [(3, 0.3, False), (3, 0.0, True), (1, 0.3, True)]:
+        method = with_model(small(n_subtrajectories=s_sub, ess_threshold=threshold), target, 0.0)
+        s = method.sample(target, 64, gen)
+        assert ("log_Z_elbo" in s.attrs) is declared

@@ -43,6 +43,8 @@ class PathSampler(GradientMethod):
     model_attr = "model"
     needs_data = False
     has_path_density = True
+    #: the mean log w of a sample set is an ELBO (independent paths; not after resampling)
+    declares_elbo = True
     budget_settings = ("n_iter",)
 
     # ---------------------------------------------------------------- the family's part
@@ -93,6 +95,8 @@ class PathSampler(GradientMethod):
         draw = lambda m: self._sample_batch(sim, target, m, generator)  # noqa: E731
         samples = weighted_paths(target, n, self.sample_batch_size, self.sample_cost(1), draw)
         samples.attrs.update(self._sample_attrs(sim))
+        if not self.declares_elbo:
+            del samples.attrs["log_Z_elbo"]
         return samples
 
     @torch.no_grad()

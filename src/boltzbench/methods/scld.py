@@ -55,7 +55,7 @@ batch_size · K (a sub-trajectory from a stored start costs its b_{j+1} − b_j
 steps). Under a budget, the budget decides ``n_iter`` (whole iterations after the
 sampling reserve). Sampling runs independent SMC samplers of ``sample_batch_size``
 particles; ``attrs``: ``log_Z_hat`` (log mean w, the SMC estimate), ``log_Z_elbo``
-(mean log w), ``ess_kish``, ``resampled`` (resampling events) and ``acceptance``
+(mean log w, only when no run can resample: after resampling it is no ELBO), ``ess_kish``, ``resampled`` (resampling events) and ``acceptance``
 (mean MALA acceptance, NaN without moves).
 """
 
@@ -406,6 +406,12 @@ class SCLD(CMCD):
     def _simulator(self, target: Target) -> Chain:
         self._counters: list[tuple[int, float]] = []  # (resampled, acceptance) per run
         return super()._simulator(target)
+
+    @property
+    def declares_elbo(self) -> bool:  # type: ignore[override]
+        """Only runs that never resample give independent weights, whose mean log w is an
+        ELBO: one sub-trajectory, or ``ess_threshold`` 0."""
+        return self.n_subtrajectories == 1 or self.ess_threshold == 0
 
     def _sample_attrs(self, chain: Chain) -> dict[str, Any]:
         """The resampling steps and the mean MALA acceptance over the runs."""

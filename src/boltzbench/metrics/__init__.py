@@ -90,7 +90,8 @@ _register(
             "over its N independent draws (flows, flow matching, FAB: log w = −E − log q; "
             "path samplers: the path weights): an estimate of the reverse KL(q ‖ p) in nats "
             "(of the path measures for a path sampler). +inf when some log w is not finite. "
-            "None when log Z is unknown or the method declares no ELBO (MCMC, SMC)."
+            "None when log Z is unknown or the method declares no ELBO (MCMC, SMC, SCLD runs "
+            "that resample)."
         ),
     )
 )
