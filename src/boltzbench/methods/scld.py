@@ -55,7 +55,8 @@ batch_size · K (a sub-trajectory from a stored start costs its b_{j+1} − b_j
 steps). Under a budget, the budget decides ``n_iter`` (whole iterations after the
 sampling reserve). Sampling runs independent SMC samplers of ``sample_batch_size``
 particles; ``attrs``: ``log_Z_hat`` (log mean w, the SMC estimate), ``log_Z_elbo``
-(mean log w, only when no run can resample: after resampling it is no ELBO), ``ess_kish``, ``resampled`` (resampling events) and ``acceptance``
+(mean log w, only when no run can resample: after resampling it is no ELBO),
+``ess_kish``, ``resampled`` (resampling events) and ``acceptance``
 (mean MALA acceptance, NaN without moves).
 """
 
