@@ -44,6 +44,7 @@ MD_SHORT = {
 SHIPPED = [
     REPO / "config.yaml",
     REPO / "config/full.yaml",
+    REPO / "config/energy.yaml",
     REPO / "tests/configs/tiny.yaml",
     REPO / "tests/configs/molecular.yaml",
 ]
