@@ -14,6 +14,14 @@ from boltzbench.metrics.distributional import energy_w1, mmd, w2
 from boltzbench.metrics.evaluate import evaluate, metric_docs, noise_floor, nonfinite_fraction
 from boltzbench.metrics.forward import eubo, forward_ess, forward_kl
 from boltzbench.metrics.lattice import has_lattice, magnetization_w1, susceptibility_error
+from boltzbench.metrics.liquid import (
+    RDF_BINS,
+    energy_per_particle_error,
+    energy_per_particle_w1,
+    is_liquid,
+    pressure_error,
+    rdf_l2,
+)
 from boltzbench.metrics.modes import (
     FOUND_FRACTION,
     has_equal_modes,
@@ -508,5 +516,62 @@ _register(
             "no row is finite. Alanine dipeptide only."
         ),
         applies=has_torsions,
+    )
+)
+
+_LIQUID = (
+    "Periodic liquids only (LJ liquid, Kob-Andersen); n_eval samples against n_eval "
+    "reference samples"
+)
+_register(
+    Metric(
+        name="rdf_l2",
+        kind="sample",
+        fn=rdf_l2,
+        doc=(
+            "L2 distance sqrt(∫_0^{L/2} (g(r) − g_ref(r))² dr) (σ^{1/2}) between the radial "
+            f"distribution functions of the samples and of the reference, each from all "
+            f"minimum-image pair distances on {RDF_BINS} equal bins over [0, L/2), "
+            "g = n_k / [N(N−1)/2 · shell volume / V] averaged over configurations (total g "
+            f"of all pairs for a mixture). {_LIQUID}."
+        ),
+        applies=is_liquid,
+    )
+)
+_register(
+    Metric(
+        name="energy_per_particle_w1",
+        kind="sample",
+        fn=energy_per_particle_w1,
+        doc=(
+            "1-D 1-Wasserstein distance (ε, not k_BT) between the potential energies per "
+            f"particle U/N (tail correction included) of the samples and of the reference. "
+            f"{_LIQUID}."
+        ),
+        applies=is_liquid,
+    )
+)
+_register(
+    Metric(
+        name="energy_per_particle_error",
+        kind="sample",
+        fn=energy_per_particle_error,
+        doc=(
+            "|⟨U/N⟩ − ⟨U/N⟩_ref| (ε), sample means of the potential energy per particle "
+            f"(tail correction included). {_LIQUID}."
+        ),
+        applies=is_liquid,
+    )
+)
+_register(
+    Metric(
+        name="pressure_error",
+        kind="sample",
+        fn=pressure_error,
+        doc=(
+            "|⟨P⟩ − ⟨P⟩_ref| (ε/σ³), sample means of the instantaneous virial pressure "
+            f"P = ρT + W/(3V) + P_tail. {_LIQUID}."
+        ),
+        applies=is_liquid,
     )
 )

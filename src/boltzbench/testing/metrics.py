@@ -30,6 +30,7 @@ import torch
 from boltzbench.core import SampleSet
 from boltzbench.estimators import mean_log_weight
 from boltzbench.metrics.base import Metric
+from boltzbench.metrics.liquid import PeriodicLiquid
 from boltzbench.targets.base import LatticeField, Molecule, ParticleChart, Target
 from boltzbench.targets.gaussian import Gaussian
 from boltzbench.testing.common import require, typical_points
@@ -56,6 +57,7 @@ def metric_targets() -> Iterator[Target]:
     yield TARGETS.build("phi4", L=4, m2=1.0, lam=0.0)  # the free field: exact samples
     yield TARGETS.build("dw4")
     yield TARGETS.build("aldp", solvent="vacuum")
+    yield TARGETS.build("lj_liquid", n_particles=32, density=0.2)  # a periodic liquid
 
 
 def _with_energy(target: Target, x: torch.Tensor) -> SampleSet:
@@ -82,6 +84,12 @@ PERTURBATIONS: list[tuple[Callable, Callable, Callable]] = [
         lambda t: isinstance(t, LatticeField),
         None,
         lambda t, ref: _with_energy(t, 2.0 * ref.x),
+    ),
+    (  # a periodic liquid compressed about particle 0 (fractional coordinates × 0.8):
+        # shifting x by 1 would be the same configuration
+        lambda t: isinstance(t, PeriodicLiquid),
+        None,
+        lambda t, ref: _with_energy(t, 0.8 * ref.x),
     ),
     (  # particle positions scaled by 1.3
         lambda t: isinstance(t, ParticleChart),
