@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # imported lazily (see __getattr__); listed for readers and h
         Target,
     )
     from boltzbench.targets.counting import BudgetExceeded, CountingTarget, EvalCounts
+    from boltzbench.targets.gauge import U1, GaugeObservables
     from boltzbench.targets.gaussian import Gaussian
     from boltzbench.targets.lattice import Phi4
     from boltzbench.targets.particles import DoubleWell4, LennardJones, ParticleTarget
@@ -58,6 +59,8 @@ __all__ = [
     "InvariantFeatures",
     "DescribesCOM",
     "MDSystem",
+    "U1",
+    "GaugeObservables",
 ]
 
 __getattr__ = lazy_exports(
@@ -83,6 +86,8 @@ __getattr__ = lazy_exports(
         "DoubleWell4": "boltzbench.targets.particles",
         "LennardJones": "boltzbench.targets.particles",
         "ParticleTarget": "boltzbench.targets.particles",
+        "U1": "boltzbench.targets.gauge",
+        "GaugeObservables": "boltzbench.targets.gauge",
     },
 )
 
@@ -96,6 +101,7 @@ TARGETS.register_lazy("lj", "boltzbench.targets.particles:LennardJones")
 TARGETS.register_lazy("phi4", "boltzbench.targets.lattice:Phi4")
 TARGETS.register_lazy("aldp", "boltzbench.targets.aldp:AlanineDipeptide")
 TARGETS.register_lazy("gmm25", "boltzbench.targets.analytic:GMM25")
+TARGETS.register_lazy("u1", "boltzbench.targets.gauge:U1")
 
 
 def target_factory(spec: dict[str, Any]):
