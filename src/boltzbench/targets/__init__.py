@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # imported lazily (see __getattr__); listed for readers and h
         Target,
     )
     from boltzbench.targets.counting import BudgetExceeded, CountingTarget, EvalCounts
+    from boltzbench.targets.gauge import U1, GaugeObservables
     from boltzbench.targets.gaussian import Gaussian
     from boltzbench.targets.lattice import Phi4
     from boltzbench.targets.liquid import KobAndersenMixture, LennardJonesLiquid
@@ -61,6 +62,8 @@ __all__ = [
     "InvariantFeatures",
     "DescribesCOM",
     "MDSystem",
+    "U1",
+    "GaugeObservables",
 ]
 
 __getattr__ = lazy_exports(
@@ -88,6 +91,8 @@ __getattr__ = lazy_exports(
         "ParticleTarget": "boltzbench.targets.particles",
         "LennardJonesLiquid": "boltzbench.targets.liquid",
         "KobAndersenMixture": "boltzbench.targets.liquid",
+        "U1": "boltzbench.targets.gauge",
+        "GaugeObservables": "boltzbench.targets.gauge",
     },
 )
 
@@ -103,6 +108,7 @@ TARGETS.register_lazy("aldp", "boltzbench.targets.aldp:AlanineDipeptide")
 TARGETS.register_lazy("gmm25", "boltzbench.targets.analytic:GMM25")
 TARGETS.register_lazy("lj_liquid", "boltzbench.targets.liquid:LennardJonesLiquid")
 TARGETS.register_lazy("ka_mixture", "boltzbench.targets.liquid:KobAndersenMixture")
+TARGETS.register_lazy("u1", "boltzbench.targets.gauge:U1")
 
 
 def target_factory(spec: dict[str, Any]):
