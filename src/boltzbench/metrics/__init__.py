@@ -23,6 +23,7 @@ from boltzbench.metrics.gauge import (
 from boltzbench.metrics.lattice import has_lattice, magnetization_w1, susceptibility_error
 from boltzbench.metrics.liquid import (
     RDF_BINS,
+    aligns,
     energy_per_particle_error,
     energy_per_particle_w1,
     is_liquid,
@@ -363,9 +364,10 @@ _register(
             "each sign pattern. Then sqrt of POT ot.emd2 on the aligned Cartesian "
             "coordinates (squared-Euclidean cost). Invariant to rotations, reflections and "
             "permutations of any row; ≥ the W2 of the quotient space (pair cost min over "
-            "the group of ‖x - g·y‖²). Particle targets only."
+            "the group of ‖x - g·y‖²). Particle targets in open space only (not a periodic "
+            "liquid, whose box fixes the frame)."
         ),
-        applies=has_particles,
+        applies=aligns,
         max_rows=OT_MAX_ROWS,
     )
 )

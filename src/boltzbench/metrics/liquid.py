@@ -22,13 +22,14 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
-from boltzbench.metrics.particles import wasserstein_1d
+from boltzbench.metrics.particles import has_particles, wasserstein_1d
 from boltzbench.targets.base import Target
 
 __all__ = [
     "RDF_BINS",
     "PeriodicLiquid",
     "is_liquid",
+    "aligns",
     "radial_distribution",
     "rdf_l2",
     "energy_per_particle_w1",
@@ -61,6 +62,13 @@ class PeriodicLiquid(Protocol):
 def is_liquid(target: Target) -> bool:
     """Whether ``target`` has the :class:`PeriodicLiquid` hooks."""
     return isinstance(target, PeriodicLiquid)
+
+
+def aligns(target: Target) -> bool:
+    """Where ``w2_aligned`` applies: particle systems in open space, whose rotations
+    and permutations can be aligned away; not a periodic liquid (its box fixes the
+    frame, and aligning N = 108 particles by rotation is slow)."""
+    return has_particles(target) and not is_liquid(target)
 
 
 def _observable(fn, x: torch.Tensor) -> torch.Tensor:
