@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # imported lazily (see __getattr__); listed for readers and h
         Molecule,
         ParticleChart,
         ParticleSystem,
+        PeriodicCoordinates,
         Target,
     )
     from boltzbench.targets.counting import BudgetExceeded, CountingTarget, EvalCounts
@@ -58,6 +59,7 @@ __all__ = [
     "InvariantFeatures",
     "DescribesCOM",
     "MDSystem",
+    "PeriodicCoordinates",
 ]
 
 __getattr__ = lazy_exports(
@@ -83,6 +85,7 @@ __getattr__ = lazy_exports(
         "DoubleWell4": "boltzbench.targets.particles",
         "LennardJones": "boltzbench.targets.particles",
         "ParticleTarget": "boltzbench.targets.particles",
+        "PeriodicCoordinates": "boltzbench.targets.base",
     },
 )
 
