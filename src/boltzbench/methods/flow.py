@@ -32,6 +32,16 @@ draws as many samples as the rest allows. MLE training costs no evaluations:
 a budget then pays for sampling only. All randomness comes from the ``generator``
 passed in; the global torch RNG is left as it was.
 
+Periodic coordinates (``periodic``): on a target that declares angles
+(:class:`~boltzbench.targets.base.PeriodicCoordinates`, e.g. alanine
+dipeptide's 19 dihedrals in internal coordinates), ``"auto"`` (the default) and
+``"circular"`` build the mixed flow of :mod:`boltzbench.methods.flows_util`:
+circular splines (Rezende et al. 2020) on the angles, with a von Mises base
+there and (cos, sin) features in every conditioner, ordinary couplings on the
+rest; its samples never leave [−π, π). ``"interval"`` treats the angles as real
+numbers (the flow before), whose mass beyond ±π is outside the support. ``fab``
+and ``flow_mcmc`` build their flows here, so they get the same choice.
+
 Sampling draws x ∼ q and returns importance weights log w = −E(x) − log q(x):
 mean exp(log w) is an unbiased estimate of Z, and self-normalized estimates are
 consistent. Non-finite energies get log w = −∞.
@@ -42,6 +52,7 @@ Noé, Olsson, Köhler & Wu 2019, "Boltzmann generators", Science 365, eaaw1147.
 Durkan et al. 2019, "Neural Spline Flows", arXiv:1906.04032.
 Midgley et al. 2023, "Flow Annealed Importance Sampling Bootstrap", arXiv:2208.01893
 (reverse-KL mode collapse on GMM-40 and ManyWell).
+Rezende et al. 2020, "Normalizing Flows on Tori and Spheres", arXiv:2002.02428.
 """
 
 from __future__ import annotations
@@ -62,9 +73,15 @@ from boltzbench.core import (
     start_location,
 )
 from boltzbench.estimators import log_mean_exp, mean_log_weight, normalized_kish_ess
-from boltzbench.methods.flows_util import ACTIVATIONS, COUPLINGS, FlowModel
+from boltzbench.methods.flows_util import (
+    ACTIVATIONS,
+    COUPLINGS,
+    FlowModel,
+    circular_moments,
+    wrap_angle,
+)
 from boltzbench.methods.training import GradientMethod, Minibatches, Objective, forked_seed
-from boltzbench.targets.base import Target
+from boltzbench.targets.base import PeriodicCoordinates, Target
 
 if TYPE_CHECKING:  # annotations only
     from boltzbench.methods.training import StepLoss
@@ -75,6 +92,8 @@ MODES = ("reverse_kl", "mle")
 #: the settings of the flow's architecture (the keywords of :class:`FlowModel` they build)
 ARCHITECTURE = ("transforms", "hidden_features", "coupling", "bins", "bound", "activation")
 LR_SCHEDULES = ("cosine", "constant")
+#: how the flow treats a target's periodic coordinates (see the module docstring)
+PERIODIC = ("auto", "circular", "interval")
 #: the most reference rows held out for MLE validation
 MAX_VAL_ROWS = 4096
 
@@ -130,6 +149,14 @@ class FlowMethod(GradientMethod):
     dtype
         ``"float32"`` or ``"float64"`` for the flow; energies and the returned
         samples, log q and log weights are float64.
+    periodic
+        ``"auto"``: circular transforms on the angles of a target that declares
+        them (``periodic_mask``), the ordinary flow otherwise; ``"circular"``: the
+        same, but an error on a target without angles; ``"interval"``: angles
+        treated as real numbers. On the angles the base is von Mises: reverse
+        KL's centred on the base location with κ = 1/init_scale²; MLE's at the
+        data's circular mean with κ = 1/(circular std)² (uniform without
+        ``standardize``).
 
     Notes
     -----
@@ -174,8 +201,10 @@ class FlowMethod(GradientMethod):
         val_fraction: float = 0.1,
         sample_batch_size: int = 4096,
         dtype: str = "float32",
+        periodic: str = "auto",
     ):
         _choice("mode", mode, MODES)
+        _choice("periodic", periodic, PERIODIC)
         _choice("coupling", coupling, COUPLINGS)
         _choice("activation", activation, ACTIVATIONS)
         _choice("lr_schedule", lr_schedule, LR_SCHEDULES)
@@ -194,6 +223,7 @@ class FlowMethod(GradientMethod):
         self.init_scale, self.standardize = init_scale, standardize
         self.val_fraction = val_fraction
         self.sample_batch_size, self.dtype = sample_batch_size, dtype
+        self.periodic = periodic
 
     budget_settings = ("n_iter",)
 
@@ -226,11 +256,34 @@ class FlowMethod(GradientMethod):
     def _dtype(self) -> torch.dtype:
         return DTYPES[self.dtype]
 
-    def build_model(self, shift: torch.Tensor, scale: torch.Tensor) -> FlowModel:
+    def build_model(
+        self, shift: torch.Tensor, scale: torch.Tensor, periodic: torch.Tensor | None = None
+    ) -> FlowModel:
         """A fresh :class:`FlowModel` of this config with standardization (shift, scale),
-        ``(dim,)`` each, in the configured dtype (initialized from the global RNG)."""
+        ``(dim,)`` each, and angles ``periodic`` (bool ``(dim,)`` or None, see
+        :meth:`periodic_mask`), in the configured dtype (initialized from the global RNG)."""
         settings = {k: getattr(self, k) for k in ARCHITECTURE}
-        return FlowModel(shift.shape[0], shift, scale, **settings).to(self._dtype)
+        model = FlowModel(shift.shape[0], shift, scale, periodic=periodic, **settings)
+        return model.to(self._dtype)
+
+    def periodic_mask(self, target: Target) -> torch.Tensor | None:
+        """The angles the flow treats as circular: the target's ``periodic_mask``
+        (bool ``(dim,)``) under ``"auto"``/``"circular"`` when it has any, else None.
+
+        ``"circular"`` on a target without angles is a ValueError.
+        """
+        mask = None
+        if self.periodic != "interval" and isinstance(target, PeriodicCoordinates):
+            mask = torch.as_tensor(target.periodic_mask, dtype=torch.bool).cpu()
+            if mask.shape != (target.dim,):
+                raise ValueError(
+                    f"flow: the target's periodic_mask has shape {tuple(mask.shape)}, "
+                    f"not ({target.dim},)"
+                )
+            mask = mask if bool(mask.any()) else None
+        if mask is None and self.periodic == "circular":
+            raise ValueError("flow: periodic='circular' but the target declares no angles")
+        return mask
 
     def standardization(
         self, target: Target, data: torch.Tensor | None
@@ -239,14 +292,30 @@ class FlowMethod(GradientMethod):
 
         Reverse KL: the target's base_location (or 0) and ``init_scale``. MLE:
         the data's mean and std (clamped at 1e-6), or (0, 1) without ``standardize``.
+        On the angles of :meth:`periodic_mask` (the base's von Mises loc and
+        1/sqrt(κ)): the wrapped base location and ``init_scale``; the data's
+        circular mean and circular std (≥ 1e-6); without ``standardize``, (0, inf).
         """
         zeros = torch.zeros(target.dim, dtype=torch.float64)
         if self.mode == "reverse_kl":
-            return start_location(target, torch.float64), torch.full_like(zeros, self.init_scale)
+            shift = start_location(target, torch.float64)
+            return self._circular(target, shift), torch.full_like(zeros, self.init_scale)
         if not self.standardize:
-            return zeros, torch.ones_like(zeros)
+            mask = self.periodic_mask(target)
+            ones = torch.ones_like(zeros)
+            return zeros, ones if mask is None else torch.where(mask, math.inf, ones)
         data = data.to(torch.float64)
-        return data.mean(0), data.std(0).clamp_min(1e-6)
+        shift, scale = data.mean(0), data.std(0).clamp_min(1e-6)
+        mask = self.periodic_mask(target)
+        if mask is not None:
+            loc, spread = circular_moments(data[:, mask])
+            shift[mask], scale[mask] = loc, spread.clamp_min(1e-6)
+        return shift, scale
+
+    def _circular(self, target: Target, shift: torch.Tensor) -> torch.Tensor:
+        """``shift`` with the angles of :meth:`periodic_mask` wrapped into [−π, π)."""
+        mask = self.periodic_mask(target)
+        return shift if mask is None else torch.where(mask, wrap_angle(shift), shift)
 
     def new_model(
         self, target: Target, data: torch.Tensor | None, generator: torch.Generator
@@ -255,7 +324,7 @@ class FlowMethod(GradientMethod):
         from ``generator`` (one draw; the global RNG is left as it was)."""
         shift, scale = self.standardization(target, data)
         with forked_seed(generator):
-            return self.build_model(shift, scale)
+            return self.build_model(shift, scale, self.periodic_mask(target))
 
     def optimizer(
         self, model: FlowModel
@@ -385,6 +454,7 @@ class FlowMethod(GradientMethod):
         log_w = torch.where(ok, -energy - log_q, torch.full_like(energy, -math.inf))
         attrs = {
             "mode": self.mode,
+            "periodic": "interval" if self.flow_.periodic is None else "circular",
             "n_nonfinite": int((~ok).sum()),
             "log_Z_hat": log_mean_exp(log_w),
             "log_Z_elbo": mean_log_weight(log_w),
@@ -412,11 +482,12 @@ class FlowMethod(GradientMethod):
         return {f"flow.{k}": v.detach().clone() for k, v in self.flow_.state_dict().items()}
 
     def load_model_state(self, target: Target, state: dict[str, torch.Tensor]) -> FlowMethod:
-        """Rebuild the flow from this config and ``target.dim``, then load ``state``."""
-        dim = target.dim
+        """Rebuild the flow from this config and ``target`` (its dim and angles), then
+        load ``state``."""
+        dim, periodic = target.dim, self.periodic_mask(target)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)  # the initial values are overwritten below
-            flow = self.build_model(torch.zeros(dim), torch.ones(dim))
+            flow = self.build_model(torch.zeros(dim), torch.ones(dim), periodic)
         own = {k.removeprefix("flow."): v for k, v in state.items() if k.startswith("flow.")}
         try:
             flow.load_state_dict(own, strict=True)

@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # imported lazily (see __getattr__); listed for readers and h
         Molecule,
         ParticleChart,
         ParticleSystem,
+        PeriodicCoordinates,
         Target,
     )
     from boltzbench.targets.counting import BudgetExceeded, CountingTarget, EvalCounts
@@ -64,6 +65,7 @@ __all__ = [
     "MDSystem",
     "U1",
     "GaugeObservables",
+    "PeriodicCoordinates",
 ]
 
 __getattr__ = lazy_exports(
@@ -93,6 +95,7 @@ __getattr__ = lazy_exports(
         "KobAndersenMixture": "boltzbench.targets.liquid",
         "U1": "boltzbench.targets.gauge",
         "GaugeObservables": "boltzbench.targets.gauge",
+        "PeriodicCoordinates": "boltzbench.targets.base",
     },
 )
 

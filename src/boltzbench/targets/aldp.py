@@ -16,11 +16,16 @@ Coordinates:
 ``"internal"`` (dim 60)
     z = bonds, angles, dihedrals of :class:`boltzbench.targets.internal.InternalCoordinates`
     (its alanine dipeptide Z-matrix), with every dihedral taken relative to the
-    shipped structure's and wrapped to (−π, π] (see ``dihedral_offset``).
-    E_z(z) = E(x(z)) − log_det(z) with log_det(z) = log |det ∂x/∂(z, t, R)|,
-    the density of z up to the constant 8π²V of the rigid motions; +inf where z
-    is outside the support (a bond ≤ 0, an angle outside (0, π), a dihedral
-    outside (−π, π]).
+    shipped structure's: z_d = wrap(φ_d − φ_d^shipped) ∈ [−π, π) (see
+    ``dihedral_offset``), a rotation of each circle, so the 19 dihedral entries
+    are angles of period 2π (``periodic_mask``, the
+    :class:`~boltzbench.targets.base.PeriodicCoordinates` hook: flows use
+    circular transforms on them). E_z(z) = E(x(z)) − log_det(z) with log_det(z) =
+    log |det ∂x/∂(z, t, R)|, the density of z up to the constant 8π²V of the
+    rigid motions, 2π-periodic in every dihedral; +inf where z is outside the
+    support (a bond ≤ 0, an angle outside (0, π), a dihedral outside [−π, π],
+    whose ends are the same point of the circle), so a density on the real line
+    (an interval flow) gets weight 0 for the mass it puts beyond ±π.
 """
 
 from __future__ import annotations
@@ -112,19 +117,33 @@ class AlanineDipeptide(Target):
 
     def _internal_energy(self, z: torch.Tensor) -> torch.Tensor:
         """E(x(z)) − log_det(z) on the support, +inf (zero gradient) elsewhere."""
-        ok = self.internal.in_support(z)
+        ok = self.internal.in_support(self._closed(z))
         e = (z * 0).sum(-1)  # tied to z, so a batch wholly outside the support has a gradient
         if ok.any():
             x, log_det = self.internal.to_cartesian(self._unshift(z[ok]))
             e = e.index_put((ok,), self._cartesian_energy(x) - log_det)
         return torch.where(ok, e, torch.inf)
 
+    def _closed(self, z: torch.Tensor) -> torch.Tensor:
+        """z with dihedrals equal to −π moved to π, the same point of the circle, so
+        that the support check (−π, π] of the internal coordinates accepts [−π, π]."""
+        idx = self.internal.dihedral_idx
+        d = z[:, idx]
+        return z.index_copy(1, idx, torch.where(d == -torch.pi, torch.pi, d))
+
+    @property
+    def periodic_mask(self) -> torch.Tensor:
+        """Bool ``(dim,)``: the 19 dihedrals in internal coordinates, nothing in Cartesian."""
+        if self.coordinates == "internal":
+            return self.internal.periodic_mask.clone()
+        return torch.zeros(self.dim, dtype=torch.bool)
+
     @cached_property
     def dihedral_offset(self) -> torch.Tensor:
         """Shape (60,): the shipped structure's dihedrals at the dihedral entries, 0 elsewhere.
 
         Internal coordinates hold each dihedral relative to it, wrapped to
-        (−π, π], so the edge of the support (±π) lies opposite the shipped, fully
+        [−π, π), so the edge of the interval (±π) lies opposite the shipped, fully
         extended structure: φ = 0, ψ = 0 and cis peptide bonds, all rare at 300 K,
         instead of cutting through the trans ω ≈ ±π and the β region.
         """
@@ -140,11 +159,11 @@ class AlanineDipeptide(Target):
         return z + self.dihedral_offset.to(z)
 
     def _shift(self, z: torch.Tensor) -> torch.Tensor:
-        """Absolute dihedrals → relative to :attr:`dihedral_offset`, wrapped to (−π, π]."""
+        """Absolute dihedrals → relative to :attr:`dihedral_offset`, wrapped to [−π, π)."""
         idx = self.internal.dihedral_idx
         d = z[:, idx] - self.dihedral_offset.to(z)[idx]
         d = torch.remainder(d + torch.pi, 2 * torch.pi) - torch.pi
-        d = torch.where(d == -torch.pi, torch.full_like(d, torch.pi), d)
+        d = torch.where(d >= torch.pi, d - 2 * torch.pi, d)  # remainder may round up to 2π
         return z.index_copy(1, idx, d)
 
     # -- geometry hooks used by metrics and samplers ----------------------------

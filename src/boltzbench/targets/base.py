@@ -8,8 +8,9 @@ Beyond that interface a target may offer **optional hooks**, each declared
 below as a :class:`typing.Protocol` (checked with ``isinstance``, never with
 ``hasattr``) and listed on :class:`Target`: :class:`ParticleSystem`,
 :class:`LatticeField`, :class:`Molecule`, :class:`InvariantFeatures`,
-:class:`DescribesCOM` and :class:`MDSystem`. A target that provides a hook gets
-the metrics, figures and reference checks that need it.
+:class:`DescribesCOM`, :class:`MDSystem` and :class:`PeriodicCoordinates`. A
+target that provides a hook gets the metrics, figures and reference checks that
+need it.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ __all__ = [
     "InvariantFeatures",
     "DescribesCOM",
     "MDSystem",
+    "PeriodicCoordinates",
 ]
 
 
@@ -113,6 +115,24 @@ class MDSystem(Protocol):
     temperature_K: float
 
 
+@runtime_checkable
+class PeriodicCoordinates(Protocol):
+    """``periodic_mask``: a bool tensor of shape ``(dim,)``, True for the coordinates
+    that are angles of period 2π.
+
+    Each such coordinate's canonical domain is [−π, π) and the density is one on
+    the circle there: E extends to a 2π-periodic function of it (E(−π) = E(π),
+    smoothly), so an angle wrapped into [−π, π) keeps its energy. Outside the
+    canonical domain a target may evaluate periodically or return +inf (alanine
+    dipeptide does, so that a density on the real line, an interval flow, keeps
+    unbiased weights: mass it puts outside [−π, π] gets weight 0). A target with
+    no periodic coordinate may set an all-False mask. Gives the flow family's
+    circular transforms (``periodic: auto``; Rezende et al. 2020). Examples:
+    alanine dipeptide in internal coordinates (its 19 dihedrals)."""
+
+    periodic_mask: torch.Tensor
+
+
 class Target(torch.nn.Module):
     """Base class for every target.
 
@@ -150,6 +170,9 @@ class Target(torch.nn.Module):
         the reference.
     ``solvent``, ``temperature_K``
         :class:`MDSystem`: the ``md`` reference kind.
+    ``periodic_mask``
+        :class:`PeriodicCoordinates`: which coordinates are angles on the circle
+        [−π, π); circular transforms in the flow family.
     """
 
     dim: int

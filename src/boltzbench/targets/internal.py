@@ -205,6 +205,10 @@ class InternalCoordinates(torch.nn.Module):
     bond_atoms, angle_atoms, dihedral_atoms
         Long tensors ``(N−1, 2)``, ``(N−2, 3)``, ``(N−3, 4)``: the atoms of each
         coordinate of ``z``, block by block.
+    periodic_mask
+        Bool ``(3N − 6,)``: True at the dihedrals, the angles of period 2π
+        (x(z) is 2π-periodic in each; see
+        :class:`~boltzbench.targets.base.PeriodicCoordinates`).
     """
 
     def __init__(self, z_matrix: Sequence[Sequence[int]], reference_atoms: Sequence[int]) -> None:
@@ -225,6 +229,9 @@ class InternalCoordinates(torch.nn.Module):
         self.register_buffer("bond_idx", torch.arange(nb))
         self.register_buffer("angle_idx", torch.arange(nb, nb + na))
         self.register_buffer("dihedral_idx", torch.arange(nb + na, self.dim))
+        periodic = torch.zeros(self.dim, dtype=torch.bool)
+        periodic[nb + na :] = True
+        self.register_buffer("periodic_mask", periodic, persistent=False)
 
     @classmethod
     def alanine_dipeptide(cls) -> InternalCoordinates:
