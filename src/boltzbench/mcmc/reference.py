@@ -53,7 +53,7 @@ from boltzbench.checkpoint import NO_CHECKPOINT, Checkpoint
 from boltzbench.core import SampleSet, resolve_dtype, start_location
 from boltzbench.mcmc import diagnostics, proposal, runner, tempering
 from boltzbench.mcmc.runner import ChainRun, Draw, Schedule
-from boltzbench.targets.base import InvariantFeatures, Target
+from boltzbench.targets.base import InvariantFeatures, PeriodicCoordinates, Target
 
 __all__ = ["mcmc_reference", "check_convergence", "ConvergenceError", "ALGORITHMS"]
 
@@ -330,7 +330,7 @@ def _wrap_periodic(samples: SampleSet, target: Target) -> None:
     """Map the target's periodic coordinates (``periodic_mask``: angles of period 2π)
     of the kept draws into [−π, π), in place: the chains move in ℝ^dim, where a
     periodic energy is the same, and the samples are stored on the canonical domain."""
-    mask = getattr(target, "periodic_mask", None)  # the PeriodicCoordinates hook
+    mask = target.periodic_mask if isinstance(target, PeriodicCoordinates) else None
     if mask is None or not bool(mask.any()):
         return
     x, mask = samples.x, mask.to(samples.x.device)

@@ -127,8 +127,10 @@ class PeriodicCoordinates(Protocol):
     dipeptide does, so that a density on the real line, an interval flow, keeps
     unbiased weights: mass it puts outside [−π, π] gets weight 0). A target with
     no periodic coordinate may set an all-False mask. Gives the flow family's
-    circular transforms (``periodic: auto``; Rezende et al. 2020). Examples:
-    alanine dipeptide in internal coordinates (its 19 dihedrals)."""
+    circular transforms (``periodic: auto``; Rezende et al. 2020), the MCMC
+    reference's wrapping of its draws and the periodic Stein check. Examples:
+    alanine dipeptide in internal coordinates (its 19 dihedrals), the U(1) gauge
+    links (all of them)."""
 
     periodic_mask: torch.Tensor
 

@@ -17,7 +17,13 @@ from collections.abc import Callable, Iterable, Iterator
 import torch
 from torch import Tensor
 
-from boltzbench.targets.base import LatticeField, ParticleChart, ParticleSystem, Target
+from boltzbench.targets.base import (
+    LatticeField,
+    ParticleChart,
+    ParticleSystem,
+    PeriodicCoordinates,
+    Target,
+)
 from boltzbench.testing.common import require, run_checks, typical_points
 
 __all__ = ["check_target", "TARGET_CHECKS", "STEIN_SIGMAS", "LOG_Z_SIGMAS"]
@@ -221,7 +227,7 @@ def _stein_test_function(t: Target, x: Tensor) -> tuple[Tensor, Tensor]:
     f(x) = sin x on periodic coordinates (``periodic_mask``: angles of period 2π),
     where x itself would leave a boundary term of the integration by parts
     (E[f(x_i) ∂_j E] = E[f′(x_i)] δ_ij needs f periodic there)."""
-    mask = getattr(t, "periodic_mask", None)  # the PeriodicCoordinates hook
+    mask = t.periodic_mask if isinstance(t, PeriodicCoordinates) else None
     if mask is None:
         return x, torch.ones_like(x)
     periodic = mask[: x.shape[1]].to(x.device)
@@ -236,7 +242,7 @@ def log_z(t: Target, name: str) -> str | None:
     samples (4000 draws) within :data:`LOG_Z_SIGMAS` standard errors (+ 1e-3)."""
     if t.log_Z is None or not t.exact_sampling:
         return "needs both a log Z and an exact sampler"
-    mask = getattr(t, "periodic_mask", None)  # the PeriodicCoordinates hook
+    mask = t.periodic_mask if isinstance(t, PeriodicCoordinates) else None
     if mask is not None and bool(mask.any()):
         return "periodic coordinates: log Z is over the torus, a Gaussian on R^dim misses it"
     fit = t.sample(2000, _gen(2)).double()
