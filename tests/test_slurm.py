@@ -407,6 +407,10 @@ def test_a_failed_group_member_reruns_alone(runs, tmp_path):
     os.utime(broken, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     evaluate = ("evaluate", "noise_floor")
     outputs = [o for job in runs["planned"] if job.rule in evaluate for o in job.outputs]
+    # only the forced jobs rerun (a source edit since the run would rerun the chain,
+    # and its sample job would rewrite the broken store)
+    forced = collections.Counter(j.rule for j in planned(work, "--forcerun", *evaluate))
+    assert forced == {"evaluate": 6, "noise_floor": 2, "aggregate": 1, "all": 1}, forced
     started = time.time()
     rerun = sh(
         *snakemake_cmd(
