@@ -39,8 +39,21 @@ touched later still never get an older mtime, and Snakemake reruns a job only
 if an input is strictly newer than its outputs, which the "Nothing to be done"
 check confirms.
 
+Job groups (issue 17). The SLURM profile groups the short jobs
+(``profiles/slurm/config.yaml``: ``groups``, ``group-components``); a local run
+ignores groups. So the 1,000-job grid is also timed, (a) and (b) alike, as a
+cluster invocation plans it: ``--profile profiles/slurm`` (Snakemake's SLURM
+executor; a dry run submits nothing, and the no-op rerun finds nothing to
+submit), once with the profile as shipped ("grouped") and once with its
+grouping keys removed ("ungrouped", the profile before issue 17). Reported
+with them: the SLURM jobs each would submit (jobs outside groups, plus one
+per group, from the dry run's plan). The SLURM executor plugin runs
+``scontrol show config`` (timeout 10 s) at every start; here a stub that fails
+at once is first on ``PATH`` (:func:`benchmarks.bench_startup.stub_slurm_probe`,
+whose note says why), for every mode.
+
 Run: ``.venv/bin/python -m benchmarks.bench_dag`` from the repository root
-(or ``.venv/bin/python benchmarks/bench_dag.py``), 2 to 4 minutes on 2 busy cores.
+(or ``.venv/bin/python benchmarks/bench_dag.py``), 4 to 8 minutes on 2 busy cores.
 """
 
 from __future__ import annotations
@@ -56,8 +69,11 @@ from pathlib import Path
 if not __package__:  # run as a file: make the ``benchmarks`` package importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import yaml  # noqa: E402
+
 from benchmarks._common import (  # noqa: E402
     NO_SLEEP_TOUCH,
+    REPO,
     planned_total,
     snakemake,
     snapshot_workflow,
@@ -68,6 +84,10 @@ from benchmarks._common import (  # noqa: E402
 #: grid name -> (targets, methods, seeds)
 GRIDS = {"100": (3, 2, 5), "1000": (9, 6, 6)}
 REPEATS = 3
+#: the keys of the SLURM profile that make job groups
+GROUPING_KEYS = ("groups", "group-components", "keep-incomplete", "keep-going")
+#: profile mode -> grids it is timed on ("local": no profile, ``--cores 2``)
+MODES = {"local": tuple(GRIDS), "slurm grouped": ("1000",), "slurm ungrouped": ("1000",)}
 #: registered target kinds and cheap params, cycled over the targets
 KINDS = (
     ("gaussian", {"dim": 2}),
@@ -123,26 +143,57 @@ def make_placeholders(workdir: Path, outputs: list[str]) -> None:
             path.touch()
 
 
+def profiles(tmp: Path) -> dict[str, tuple[str, ...]]:
+    """mode -> Snakemake arguments: none, the SLURM profile, and it without groups."""
+    shipped = REPO / "profiles/slurm"
+    ungrouped = tmp / "profiles/slurm_ungrouped"
+    ungrouped.mkdir(parents=True)
+    settings = yaml.safe_load((shipped / "config.yaml").read_text())
+    for key in GROUPING_KEYS:
+        settings.pop(key)
+    (ungrouped / "config.yaml").write_text(yaml.safe_dump(settings))
+    return {
+        "local": (),
+        "slurm grouped": ("--profile", str(shipped)),
+        "slurm ungrouped": ("--profile", str(ungrouped)),
+    }
+
+
+def submissions(dry_run_output: str) -> int:
+    """SLURM jobs a dry run's plan submits: each job outside a group (``rule``
+    at the line start; ``localrule`` runs in the main process), and each group."""
+    rules = re.findall(r"^rule (\w+):", dry_run_output, flags=re.M)
+    groups = re.findall(r"Group job ", dry_run_output)
+    return sum(rule != "all" for rule in rules) + len(groups)  # `all` runs nothing
+
+
 def main() -> dict:
+    from benchmarks.bench_startup import stub_slurm_probe  # it imports this module
+
     tmp = Path(tempfile.mkdtemp(prefix="bench_dag_"))
     try:
+        stub_slurm_probe(tmp)
         snakefile = snapshot_workflow(tmp / "repo")
         configs = {
             name: write_config(tmp / f"grid{name}.yaml", grid_config(*shape))
             for name, shape in GRIDS.items()
         }
+        args = profiles(tmp)
+        runs = [(mode, name) for mode, grids in MODES.items() for name in grids]
         # (a) dry runs, each in a fresh empty working directory
-        dry: dict[str, list[float]] = {name: [] for name in GRIDS}
-        jobs, plans = {}, {}
+        dry: dict[tuple, list[float]] = {run: [] for run in runs}
+        jobs, plans, submitted = {}, {}, {}
         for rep in range(REPEATS):
-            for name, cfg in configs.items():
+            for mode, name in runs:
                 work = tmp / f"dry{name}_{rep}"
                 work.mkdir()
-                seconds, out = snakemake(snakefile, work, cfg, "-n")
-                dry[name].append(seconds)
-                jobs[name], plans[name] = planned_total(out), out
-                if not jobs[name]:
-                    raise RuntimeError(f"no job count in the dry run:\n{out[-3000:]}")
+                seconds, out = snakemake(snakefile, work, configs[name], "-n", *args[mode])
+                dry[mode, name].append(seconds)
+                submitted[mode, name] = submissions(out)
+                if mode == "local":
+                    jobs[name], plans[name] = planned_total(out), out
+                    if not jobs[name]:
+                        raise RuntimeError(f"no job count in the dry run:\n{out[-3000:]}")
                 shutil.rmtree(work, ignore_errors=True)
         # (b) setup: placeholder outputs, then --touch --forceall records metadata
         setup = {}
@@ -159,15 +210,26 @@ def main() -> dict:
             if (n := len(list((work / ".snakemake/metadata").iterdir()))) < jobs[name]:
                 raise RuntimeError(f"only {n} metadata records for {jobs[name]} jobs")
         # (b) no-op reruns
-        noop: dict[str, list[float]] = {name: [] for name in GRIDS}
+        noop: dict[tuple, list[float]] = {run: [] for run in runs}
         for _ in range(REPEATS):
-            for name, cfg in configs.items():
-                seconds, out = snakemake(snakefile, tmp / f"noop{name}", cfg)
+            for mode, name in runs:
+                seconds, out = snakemake(snakefile, tmp / f"noop{name}", configs[name], *args[mode])
                 if "Nothing to be done" not in out:
                     raise RuntimeError(f"the no-op rerun of grid {name} ran jobs:\n{out[-3000:]}")
-                noop[name].append(seconds)
+                noop[mode, name].append(seconds)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    profile_rows = {
+        f"{mode}, {jobs[name]} jobs": {
+            "slurm_jobs": submitted[mode, name],
+            "dry_run_s": statistics.median(dry[mode, name]),
+            "noop_rerun_s": statistics.median(noop[mode, name]),
+        }
+        for mode, name in runs
+        if mode != "local"
+    }
+    dry = {name: dry["local", name] for name in GRIDS}
+    noop = {name: noop["local", name] for name in GRIDS}
 
     small, large = GRIDS
     med = {
@@ -193,6 +255,14 @@ def main() -> dict:
     result["dry_run_all_s"] = {jobs[n]: [round(x, 2) for x in dry[n]] for n in GRIDS}
     result["noop_rerun_all_s"] = {jobs[n]: [round(x, 2) for x in noop[n]] for n in GRIDS}
     result["touch_setup_s"] = {jobs[n]: round(setup[n], 1) for n in GRIDS}
+    result["slurm_profile"] = profile_rows
+    print("| invocation | SLURM jobs | dry run s | no-op rerun s |\n|---|---|---|---|")
+    for n in GRIDS:
+        print(
+            f"| local --cores 2, {jobs[n]} jobs | - | {med['dry'][n]:.2f} | {med['noop'][n]:.2f} |"
+        )
+    for row, r in profile_rows.items():
+        print(f"| {row} | {r['slurm_jobs']} | {r['dry_run_s']:.2f} | {r['noop_rerun_s']:.2f} |")
     write_result("dag", result)
     return result
 

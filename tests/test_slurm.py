@@ -9,15 +9,24 @@ here into a temporary ``XDG_CONFIG_HOME``) and the workflow is run with
 ``snakemake --profile slurm``; a local run of the same config runs beside it.
 The tests check that
 
-1. every job of every rule ran as its own SLURM job: the job id in each
-   artifact's provenance is a job that slurmctld ran to completion for that
-   rule, and each planned job had one;
+1. every job ran in a SLURM job that slurmctld ran to completion, one SLURM
+   job per job, but for the job groups of the profile (profiles/slurm: every
+   evaluate job and the noise floor of one target and seed in one SLURM job;
+   aggregate and figures in one): the job id in each artifact's provenance is
+   the same for two artifacts exactly when the profile groups their jobs;
 2. the jobs of the rules that request a GPU (train and sample, as the config
    says ``device: auto``) were submitted with a GPU request and granted one
    (slurmctld's ``TresPerJob``; ``SLURM_STEP_GPUS`` in the job, recorded in the
    provenance), and the other jobs requested none;
 3. the leaderboard equals the local run's in every column but the wall-clock
-   ``total_seconds_*``.
+   ``total_seconds_*``;
+4. a failed member of a group costs a rerun of itself only: the others ran
+   and kept their outputs, and the next dry run plans the failed job alone
+   (with the target rule).
+
+The test cluster keeps no accounting database, so SLURM's records of the
+jobs are read from slurmctld (``scontrol show job``, kept for MinJobAge), not
+``sacct``.
 
 Skipped, with the reason, only where the packages are missing and apt-get
 cannot install them. Every subprocess has a timeout.
@@ -26,10 +35,12 @@ cannot install them. Every subprocess has a timeout.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import fcntl
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -163,22 +174,60 @@ def cluster():
         lock.close()
 
 
-def planned(workdir: Path) -> list[tuple[str, int]]:
-    """(rule, GPUs requested) of every job a dry run plans."""
+@dataclasses.dataclass
+class Planned:
+    """One job of a dry run: its rule, GPUs requested, wildcards and outputs."""
+
+    rule: str
+    gpus: int = 0
+    wildcards: dict[str, str] = dataclasses.field(default_factory=dict)
+    outputs: list[str] = dataclasses.field(default_factory=list)
+
+
+def planned(workdir: Path, *args) -> list[Planned]:
+    """Every job a local dry run of the SLURM test's config plans."""
     out = sh(
-        *snakemake_cmd("-n", "--configfile", TINY, "--cores", "2"),
+        *snakemake_cmd("-n", "--configfile", TINY, "--cores", "2", *args),
         cwd=workdir,
         env=env_for(),
         timeout=300,
     )
     assert out.returncode == 0, out.stdout + out.stderr
-    jobs: list[tuple[str, int]] = []
+    jobs: list[Planned] = []
     for line in out.stdout.splitlines():
-        if m := re.match(r"^rule (\w+):", line):
-            jobs.append((m.group(1), 0))
-        elif (m := re.match(r"^\s+resources: .*\bgpu=(\d+)", line)) and jobs:
-            jobs[-1] = (jobs[-1][0], int(m.group(1)))
+        if m := re.match(r"^(?:local)?rule (\w+):", line):
+            jobs.append(Planned(m.group(1)))
+        elif not jobs:
+            continue
+        elif m := re.match(r"^\s+resources: .*\bgpu=(\d+)", line):
+            jobs[-1].gpus = int(m.group(1))
+        elif m := re.match(r"^\s+wildcards: (.*)$", line):
+            jobs[-1].wildcards = dict(kv.split("=", 1) for kv in m.group(1).split(", "))
+        elif m := re.match(r"^\s+output: (.*)$", line):
+            jobs[-1].outputs = m.group(1).split(", ")
     return jobs
+
+
+def profile_groups(xdg: Path) -> dict[str, str]:
+    """rule -> group name (with wildcards) of the installed slurm profile."""
+    profile = yaml.safe_load((xdg / "snakemake/slurm/config.yaml").read_text())
+    return dict(profile.get("groups") or {})
+
+
+def submission(job: Planned, groups: dict[str, str]) -> str:
+    """The SLURM job a planned job should run in: its group, or itself."""
+    if job.rule in groups:
+        return "group " + groups[job.rule].format(**job.wildcards)
+    return f"job {job.rule} {sorted(job.wildcards.items())}"
+
+
+def job_of(path: Path, jobs: list[Planned], workdir: Path) -> Planned:
+    """The planned job that wrote ``path`` (an output, or a file inside a store)."""
+    rel = path.relative_to(workdir)
+    for job in jobs:
+        if any(rel == Path(o) or Path(o) in rel.parents for o in job.outputs):
+            return job
+    raise AssertionError(f"no planned job wrote {rel}")
 
 
 def slurm_jobs(run_id: str) -> dict[str, dict[str, str]]:
@@ -191,13 +240,6 @@ def slurm_jobs(run_id: str) -> dict[str, dict[str, str]]:
         if record.get("JobName") == run_id:
             records[record["JobId"]] = record
     return records
-
-
-def rule_of(record: dict[str, str]) -> str:
-    """The rule a job ran: the executor names it in the job's comment."""
-    m = re.fullmatch(r"rule_(\w+?)(?:_wildcards_.*)?", record["Comment"])
-    assert m, record["Comment"]
-    return m.group(1)
 
 
 def artifacts(results: Path) -> list[tuple[Path, dict]]:
@@ -266,13 +308,15 @@ def runs(cluster, tmp_path_factory):
             local.wait(timeout=30)
         local_log.close()
     run_id = re.search(r"SLURM run ID: (\S+)", log).group(1)
-    print(f"SLURM run: {seconds:.0f} s, {len(jobs)} jobs")
+    records = slurm_jobs(run_id)
+    n_jobs = sum(job.rule != "all" for job in jobs)
+    print(f"SLURM run: {seconds:.0f} s, {n_jobs} jobs in {len(records)} SLURM jobs")
     return {
         "xdg": xdg,
         "slurm": slurm_dir,
         "local": local_dir,
         "planned": jobs,
-        "records": slurm_jobs(run_id),
+        "records": records,
         "log": log,
     }
 
@@ -290,38 +334,47 @@ def test_profile_resolves_by_name(runs):
     assert not Path("/etc/xdg/snakemake/slurm").exists()
 
 
-def test_every_job_ran_as_a_slurm_job(runs):
+def test_every_job_ran_in_the_slurm_job_of_its_group(runs):
     # the one job Snakemake keeps local: the target rule `all`, which runs nothing
     local_rules = set(re.findall(r"^localrule (\w+):", runs["log"], re.MULTILINE))
     assert local_rules == {"all"}
-    records = runs["records"]
-    planned_jobs = [(rule, gpus) for rule, gpus in runs["planned"] if rule not in local_rules]
-    assert planned_jobs and records
-    # one SLURM job per planned job, of the same rule
-    assert collections.Counter(map(rule_of, records.values())) == collections.Counter(
-        rule for rule, _ in planned_jobs
-    )
+    records, groups = runs["records"], profile_groups(runs["xdg"])
+    assert set(groups) == {"evaluate", "noise_floor", "aggregate", "figures"}
+    jobs = [job for job in runs["planned"] if job.rule not in local_rules]
+    expected = {submission(job, groups) for job in jobs}
+    print(f"tiny config: {len(jobs)} jobs; SLURM jobs: {len(records)} (ungrouped: {len(jobs)})")
+    assert len(records) == len(expected) < len(jobs)
     assert all(r["JobState"] == "COMPLETED" and r["ExitCode"] == "0:0" for r in records.values())
-    # every artifact names the SLURM job that wrote it, a job of its own rule
-    seen = set()
+    # the artifacts of two jobs name the same SLURM job exactly when the profile
+    # groups the two jobs, and every SLURM job left artifacts
+    slurm_of: dict[str, str] = {}  # expected submission -> SLURM job id
     for path, attrs in artifacts(runs["slurm"] / "results"):
-        job_id = attrs["slurm_job_id"]
-        assert job_id in records, (path, job_id)
-        assert rule_of(records[job_id]) == attrs["boltzbench_step"], (path, records[job_id])
-        seen.add(job_id)
-    assert seen == set(records)  # and every SLURM job left artifacts
+        job = job_of(path, jobs, runs["slurm"])
+        assert attrs["boltzbench_step"] == job.rule, (path, attrs["boltzbench_step"])
+        assert (
+            slurm_of.setdefault(submission(job, groups), attrs["slurm_job_id"])
+            == attrs["slurm_job_id"]
+        ), path
+    assert set(slurm_of) == expected
+    assert len(set(slurm_of.values())) == len(expected)  # distinct submissions, distinct jobs
+    assert set(slurm_of.values()) == set(records)
 
 
 def test_gpu_rules_were_granted_a_gpu(runs):
-    gpu_rules = {rule for rule, gpus in runs["planned"] if gpus}
+    gpu_rules = {job.rule for job in runs["planned"] if job.gpus}
     assert gpu_rules == {"train", "sample"}  # tiny.yaml: device auto
+    found = artifacts(runs["slurm"] / "results")
+    rules_of: dict[str, set[str]] = collections.defaultdict(set)  # SLURM job -> rules
+    for _, attrs in found:
+        rules_of[attrs["slurm_job_id"]].add(attrs["boltzbench_step"])
     for job_id, record in runs["records"].items():
         requested = record.get("TresPerJob", "")
-        if rule_of(record) in gpu_rules:
+        if rules_of[job_id] & gpu_rules:
+            assert rules_of[job_id] <= gpu_rules, rules_of[job_id]  # no GPU job in a group
             assert requested == "gres:gpu:1", (job_id, record["Comment"], requested)
         else:
             assert "gpu" not in requested, (job_id, record["Comment"], requested)
-    for path, attrs in artifacts(runs["slurm"] / "results"):
+    for path, attrs in found:
         granted = attrs["slurm_gpus"]  # SLURM_STEP_GPUS inside the job
         assert bool(granted) == (attrs["boltzbench_step"] in gpu_rules), (path, granted)
 
@@ -338,6 +391,60 @@ def test_leaderboard_equals_a_local_run(runs):
     pd.testing.assert_frame_equal(
         slurm.drop(columns=wall_clock), local.drop(columns=wall_clock), check_exact=True
     )
+
+
+def test_a_failed_group_member_reruns_alone(runs, tmp_path):
+    """On a copy of the SLURM run, the evaluate and noise-floor jobs are forced to
+    rerun with GMM-40's MALA samples made unreadable (their root ``zarr.json``
+    garbled, its mtime kept): GMM-40's group fails on that one member. Its other
+    members still ran and kept their new outputs, the user target's group
+    succeeded, and a dry run then plans the failed evaluate job alone."""
+    work = tmp_path / "run"
+    shutil.copytree(runs["slurm"], work, symlinks=True)
+    broken = work / "results/gmm40/mala/seed0/samples.zarr/zarr.json"
+    stat = broken.stat()
+    broken.write_text("not json")
+    os.utime(broken, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    evaluate = ("evaluate", "noise_floor")
+    outputs = [o for job in runs["planned"] if job.rule in evaluate for o in job.outputs]
+    # only the forced jobs rerun (a source edit since the run would rerun the chain,
+    # and its sample job would rewrite the broken store)
+    forced = collections.Counter(j.rule for j in planned(work, "--forcerun", *evaluate))
+    assert forced == {"evaluate": 6, "noise_floor": 2, "aggregate": 1, "all": 1}, forced
+    started = time.time()
+    rerun = sh(
+        *snakemake_cmd(
+            "--profile",
+            "slurm",
+            "--configfile",
+            TINY,
+            "--retries",
+            "0",
+            "--slurm-init-seconds-before-status-checks",
+            "1",
+            "--forcerun",
+            *evaluate,
+        ),
+        cwd=work,
+        env=env_for(runs["xdg"]),
+        timeout=SLURM_RUN_TIMEOUT,
+    )
+    log = rerun.stdout + rerun.stderr
+    assert rerun.returncode != 0, log[-4000:]
+    failed = "results/gmm40/mala/seed0/metrics.json"
+    assert not (work / failed).exists()
+    for out in outputs:  # every other member ran again, and kept what it wrote
+        if out != failed:
+            assert (work / out).stat().st_mtime > started, out
+    assert len(outputs) == 8
+    again = planned(work)
+    assert sorted(
+        (j.rule, j.wildcards.get("target"), j.wildcards.get("method")) for j in again
+    ) == [
+        ("aggregate", None, None),
+        ("all", None, None),
+        ("evaluate", "gmm40", "mala"),
+    ]
 
 
 def test_resources_grow_with_attempt(tmp_path):

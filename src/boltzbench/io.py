@@ -31,6 +31,20 @@ Stores:
   diagnostics as extra variables; scalar attrs.
 * **models** (:func:`save_model`): each model-state tensor as a variable
   ``state__<name>``, each training curve as ``history__<name>`` over ``step``.
+
+Layout on disk (:func:`store_encoding`): every array is cut along its first
+dimension only, into chunks of whole rows of about :data:`CHUNK_BYTES` (16 MiB),
+so a chunk is one contiguous slice of the array, written without a gather; and
+its chunks are stored with Zarr v3's core ``bytes`` codec alone (little-endian,
+no compression; :data:`COMPRESSORS` is empty), which every Zarr v3 reader
+decodes. Sample coordinates are floats whose low mantissa bits are noise, so a
+compressor saves little and costs more than the disk write:
+``benchmarks/bench_zarr.py`` tries Zstd and Blosc (LZ4, Zstd; byte-, bit- and no
+shuffle) on 10⁶ × 66 float32 normal draws: the smallest store (Blosc LZ4 with bit
+shuffle) is 11 % smaller for about 1.3× the CPU time, Zstd level 0 9 % for 1.8×
+(README, *Benchmarks*). Every chunk is written,
+even one of fill values only (``write_empty_chunks``), which saves zarr a scan
+of each chunk.
 """
 
 from __future__ import annotations
@@ -53,6 +67,9 @@ from boltzbench.core import SampleSet
 from boltzbench.hashing import data_hash, hash_json
 
 __all__ = [
+    "CHUNK_BYTES",
+    "COMPRESSORS",
+    "store_encoding",
     "atomic_path",
     "write_text",
     "write_store",
@@ -72,6 +89,10 @@ __all__ = [
 DATA_HASH = "data_sha256"
 #: attrs that carry this key are provenance attrs, and a JSON file with them is sealed
 PROVENANCE_KEY = "boltzbench_step"
+#: bytes of one chunk, about: whole rows along an array's first dimension
+CHUNK_BYTES = 16 << 20
+#: the compressors after the ``bytes`` codec of every array: none (module docstring)
+COMPRESSORS: tuple = ()
 
 
 def _tmp_path(path: Path) -> Path:
@@ -106,14 +127,58 @@ def write_text(path: str | Path, text: str) -> Path:
     return Path(path)
 
 
-def write_store(ds: xr.Dataset, path: str | Path, attrs: dict[str, Any]) -> Path:
-    """Write ``ds`` with ``attrs`` to the Zarr store ``path``, atomically and sealed."""
+def _row_chunks(shape: tuple[int, ...], itemsize: int, chunk_bytes: int) -> tuple[int, ...]:
+    """Chunk shape of whole rows (every dimension but the first in full), ~``chunk_bytes``."""
+    if not shape:
+        return ()
+    row = itemsize * int(np.prod([max(n, 1) for n in shape[1:]]))
+    rows = min(max(shape[0], 1), max(chunk_bytes // row, 1))
+    return (rows, *(max(n, 1) for n in shape[1:]))
+
+
+def store_encoding(
+    ds: xr.Dataset,
+    compressors: tuple | str = COMPRESSORS,
+    chunk_bytes: int | None = CHUNK_BYTES,
+) -> dict[str, dict[str, Any]]:
+    """xarray's ``encoding`` for every variable of ``ds``: row chunks, ``compressors``.
+
+    ``chunk_bytes=None`` keeps zarr's own chunk shapes and ``compressors="auto"``
+    its default codec (Zstd level 0), the layout before these settings.
+    """
+    encoding: dict[str, dict[str, Any]] = {}
+    for name, var in ds.variables.items():
+        enc: dict[str, Any] = {"compressors": compressors}
+        if chunk_bytes is not None:
+            enc["chunks"] = _row_chunks(var.shape, var.dtype.itemsize, chunk_bytes)
+        encoding[str(name)] = enc
+    return encoding
+
+
+def write_store(
+    ds: xr.Dataset,
+    path: str | Path,
+    attrs: dict[str, Any],
+    *,
+    compressors: tuple | str = COMPRESSORS,
+    chunk_bytes: int | None = CHUNK_BYTES,
+) -> Path:
+    """Write ``ds`` with ``attrs`` to the Zarr store ``path``, atomically and sealed.
+
+    ``compressors`` and ``chunk_bytes``: :func:`store_encoding` (the defaults are
+    the library's layout; other values are for ``benchmarks/bench_zarr.py``).
+    """
     ds = ds.copy()
     ds.attrs = {**ds.attrs, **attrs}
+    for var in ds.variables.values():  # a dataset read from a store brings its layout
+        for key in ("chunks", "preferred_chunks", "compressors", "compressor", "filters"):
+            var.encoding.pop(key, None)
+    encoding = store_encoding(ds, compressors, chunk_bytes)
     with atomic_path(path) as tmp, warnings.catch_warnings():
         # zarr v3 notes that consolidated metadata is not (yet) in its specification
         warnings.simplefilter("ignore", category=UserWarning)
-        ds.to_zarr(tmp, mode="w", consolidated=True)
+        with zarr.config.set({"array.write_empty_chunks": True}):
+            ds.to_zarr(tmp, mode="w", consolidated=True, encoding=encoding)
         # the seal covers the consolidated copy, and setting an attr keeps it as it is
         zarr.open_group(tmp, mode="r+").attrs[DATA_HASH] = data_hash(tmp)
     return Path(path)
