@@ -20,10 +20,18 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from boltzbench.mcmc.integrators import kinetic_energy, leapfrog
-from boltzbench.mcmc.proposal import Potential, State, init, metropolis_accept, select
+from boltzbench.mcmc.compiling import Compiled, Switch, resolve
+from boltzbench.mcmc.integrators import build_leapfrog, kinetic_energy, leapfrog
+from boltzbench.mcmc.proposal import (
+    Potential,
+    State,
+    init,
+    log_uniform,
+    metropolis_decide,
+    select,
+)
 
-__all__ = ["State", "Info", "init", "build_kernel", "DIVERGENCE_THRESHOLD"]
+__all__ = ["State", "Info", "init", "build_kernel", "finish", "DIVERGENCE_THRESHOLD"]
 
 #: an energy error ΔH above this (in k_BT), or a non-finite one, is a divergence
 DIVERGENCE_THRESHOLD = 1000.0
@@ -53,13 +61,32 @@ class Info(NamedTuple):
     proposal: State
 
 
-def build_kernel(integrator=leapfrog) -> Callable[..., tuple[State, Info]]:
+def finish(
+    state: State, proposal: State, momentum: Tensor, end_momentum: Tensor, log_u: Tensor
+) -> tuple[State, Tensor, Tensor, Tensor, Tensor]:
+    """The Metropolis end of a step given log u: the new state, whether accepted,
+    min(1, exp(−ΔH)), whether divergent and ΔH, all but the state ``(chains,)``."""
+    energy_error = (proposal.energy - state.energy) + (
+        kinetic_energy(end_momentum) - kinetic_energy(momentum)
+    )
+    accepted, rate = metropolis_decide(-energy_error, proposal.energy, log_u)
+    divergent = ~(energy_error <= DIVERGENCE_THRESHOLD)  # NaN counts as divergent
+    return select(accepted, proposal, state), accepted, rate, divergent, energy_error
+
+
+def build_kernel(integrator=leapfrog, compile: Switch = False) -> Callable[..., tuple[State, Info]]:
     """The HMC transition
     ``step(generator, state, potential, step_size, n_leapfrog) -> (state, info)``.
 
     ``integrator`` has the signature of :func:`~boltzbench.mcmc.integrators.leapfrog`.
     ``step_size`` is ε (a number or shape ``(chains,)``); ``n_leapfrog`` is L ≥ 1.
+    ``compile`` (see :mod:`~boltzbench.mcmc.compiling`) compiles :func:`finish`
+    and, for the default integrator, the leapfrog kicks and drifts.
     """
+    on = resolve(compile)
+    if integrator is leapfrog:
+        integrator = build_leapfrog(on)
+    end = Compiled(finish, "hmc.finish", on)
 
     def step(
         generator: torch.Generator,
@@ -71,12 +98,10 @@ def build_kernel(integrator=leapfrog) -> Callable[..., tuple[State, Info]]:
         x = state.position
         p = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
         proposal, p_end = integrator(state, p, potential, step_size, n_leapfrog)
-        energy_error = (proposal.energy - state.energy) + (
-            kinetic_energy(p_end) - kinetic_energy(p)
+        like = proposal.energy.to(torch.promote_types(proposal.energy.dtype, x.dtype))
+        new, accepted, rate, divergent, energy_error = end(
+            state, proposal, p, p_end, log_uniform(like, generator)
         )
-        accepted, rate = metropolis_accept(-energy_error, proposal.energy, generator)
-        divergent = ~(energy_error <= DIVERGENCE_THRESHOLD)  # NaN counts as divergent
-        info = Info(rate, accepted, divergent, energy_error, proposal)
-        return select(accepted, proposal, state), info
+        return new, Info(rate, accepted, divergent, energy_error, proposal)
 
     return step

@@ -48,6 +48,7 @@ import torch
 from torch import Tensor
 
 from boltzbench.mcmc import hmc, mala
+from boltzbench.mcmc.compiling import Switch
 from boltzbench.mcmc.proposal import Potential, metropolis_accept
 
 __all__ = [
@@ -167,7 +168,9 @@ def init(position: Tensor, potential: Potential) -> State:
     return State(position, s.energy.reshape(k, c), s.grad.reshape(k, c, d), 0)
 
 
-def build_kernel(betas: Tensor, local: str = "mala") -> Callable[..., tuple[State, Info]]:
+def build_kernel(
+    betas: Tensor, local: str = "mala", compile: Switch = False
+) -> Callable[..., tuple[State, Info]]:
     """The parallel-tempering transition
     ``step(generator, state, potential, step_sizes, n_leapfrog=1) -> (state, info)``.
 
@@ -178,6 +181,10 @@ def build_kernel(betas: Tensor, local: str = "mala") -> Callable[..., tuple[Stat
         (e.g. :func:`geometric_ladder`).
     local
         The local kernel, ``"mala"`` or ``"hmc"``.
+    compile
+        Compile the local kernel's arithmetic (:mod:`~boltzbench.mcmc.compiling`);
+        the potential is compiled where it is built
+        (:func:`~boltzbench.mcmc.compiling.energy_and_grad`).
 
     ``step_sizes`` has shape ``(K,)`` (one ε per temperature) or ``(K, C)`` (one per
     replica, e.g. during warm-up) or is a number;
@@ -190,7 +197,7 @@ def build_kernel(betas: Tensor, local: str = "mala") -> Callable[..., tuple[Stat
     betas = torch.as_tensor(betas)
     if betas.ndim != 1 or float(betas[0]) != 1.0 or bool((betas[1:] >= betas[:-1]).any()):
         raise ValueError(f"betas must start at 1 and decrease, got {betas.tolist()}")
-    kernel = mala.build_kernel() if local == "mala" else hmc.build_kernel()
+    kernel = mala.build_kernel(compile) if local == "mala" else hmc.build_kernel(compile=compile)
 
     def step(
         generator: torch.Generator,

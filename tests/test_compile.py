@@ -1,0 +1,132 @@
+"""Compiled kernels (boltzbench.mcmc.compiling) against eager ones.
+
+A compiled run draws the same random numbers as an eager one (the draws stay
+eager), so from one seed both give the same chains up to float rounding: the
+tests assert positions equal within 1e-10 (float64) or 1e-4 (float32) after a
+few steps, the same accept decisions, and identical evaluation counts. The
+fallback is exercised by making ``torch.compile`` fail: it must warn once and
+give the eager result exactly. Tiny dimensions and few steps keep the
+compilation time small (every compiled function is compiled once per shape).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from boltzbench.mcmc import annealing, compiling, hmc, mala, proposal, tempering
+from boltzbench.targets.analytic import ManyWell
+from boltzbench.targets.counting import BudgetExceeded, CountingTarget
+
+pytestmark = pytest.mark.skipif(
+    not compiling.supported(), reason="torch.compile is not supported here (no C++ compiler)"
+)
+
+TOL = {torch.float64: 1e-10, torch.float32: 1e-4}
+
+
+def _chains(dtype, compile, kind, steps=3, budget=None):
+    """``steps`` MALA or HMC steps of 6 chains on ManyWell-4; the state, acceptances, counts."""
+    target = CountingTarget(ManyWell(4).to(dtype), budget)
+    potential = proposal.potential_from(compiling.energy_and_grad(target, compile))
+    kernel = mala.build_kernel(compile) if kind == "mala" else hmc.build_kernel(compile=compile)
+    args = (0.3,) if kind == "mala" else (0.2, 3)
+    x0 = torch.randn(6, 4, generator=torch.Generator().manual_seed(3), dtype=dtype)
+    gen, state, accepted = torch.Generator().manual_seed(0), mala.init(x0, potential), []
+    for _ in range(steps):
+        state, info = kernel(gen, state, potential, *args)
+        accepted.append(info.is_accepted)
+    return state, torch.stack(accepted), target.counts
+
+
+@pytest.mark.parametrize(
+    "dtype, kind", [(torch.float64, "mala"), (torch.float32, "mala"), (torch.float64, "hmc")]
+)
+def test_compiled_chains_equal_eager(dtype, kind):
+    fast, acc_fast, counts_fast = _chains(dtype, "true", kind)
+    slow, acc_slow, counts_slow = _chains(dtype, "false", kind)
+    tol = TOL[dtype]
+    assert torch.equal(acc_fast, acc_slow)
+    assert 0 < acc_slow.float().mean() < 1  # both accept and reject happen
+    for a, b in zip(fast, slow, strict=True):
+        torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+    assert counts_fast == counts_slow
+    per_step = 1 if kind == "mala" else 3
+    assert counts_slow.energy == counts_slow.grad == 6 * (1 + 3 * per_step)
+
+
+def test_compiled_potential_respects_the_budget():
+    # 6 chains: the start (6) and two MALA steps (12) fit in 20; the third step does not
+    with pytest.raises(BudgetExceeded):
+        _chains(torch.float64, "true", "mala", steps=3, budget=20)
+    target = CountingTarget(ManyWell(4).double(), budget=20)
+    evaluate = compiling.energy_and_grad(target, "true")
+    evaluate(torch.zeros(18, 4, dtype=torch.float64))
+    with pytest.raises(BudgetExceeded):
+        evaluate(torch.zeros(3, 4, dtype=torch.float64))
+    assert (target.counts.energy, target.counts.grad, target.exhausted) == (18, 18, True)
+
+
+def test_compiled_energy_and_grad_counts_nonfinite_like_eager():
+    x = torch.tensor([[0.0, 1.0, 2.0, 3.0], [torch.inf, 0.0, 0.0, 0.0]], dtype=torch.float64)
+    fast, slow = (CountingTarget(ManyWell(4).double()) for _ in range(2))
+    compiling.energy_and_grad(fast, "true")(x)
+    slow.energy_and_grad(x)
+    assert fast.counts == slow.counts
+    assert slow.counts.nonfinite == 1
+
+
+def test_parallel_tempering_and_smc_move_compiled_equal_eager():
+    target = ManyWell(4).double()
+    x0 = torch.randn(3, 4, 4, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    betas = tempering.geometric_ladder(3, 5.0)
+    out = {}
+    for switch in ("true", "false"):
+        potential = proposal.potential_from(compiling.energy_and_grad(target, switch))
+        kernel, gen = tempering.build_kernel(betas, "mala", switch), torch.Generator()
+        state = tempering.init(x0, potential)
+        gen.manual_seed(0)
+        for _ in range(3):
+            state, _ = kernel(gen, state, potential, torch.tensor([0.3, 0.4, 0.5]))
+        path = annealing.gaussian_path(CountingTarget(target), 1.0, switch)
+        settings = annealing.Annealing(n_moves=2, compile=switch)
+        moved = annealing.temper_ends(x0[0], path(x0[0]), 0.5)
+        moved, rate, _ = annealing.move(
+            settings, path, 0.5, moved, torch.tensor(-1.0, dtype=torch.float64), gen
+        )
+        out[switch] = (state.position, moved.position, rate)
+    for a, b in zip(out["true"], out["false"], strict=True):
+        torch.testing.assert_close(torch.as_tensor(a), torch.as_tensor(b), rtol=1e-10, atol=1e-10)
+
+
+def test_fallback_to_eager_warns_once_and_gives_the_eager_result(monkeypatch):
+    def broken(*args, **kwargs):
+        def fail(*a, **k):
+            raise RuntimeError("no compiler here")
+
+        return fail
+
+    monkeypatch.setattr(torch, "compile", broken)
+    monkeypatch.setattr(compiling, "_WARNED", set())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fast, acc_fast, counts_fast = _chains(torch.float64, "true", "mala")
+    slow, acc_slow, counts_slow = _chains(torch.float64, "false", "mala")
+    names = [str(w.message).split(":")[0] for w in caught]
+    assert sorted(names) == ["ManyWell.energy_and_grad", "mala.finish", "mala.propose"]
+    assert all("running eager" in str(w.message) for w in caught)
+    for a, b in zip(fast, slow, strict=True):
+        assert torch.equal(a, b)  # the eager code itself: bit for bit
+    assert torch.equal(acc_fast, acc_slow) and counts_fast == counts_slow
+
+
+def test_switch_values():
+    assert compiling.resolve("false") is False and compiling.resolve(False) is False
+    assert compiling.resolve("auto") is compiling.supported()
+    assert compiling.resolve(True) is compiling.supported()
+    target = ManyWell(4)
+    assert compiling.energy_and_grad(target, "false") == target.energy_and_grad
+    with pytest.raises(ValueError, match="compile must be one of"):
+        compiling.resolve("yes")
