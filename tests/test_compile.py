@@ -3,10 +3,12 @@
 A compiled run draws the same random numbers as an eager one (the draws stay
 eager), so from one seed both give the same chains up to float rounding: the
 tests assert positions equal within 1e-10 (float64) or 1e-4 (float32) after a
-few steps, the same accept decisions, and identical evaluation counts. The
-fallback is exercised by making ``torch.compile`` fail: it must warn once and
-give the eager result exactly. Tiny dimensions and few steps keep the
-compilation time small (every compiled function is compiled once per shape).
+few steps, the same accept decisions, and identical evaluation counts (charged
+by shape before the fused graph runs, non-finite energies noted lazily). The
+fallback is exercised by making ``torch.compile`` fail: it must warn once per
+compiled function and give the eager result exactly. Tiny dimensions, few
+steps and shared shapes (6 chains of ManyWell-4) keep the compilation time
+small: every compiled function is compiled once per shape and dtype.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ TOL = {torch.float64: 1e-10, torch.float32: 1e-4}
 def _chains(dtype, compile, kind, steps=3, budget=None):
     """``steps`` MALA or HMC steps of 6 chains on ManyWell-4; the state, acceptances, counts."""
     target = CountingTarget(ManyWell(4).to(dtype), budget)
-    potential = proposal.potential_from(compiling.energy_and_grad(target, compile))
+    potential = compiling.potential(target, compile)
     kernel = mala.build_kernel(compile) if kind == "mala" else hmc.build_kernel(compile=compile)
     args = (0.3,) if kind == "mala" else (0.2, 3)
     x0 = torch.randn(6, 4, generator=torch.Generator().manual_seed(3), dtype=dtype)
@@ -67,6 +69,15 @@ def test_compiled_potential_respects_the_budget():
     with pytest.raises(BudgetExceeded):
         evaluate(torch.zeros(3, 4, dtype=torch.float64))
     assert (target.counts.energy, target.counts.grad, target.exhausted) == (18, 18, True)
+
+
+def test_compiled_step_is_one_fused_graph_on_a_counted_potential():
+    potential = compiling.potential(CountingTarget(ManyWell(4).double()), "true")
+    assert isinstance(potential, compiling.CountedPotential)
+    state = mala.init(torch.zeros(6, 4, dtype=torch.float64), potential)
+    mala.build_kernel("true")(torch.Generator().manual_seed(0), state, potential, 0.3)
+    assert list(potential._fused) == [compiling._evaluate, mala.fused_step]
+    assert all(f.is_compiled for f in potential._fused.values())
 
 
 def test_compiled_energy_and_grad_counts_nonfinite_like_eager():
@@ -115,11 +126,28 @@ def test_fallback_to_eager_warns_once_and_gives_the_eager_result(monkeypatch):
         fast, acc_fast, counts_fast = _chains(torch.float64, "true", "mala")
     slow, acc_slow, counts_slow = _chains(torch.float64, "false", "mala")
     names = [str(w.message).split(":")[0] for w in caught]
-    assert sorted(names) == ["ManyWell.energy_and_grad", "mala.finish", "mala.propose"]
+    assert sorted(names) == ["_evaluate on ManyWell", "fused_step on ManyWell"]
     assert all("running eager" in str(w.message) for w in caught)
     for a, b in zip(fast, slow, strict=True):
         assert torch.equal(a, b)  # the eager code itself: bit for bit
     assert torch.equal(acc_fast, acc_slow) and counts_fast == counts_slow
+
+
+def test_mala_method_compiled_gives_the_eager_samples():
+    from boltzbench.methods.mala import MALA
+
+    out = {}
+    for switch in ("true", "false"):
+        target = CountingTarget(ManyWell(4).double())
+        method = MALA(6, 4, 2, 1, step_size=0.3, dtype="float64", compile=switch)
+        out[switch] = (method.sample(target, 12, torch.Generator().manual_seed(2)), target.counts)
+    fast, slow = out["true"][0], out["false"][0]
+    torch.testing.assert_close(fast.x, slow.x, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(fast.energy, slow.energy, rtol=1e-10, atol=1e-10)
+    assert out["true"][1] == out["false"][1] and out["false"][1].energy == 6 * (1 + 4 + 2 + 2)
+    assert MALA(compile="auto").get_params()["compile"] == "auto"
+    with pytest.raises(ValueError, match="compile must be one of"):
+        MALA(compile="yes")
 
 
 def test_switch_values():

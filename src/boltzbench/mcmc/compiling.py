@@ -19,6 +19,17 @@ its rows before the compiled inner energy runs (refusing past its budget
 exactly as it does eagerly) and counts the gradient rows and non-finite
 energies after.
 
+A kernel handed a :class:`CountedPotential` (built by :func:`potential`)
+fuses a whole step into ONE compiled graph (:meth:`CountedPotential.fuse`):
+the proposal, the energy and gradient, the Hastings ratio and the accept and
+select of every field, so that a step is one call into compiled code. The
+draws of the step are made eagerly before the call and passed in as tensors;
+counting happens outside the graph by shape arithmetic (``n`` rows per
+evaluation, charged *before* the graph runs, so that a budget refuses exactly
+where an eager run does) and the graph returns its count of non-finite
+energies as a tensor, added to the counters lazily (no device synchronisation
+per step).
+
 The switch, ``compile``, is one of
 
 ``"auto"``
@@ -37,6 +48,7 @@ error, and runs eager from then on (:class:`Compiled`).
 from __future__ import annotations
 
 import functools
+import itertools
 import shutil
 import sys
 import warnings
@@ -46,10 +58,22 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from boltzbench.mcmc.proposal import Potential, State, potential_from
 from boltzbench.targets.base import Target
 from boltzbench.targets.counting import CountingTarget
 
-__all__ = ["Switch", "SWITCHES", "resolve", "supported", "Compiled", "energy_and_grad"]
+__all__ = [
+    "Switch",
+    "SWITCHES",
+    "check",
+    "resolve",
+    "supported",
+    "Compiled",
+    "CountedPotential",
+    "potential",
+    "nonfinite",
+    "energy_and_grad",
+]
 
 #: the values of a ``compile`` setting
 Switch = Literal["auto", "true", "false"] | bool
@@ -59,16 +83,22 @@ SWITCHES = ("auto", "true", "false")
 _WARNED: set[str] = set()
 
 
+def check(switch: Switch) -> Switch:
+    """``switch`` itself where it is one of :data:`SWITCHES` or a bool, else ValueError
+    (for constructors: no compiling, no warning)."""
+    if not isinstance(switch, bool) and switch not in SWITCHES:
+        raise ValueError(f"compile must be one of {', '.join(SWITCHES)} or a bool, got {switch!r}")
+    return switch
+
+
 def resolve(switch: Switch) -> bool:
     """Whether ``switch`` asks to compile on this platform (see the module docstring).
 
     ``"true"`` where :func:`supported` is false warns once and gives False.
     ValueError for anything but the values of :data:`SWITCHES` or a bool.
     """
-    if isinstance(switch, bool):
+    if isinstance(check(switch), bool):
         switch = "true" if switch else "false"
-    if switch not in SWITCHES:
-        raise ValueError(f"compile must be one of {', '.join(SWITCHES)} or a bool, got {switch!r}")
     if switch == "false":
         return False
     ok = supported()
@@ -105,6 +135,9 @@ class Compiled:
         False: always run ``eager``.
     eager
         What runs eagerly (default ``fn``); it must compute what ``fn`` does.
+    fullgraph
+        Compile ``fn`` as one graph (``torch.compile(fullgraph=True)``): a graph
+        break is a compilation failure, and so a fallback to ``eager``.
 
     A call whose compiled version raises warns once (per ``name``) and runs
     ``eager`` on the same arguments, and every later call runs ``eager``. An
@@ -117,9 +150,12 @@ class Compiled:
         name: str,
         enabled: bool = True,
         eager: Callable | None = None,
+        fullgraph: bool = False,
     ):
         self.name, self.eager = name, fn if eager is None else eager
-        self.fast = torch.compile(fn, dynamic=False) if enabled else None
+        if enabled and fullgraph:
+            fn = _own_code(fn)
+        self.fast = torch.compile(fn, dynamic=False, fullgraph=fullgraph) if enabled else None
 
     def __call__(self, *args):
         if self.fast is not None:
@@ -134,6 +170,25 @@ class Compiled:
     def is_compiled(self) -> bool:
         """Whether calls still go to the compiled version."""
         return self.fast is not None
+
+
+def _own_code(fn: Callable) -> Callable:
+    """``fn`` behind a function with a code object of its own.
+
+    TorchDynamo keeps its compiled graphs per code object, at most
+    ``recompile_limit`` (8) of them: every fused step of every potential would
+    share the code of one wrapper (or of :func:`functools.partial`'s) and, past
+    eight potentials in a process, fail to compile.
+    """
+
+    def call(*args):
+        return fn(*args)
+
+    call.__code__ = call.__code__.replace(co_name=f"fused_{next(_CODES)}")
+    return call
+
+
+_CODES = itertools.count()
 
 
 def _counters(target: Target) -> tuple[list[CountingTarget], Target]:
@@ -161,36 +216,120 @@ def _grad_and_value(energy: Callable[[Tensor], Tensor]) -> Callable:
     return evaluate
 
 
+def _traceable(inner: Target) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
+    """x ↦ (E(x), ∇E(x)) of ``inner`` in a form TorchDynamo traces: its own
+    ``energy_and_grad`` where it overrides the autograd one, else ``torch.func``."""
+    if type(inner).energy_and_grad is not Target.energy_and_grad:
+        return inner.energy_and_grad
+    return _grad_and_value(inner.energy)
+
+
+def nonfinite(energy: Tensor) -> Tensor:
+    """The number of non-finite entries of ``energy`` (a 0-d integer tensor)."""
+    return (~torch.isfinite(energy)).sum()
+
+
+class CountedPotential:
+    """A potential whose evaluation splits into counting (eager) and a pure tensor function.
+
+    Parameters
+    ----------
+    pure
+        Positions ``(n, dim)`` → :class:`~boltzbench.mcmc.proposal.State` (or a
+        state with further fields), a pure tensor function that
+        ``torch.compile`` can trace whole: no counting, no randomness.
+    counters
+        The :class:`~boltzbench.targets.counting.CountingTarget` wrappers to
+        charge, outermost first.
+    enabled
+        Whether :meth:`fuse` compiles (False: the fused step runs eagerly).
+    name
+        Names the potential in fallback warnings.
+
+    Called on x it is an ordinary potential: it charges every counter
+    ``len(x)`` energy and gradient rows (raising
+    :class:`~boltzbench.targets.counting.BudgetExceeded` before evaluating, as
+    an eager call does), evaluates ``pure`` (compiled) and notes the non-finite
+    energies. A kernel uses :meth:`charge`, :meth:`note` and :meth:`fuse`
+    instead, to run a whole step as one compiled graph.
+    """
+
+    def __init__(
+        self,
+        pure: Callable[[Tensor], State],
+        counters: list[CountingTarget],
+        enabled: bool = True,
+        name: str = "potential",
+    ):
+        self.pure, self.counters, self.enabled, self.name = pure, counters, enabled, name
+        self._fused: dict[Callable, Compiled] = {}
+        self._evaluate = self.fuse(_evaluate)
+
+    def charge(self, n: int) -> None:
+        """Count ``n`` rows of energy and gradient on every counter (refusing past a budget)."""
+        for counter in self.counters:
+            counter.charge(n, grad=True)
+
+    def note(self, count: Tensor) -> None:
+        """Add ``count`` non-finite energies (0-d tensor) to every counter, lazily."""
+        for counter in self.counters:
+            counter.note_nonfinite(count)
+
+    def fuse(self, step: Callable) -> Compiled:
+        """``step(pure, *tensors)`` with ``pure`` bound, compiled as one graph (once per step
+        function; :class:`Compiled` falls back to eager where compiling fails)."""
+        if step not in self._fused:
+            name = f"{getattr(step, '__qualname__', 'step')} on {self.name}"
+            fn = functools.partial(step, self.pure)
+            self._fused[step] = Compiled(fn, name, self.enabled, fullgraph=True)
+        return self._fused[step]
+
+    def __call__(self, x: Tensor) -> State:
+        self.charge(x.shape[0])
+        state, count = self._evaluate(x.detach())
+        self.note(count)
+        return state
+
+
+def _evaluate(pure: Callable[[Tensor], State], x: Tensor) -> tuple[State, Tensor]:
+    """One evaluation and its count of non-finite energies (the graph of a bare call)."""
+    state = pure(x)
+    return state, nonfinite(state.energy)
+
+
+def potential(target: Target, switch: Switch = "false") -> Potential:
+    """The potential of ``target`` (one energy-and-gradient evaluation per row).
+
+    Off (``resolve(switch)`` false) this is ``potential_from(target.energy_and_grad)``,
+    the eager code path. On, a :class:`CountedPotential` of the target inside its
+    counting wrappers, which kernels fuse into their compiled step.
+    """
+    if not resolve(switch):
+        return potential_from(target.energy_and_grad)
+    counters, inner = _counters(target)
+    evaluate = _traceable(inner)
+
+    def pure(x: Tensor) -> State:
+        e, g = evaluate(x)
+        return State(x, e, g)
+
+    return CountedPotential(pure, counters, name=f"{type(inner).__name__}")
+
+
 def energy_and_grad(target: Target, switch: Switch = "false") -> Callable:
     """``target.energy_and_grad``, with the energy inside its counting wrappers compiled.
 
     Off (``resolve(switch)`` false) this *is* ``target.energy_and_grad``. On, a
-    call x ↦ (E(x), ∇E(x)) (shapes ``(n,)`` and ``(n, dim)``, detached) charges
-    every :class:`~boltzbench.targets.counting.CountingTarget` around the
-    target n rows (outermost first, raising
-    :class:`~boltzbench.targets.counting.BudgetExceeded` before evaluating, as
-    the eager call does), evaluates the inner target compiled (its own
-    ``energy_and_grad`` where it overrides the autograd one, else
-    ``torch.func.grad_and_value`` of its energy), then adds n gradient rows and
-    the non-finite energies to every counter: the counts of an eager call.
+    call x ↦ (E(x), ∇E(x)) (shapes ``(n,)`` and ``(n, dim)``, detached) is a
+    call of :func:`potential`: it charges every counter n rows before
+    evaluating, as the eager call does, and notes the non-finite energies.
     """
     if not resolve(switch):
         return target.energy_and_grad
-    counters, inner = _counters(target)
-    own = type(inner).energy_and_grad is not Target.energy_and_grad
-    fn = inner.energy_and_grad if own else _grad_and_value(inner.energy)
-    name = f"{type(inner).__name__}.energy_and_grad"
-    fast = Compiled(fn, name, eager=inner.energy_and_grad)
+    evaluate = potential(target, switch)
 
-    def evaluate(x: Tensor) -> tuple[Tensor, Tensor]:
-        n = x.shape[0]
-        for counter in counters:
-            counter._charge(n)  # the counter's own budget check, before evaluating
-        e, g = fast(x.detach())
-        nonfinite = int((~torch.isfinite(e)).sum()) if counters else 0
-        for counter in counters:
-            counter.counts.grad += n
-            counter.counts.nonfinite += nonfinite
-        return e.detach(), g.detach()
+    def energy_and_grad(x: Tensor) -> tuple[Tensor, Tensor]:
+        state = evaluate(x)
+        return state.energy, state.grad
 
-    return evaluate
+    return energy_and_grad

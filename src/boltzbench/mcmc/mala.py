@@ -18,10 +18,12 @@ Each step costs exactly one energy-and-gradient evaluation per chain: the energy
 and gradient at x are cached in the :class:`State`. The optimal acceptance in
 high dimension is 0.574 (Roberts & Rosenthal 1998).
 
-``build_kernel(compile=...)`` fuses the arithmetic of a step (the proposal;
-the Hastings ratio, accept and select) with ``torch.compile`` where asked
-(:mod:`boltzbench.mcmc.compiling`); the random draws stay eager, so compiled
-and eager steps agree up to float rounding.
+On a :class:`~boltzbench.mcmc.compiling.CountedPotential` (built by
+:func:`boltzbench.mcmc.compiling.potential` with compilation on) a step runs
+as ONE compiled graph (proposal, energy and gradient, Hastings ratio, accept
+and select: :func:`fused_step`); on another potential ``build_kernel(compile=...)``
+compiles the arithmetic around the potential's call. The random draws stay
+eager either way, so compiled and eager steps agree up to float rounding.
 
 Usage::
 
@@ -38,7 +40,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from boltzbench.mcmc.compiling import Compiled, Switch, resolve
+from boltzbench.mcmc.compiling import Compiled, CountedPotential, Switch, nonfinite, resolve
 from boltzbench.mcmc.integrators import per_chain
 from boltzbench.mcmc.proposal import (
     Potential,
@@ -57,6 +59,7 @@ __all__ = [
     "langevin_log_density",
     "propose",
     "finish",
+    "fused_step",
 ]
 
 
@@ -107,12 +110,25 @@ def finish(
     return select(accepted, proposal, state), accepted, rate
 
 
+def fused_step(
+    pure: Potential, state: State, noise: Tensor, eps: Tensor, log_u: Tensor
+) -> tuple[State, Tensor, Tensor, State, Tensor]:
+    """A whole step given its draws, on the pure potential ``pure``: the new state,
+    whether accepted, min(1, α), the proposal and its number of non-finite energies."""
+    proposal = pure(propose(state.position, state.grad, noise, eps))
+    new, accepted, rate = finish(state, proposal, noise, eps, log_u)
+    return new, accepted, rate, proposal, nonfinite(proposal.energy)
+
+
 def build_kernel(compile: Switch = False) -> Callable[..., tuple[State, Info]]:
     """The MALA transition ``step(generator, state, potential, step_size) -> (state, info)``.
 
-    ``step_size`` is ε, a number or a tensor of shape ``(chains,)``. ``compile``
-    (see :mod:`~boltzbench.mcmc.compiling`) compiles :func:`propose` and
-    :func:`finish`; the potential is compiled where it is built.
+    ``step_size`` is ε, a number or a tensor of shape ``(chains,)``. On a
+    :class:`~boltzbench.mcmc.compiling.CountedPotential` the step is
+    :func:`fused_step`, compiled as one graph where the potential was built
+    compiled (the potential charges its counters first). On another potential,
+    ``compile`` (see :mod:`~boltzbench.mcmc.compiling`) compiles :func:`propose`
+    and :func:`finish` around its call.
     """
     on = resolve(compile)
     move, end = Compiled(propose, "mala.propose", on), Compiled(finish, "mala.finish", on)
@@ -122,6 +138,13 @@ def build_kernel(compile: Switch = False) -> Callable[..., tuple[State, Info]]:
     ) -> tuple[State, Info]:
         x, eps = state.position, per_chain(step_size, state.position)
         noise = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+        if isinstance(potential, CountedPotential):
+            potential.charge(x.shape[0])
+            like = state.energy.to(torch.promote_types(state.energy.dtype, x.dtype))
+            out = potential.fuse(fused_step)(state, noise, eps, log_uniform(like, generator))
+            new, accepted, rate, proposal, count = out
+            potential.note(count)
+            return new, Info(rate, accepted, proposal)
         proposal = potential(move(x, state.grad, noise, eps))
         like = proposal.energy.to(torch.promote_types(proposal.energy.dtype, x.dtype))
         new, accepted, rate = end(state, proposal, noise, eps, log_uniform(like, generator))

@@ -69,7 +69,9 @@ class CountingTarget(Target):
         self.log_Z = target.log_Z
         self.description = target.description
         self.budget = budget
-        self.counts = EvalCounts()
+        self._counts = EvalCounts()
+        #: non-finite energies counted on the device, not yet added to ``counts``
+        self._pending: torch.Tensor | None = None
         #: True once a call was refused because it would exceed the budget
         self.exhausted = False
 
@@ -82,6 +84,18 @@ class CountingTarget(Target):
     def base_location(self) -> torch.Tensor | None:
         return self.target.base_location()
 
+    @property
+    def counts(self) -> EvalCounts:
+        """The counts so far (non-finite energies noted lazily are added on reading)."""
+        if self._pending is not None:
+            self._counts.nonfinite += int(self._pending)
+            self._pending = None
+        return self._counts
+
+    @counts.setter
+    def counts(self, counts: EvalCounts) -> None:
+        self._counts, self._pending = counts, None
+
     def reset(self) -> EvalCounts:
         """Return the counts so far and start again from zero."""
         old, self.counts = self.counts, EvalCounts()
@@ -90,17 +104,32 @@ class CountingTarget(Target):
     def remaining(self) -> int | None:
         return None if self.budget is None else self.budget - self.counts.energy
 
-    def _charge(self, n: int) -> None:
-        if self.budget is not None and self.counts.energy + n > self.budget:
+    def charge(self, n: int, grad: bool = False) -> None:
+        """Count ``n`` energy rows (and ``n`` gradient rows where ``grad``) about to be
+        evaluated outside :meth:`energy`, e.g. by a compiled kernel.
+
+        Raises :class:`BudgetExceeded` (and sets ``exhausted``), counting nothing,
+        when they would exceed the budget: call it *before* evaluating.
+        """
+        counts = self._counts
+        if self.budget is not None and counts.energy + n > self.budget:
             self.exhausted = True
             raise BudgetExceeded(
                 f"{n} more energy evaluations would exceed the budget of {self.budget} "
-                f"({self.counts.energy} used)"
+                f"({counts.energy} used)"
             )
-        self.counts.energy += n
+        counts.energy += n
+        if grad:
+            counts.grad += n
+
+    def note_nonfinite(self, count: torch.Tensor) -> None:
+        """Add ``count`` (a 0-d integer tensor) non-finite energies, lazily: no device
+        synchronisation until ``counts`` is read."""
+        count = count.detach()
+        self._pending = count if self._pending is None else self._pending + count
 
     def energy(self, x: torch.Tensor) -> torch.Tensor:
-        self._charge(x.shape[0])
+        self.charge(x.shape[0])
         e = self.target.energy(x)
         self.counts.nonfinite += int((~torch.isfinite(e.detach())).sum())
         if e.requires_grad:
