@@ -44,9 +44,15 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 
 
+if CFG.free_energy:
+
+    include: "workflow/rules/free_energy.smk"
+
+
 rule all:
     default_target: True
     input:
         rules.aggregate.output,
         rules.figures.output,
         rules.budget_sweep.output if SWEEP else [],
+        rules.free_energy.output if CFG.free_energy else [],

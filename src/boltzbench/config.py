@@ -39,6 +39,7 @@ from pydantic import (
     NonNegativeInt,
     PositiveInt,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -259,6 +260,80 @@ class CheckpointSpec(_Section):
     )
 
 
+class FreeEnergyMDSpec(_Section):
+    """The Langevin MD of every λ-window (OpenMM ``LangevinMiddleIntegrator``)."""
+
+    timestep_fs: float = Field(1.0, gt=0, description="Integrator time step, fs.")
+    friction_per_ps: float = Field(1.0, gt=0, description="Langevin friction, 1/ps.")
+    platform: str = Field(
+        "auto", description="OpenMM platform: 'auto' (CUDA if present, else Reference) or a name."
+    )
+    equilibration_steps: NonNegativeInt = Field(
+        10_000, description="Steps after minimization before the first saved frame."
+    )
+    production_steps: PositiveInt = Field(
+        100_000, description="Production steps; a multiple of save_every_steps."
+    )
+    save_every_steps: PositiveInt = Field(
+        100, description="A frame (positions, U_vac, U_GB) is saved every this many steps."
+    )
+    checkpoint_every_frames: NonNegativeInt = Field(
+        200, description="Checkpoint the window every this many frames (0: never)."
+    )
+
+    @model_validator(mode="after")
+    def _whole_frames(self):
+        if self.production_steps % self.save_every_steps:
+            raise ValueError(
+                f"production_steps ({self.production_steps}) must be a multiple of "
+                f"save_every_steps ({self.save_every_steps})"
+            )
+        return self
+
+
+class FreeEnergyMapSpec(_Section):
+    """The learned map of targeted FEP: two coupling flows fitted by maximum likelihood."""
+
+    transforms: PositiveInt = Field(4, description="Coupling layers of each flow.")
+    hidden_features: list[PositiveInt] = Field(
+        [64, 64], min_length=1, description="Hidden widths of each coupling MLP."
+    )
+    n_iter: PositiveInt = Field(500, description="Adam steps per flow.")
+    batch_size: PositiveInt = Field(256, description="Frames per Adam step.")
+    lr: float = Field(1e-3, gt=0, description="Adam learning rate.")
+
+
+class FreeEnergySpec(_Section):
+    """A free-energy task: ΔF between two thermodynamic states (see boltzbench.free_energy)."""
+
+    kind: Literal["aldp-solvation"] = Field(
+        "aldp-solvation",
+        description=(
+            "'aldp-solvation': alanine dipeptide (AMBER ff96) from vacuum (λ = 0) to OBC2 "
+            "implicit solvent (λ = 1), U_λ = U_vac + λ U_GB."
+        ),
+    )
+    temperature_K: float = Field(300.0, gt=0, description="Temperature, K.")
+    lambdas: list[float] = Field(
+        [0.0, 0.25, 0.5, 0.75, 1.0],
+        min_length=2,
+        description="The λ grid, increasing from 0 to 1; each λ is one MD job.",
+    )
+    seed: NonNegativeInt = Field(0, description="Seeds every window's MD and the flows.")
+    md: FreeEnergyMDSpec = Field(default_factory=FreeEnergyMDSpec)
+    map: FreeEnergyMapSpec | None = Field(
+        default_factory=FreeEnergyMapSpec,
+        description="The targeted-FEP flows; null leaves the learned estimators out.",
+    )
+
+    @field_validator("lambdas")
+    @classmethod
+    def _grid(cls, lam: list[float]) -> list[float]:
+        if lam[0] != 0.0 or lam[-1] != 1.0 or any(b <= a for a, b in zip(lam, lam[1:])):
+            raise ValueError(f"lambdas must increase strictly from 0 to 1, got {lam}")
+        return lam
+
+
 class Config(_Section):
     """The whole boltzbench configuration."""
 
@@ -297,6 +372,14 @@ class Config(_Section):
             "budget_sweep.csv and figures/budget_sweep.png."
         ),
     )
+    free_energy: dict[str, FreeEnergySpec] | None = Field(
+        None,
+        description=(
+            "Free-energy tasks by name: each estimates ΔF between two states with MBAR over "
+            "λ-windows (the reference) and FEP, BAR and targeted FEP; results in "
+            "free_energy.csv and free_energy.md."
+        ),
+    )
 
 
 def config_schema() -> dict[str, Any]:
@@ -324,6 +407,7 @@ def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
     """The pydantic model that the path ``loc`` points into, if any."""
     current: Any = model
     for part in loc:
+        current = _optional_inner(current)
         if isinstance(current, type) and issubclass(current, BaseModel):
             field = current.model_fields.get(str(part))
             if field is None:
@@ -333,7 +417,16 @@ def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
             current = current.__args__[1]
         else:
             return None
+    current = _optional_inner(current)
     return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _optional_inner(annotation: Any) -> Any:
+    """``X`` of ``X | None`` (an optional section such as ``free_energy``); else as is."""
+    args = [a for a in getattr(annotation, "__args__", ()) if a is not type(None)]
+    if type(None) in getattr(annotation, "__args__", ()) and len(args) == 1:
+        return args[0]
+    return annotation
 
 
 def _check_positive_seeds(cfg: Config) -> None:
@@ -716,6 +809,7 @@ def validate_config(
     _check_positive_seeds(cfg)
     _check_names("targets", list(cfg.targets))
     _check_names("methods", list(cfg.methods))
+    _check_names("free_energy", list(cfg.free_energy or {}))
     _check_static_targets(cfg)
     _check_static_methods(cfg)
     _check_eval_sizes(cfg)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -46,6 +46,7 @@ __all__ = [
     "merge_md",
     "MD_RHAT_MAX",
     "MD_RHAT_OF",
+    "Trajectories",
 ]
 
 KINDS = ("exact", "mcmc", "md")
@@ -62,6 +63,29 @@ MD_RHAT_MAX = 1.05
 #: the per-frame series whose R̂ across MD replicas is gated: the MD energy (k_BT)
 #: and sin, cos of the backbone torsions φ and ψ
 MD_RHAT_OF = ("energy", "sin_phi", "cos_phi", "sin_psi", "cos_psi")
+
+
+class Trajectories(NamedTuple):
+    """Reference rows with the MD replica and frame each one came from (their time order).
+
+    What :meth:`Method.fit <boltzbench.methods.base.Method.fit>` receives as
+    ``data`` when the method ``uses_time_order`` and the reference is ``md``
+    (:func:`merge_md` stores ``md_replica`` and ``md_frame`` per row).
+
+    Attributes
+    ----------
+    x
+        The rows, shape ``(n, dim)``, in the target's coordinates.
+    replica
+        The replica of each row (0, 1, …), int64 ``(n,)``.
+    frame
+        Its frame index in that replica (frames are ``save_every_steps`` MD steps
+        apart), int64 ``(n,)``.
+    """
+
+    x: torch.Tensor
+    replica: torch.Tensor
+    frame: torch.Tensor
 
 
 def resolve_reference(target: Target, spec: dict[str, Any] | None) -> dict[str, Any]:
@@ -226,7 +250,9 @@ def merge_md(
     −log|J|). With a ``generator`` the rows are put in random order (a
     ``torch.randperm``), so that any block of consecutive rows (a chunk of the
     'floor' split) is a uniform sample of all the frames rather than a stretch
-    of one replica; without one they are in replica-then-time order.
+    of one replica; without one they are in replica-then-time order. The
+    diagnostics ``md_replica`` and ``md_frame`` keep each row's replica and frame
+    index, so the time order survives the shuffle (:class:`Trajectories`).
     Convergence, on every frame of the replicas: :func:`md_convergence` of
     :func:`md_series` (attrs ``rhat_*``, ``ess_*``; ``rhat_max``: the largest R̂,
     ``rhat_threshold``: the gate), checked by :func:`check_md_convergence`.
@@ -267,6 +293,8 @@ def merge_md(
             "positions_nm": torch.as_tensor(positions[rows]),
             "md_energy_kT": column("energy_kT"),
             "md_potential_kJ_per_mol": column("potential_kJ"),
+            "md_replica": torch.as_tensor(rows // per, dtype=torch.int64),
+            "md_frame": torch.as_tensor(rows % per, dtype=torch.int64),
         },
         attrs=attrs,
     )

@@ -156,6 +156,7 @@ def mcmc_reference(
     run = runner.run(chain, run, config.schedule, generator, checkpoint)
     features = target.invariant_features if isinstance(target, InvariantFeatures) else None
     samples = _sample_set(run, runner.draws(chain, run), config, n, features)
+    _wrap_periodic(samples, target)
     samples.attrs["rhat_threshold"] = rhat_max
     check_convergence(samples.attrs["rhat_max"], rhat_max, samples.attrs["rhat_of"])
     return samples
@@ -323,6 +324,17 @@ def _sample_set(
         },
         attrs=attrs,
     )
+
+
+def _wrap_periodic(samples: SampleSet, target: Target) -> None:
+    """Map the target's periodic coordinates (``periodic_mask``: angles of period 2π)
+    of the kept draws into [−π, π), in place: the chains move in ℝ^dim, where a
+    periodic energy is the same, and the samples are stored on the canonical domain."""
+    mask = getattr(target, "periodic_mask", None)  # the PeriodicCoordinates hook
+    if mask is None or not bool(mask.any()):
+        return
+    x, mask = samples.x, mask.to(samples.x.device)
+    samples.x = torch.where(mask, torch.remainder(x + math.pi, 2 * math.pi) - math.pi, x)
 
 
 def _features(features, position: Tensor) -> Tensor:

@@ -48,6 +48,7 @@ METHODS.register_lazy("snf", "boltzbench.methods.snf:SNF")
 METHODS.register_lazy("walk_jump", "boltzbench.methods.walk_jump:WalkJump")
 METHODS.register_lazy("gfn", "boltzbench.methods.gfn:GFN")
 METHODS.register_lazy("idem", "boltzbench.methods.idem:IDEM")
+METHODS.register_lazy("timewarp", "boltzbench.methods.timewarp:Timewarp")
 
 
 def method_factory(spec: dict[str, Any]) -> Callable[..., Method]:

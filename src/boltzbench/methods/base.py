@@ -21,6 +21,11 @@ Capability tags (class attributes):
     ``fit`` does real work and yields a training history.
 ``weighted``
     Samples come with importance weights (``log_weight``).
+``uses_time_order``
+    ``fit`` reads the time order of MD reference data: it then receives
+    ``data`` as :class:`~boltzbench.references.Trajectories` (rows with their
+    replica and frame) when the reference has it, and a plain tensor otherwise
+    (``timewarp``: pairs of frames a lag apart).
 ``declares_costs``
     The samples were made elsewhere and their costs are *declared* (by the
     file they come from), not counted: boltzbench's own evaluations (the
@@ -85,6 +90,8 @@ class Method:
     """Base class of every sampler family; each is one line in ``methods/__init__.py``."""
 
     needs_data: bool = False
+    #: ``fit`` takes ``data`` as :class:`~boltzbench.references.Trajectories` when it can
+    uses_time_order: bool = False
     trainable: bool = False
     weighted: bool = False
     #: small settings under which the conformance suite runs the method (CI)

@@ -83,7 +83,7 @@ from boltzbench.methods.diffusion_util import (
     time_embedding,
 )
 from boltzbench.methods.paths import PathSampler
-from boltzbench.methods.training import Objective, StepLoss, forked_seed
+from boltzbench.methods.training import StepLoss
 from boltzbench.targets.base import Target
 
 __all__ = ["CMCD", "CMCDModel", "Chain", "Point"]
@@ -421,22 +421,6 @@ class CMCD(PathSampler):
             return loss, {"log_Z_elbo": float(log_w.mean()), "ess": normalized_kish_ess(log_w)}
 
         return step
-
-    def _objective(self, target: Target, data: Tensor | None, generator) -> Objective:
-        """A zero-control model (seeded from ``generator``), Adam at a constant ``lr``,
-        one batch of ``batch_size`` paths per step; training stops before the first
-        batch the budget cannot pay for. History: ``loss``, ``log_Z_elbo``, ``ess``."""
-        with forked_seed(generator):
-            self.model_ = self._build(target.dim)
-        opt = torch.optim.Adam(self.model_.parameters(), lr=self.lr)
-        return Objective(
-            self.model_,
-            opt,
-            loss=self._step_loss(self._simulator(target), target, generator),
-            records=("log_Z_elbo", "ess"),
-            target=target,
-            cost=self.sample_cost(self.batch_size),
-        )
 
     # ---------------------------------------------------------------- sampling
 

@@ -91,7 +91,7 @@ from boltzbench.methods.diffusion_util import (
     time_embedding,
 )
 from boltzbench.methods.paths import PathSampler
-from boltzbench.methods.training import Objective, StepLoss, forked_seed
+from boltzbench.methods.training import StepLoss
 from boltzbench.targets.base import Target
 
 __all__ = ["DiffusionSampler"]
@@ -327,23 +327,6 @@ class DiffusionSampler(PathSampler):
             return loss, {"log_Z_elbo": float(log_w.mean()), "ess": normalized_kish_ess(log_w)}
 
         return step
-
-    def _objective(self, target: Target, data: Tensor | None, generator) -> Objective:
-        """A zero-control network (seeded from ``generator``), Adam at a constant ``lr``,
-        and the loss of one batch of ``batch_size`` paths. Training stops before
-        the first batch the budget cannot pay for (``sample_cost(batch_size)``).
-        History: ``loss``, ``log_Z_elbo`` and ``ess`` per step."""
-        with forked_seed(generator):
-            self.net_ = self._build(target.dim)
-        opt = torch.optim.Adam(self.net_.parameters(), lr=self.lr)
-        return Objective(
-            self.net_,
-            opt,
-            loss=self._step_loss(self._simulator(target), target, generator),
-            records=("log_Z_elbo", "ess"),
-            target=target,
-            cost=self.sample_cost(self.batch_size),
-        )
 
     # ---------------------------------------------------------------- sampling
 

@@ -28,7 +28,7 @@ from boltzbench.methods.diffusion_util import (
     module_state,
     weighted_paths,
 )
-from boltzbench.methods.training import GradientMethod
+from boltzbench.methods.training import GradientMethod, Objective, StepLoss, forked_seed
 from boltzbench.targets.base import Target
 
 __all__ = ["PathSampler"]
@@ -72,6 +72,29 @@ class PathSampler(GradientMethod):
     def _iteration_cost(self) -> int:
         """Evaluations of one training iteration (default: a batch of paths)."""
         return self.sample_cost(self.batch_size)
+
+    def _step_loss(self, sim: Any, target: Target, generator) -> StepLoss:
+        """The loss of one training step on the simulator (used by :meth:`_objective`)."""
+        raise NotImplementedError
+
+    def _objective(self, target: Target, data: Tensor | None, generator) -> Objective:
+        """The default objective: a fresh model (:meth:`_build_model`, seeded from
+        ``generator``), Adam at a constant ``lr``, and :meth:`_step_loss` of one batch
+        of ``batch_size`` paths per step. Training stops before the first batch the
+        budget cannot pay for (``sample_cost(batch_size)``). History: ``loss``,
+        ``log_Z_elbo`` and ``ess`` per step."""
+        with forked_seed(generator):
+            model = self._build_model(target)
+        setattr(self, f"{self.model_attr}_", model)
+        opt = torch.optim.Adam(model.parameters(), lr=self.lr)
+        return Objective(
+            model,
+            opt,
+            loss=self._step_loss(self._simulator(target), target, generator),
+            records=("log_Z_elbo", "ess"),
+            target=target,
+            cost=self.sample_cost(self.batch_size),
+        )
 
     # ---------------------------------------------------------------- written once
 

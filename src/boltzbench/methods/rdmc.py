@@ -163,7 +163,7 @@ class RDMC(Method):
         dtype: str = "float32",
     ):
         if n_steps < 1 or not T > 0 or not init_scale > 0:
-            raise ValueError("need n_steps >= 1, T > 0 and init_scale > 0")
+            raise ValueError("rdmc: need n_steps >= 1, T > 0 and init_scale > 0")
         resolve_dtype(dtype)
         self.n_steps, self.T, self.init_scale, self.dtype = n_steps, T, init_scale, dtype
         self.n_chains, self.n_proposals = n_chains, n_proposals

@@ -73,6 +73,7 @@ STATIC_TAGS: dict[str, Callable[[dict[str, Any]], PlanTags]] = {
     "walk_jump": _fixed(),
     "gfn": _fixed(has_density=True),
     "idem": _fixed(),
+    "timewarp": _fixed(needs_data=True),
 }
 
 

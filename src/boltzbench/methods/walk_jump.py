@@ -160,13 +160,13 @@ class WalkJump(Method):
         dtype: str = "float32",
     ):
         if n_measurements < 1 or n_walk < 0 or n_walk_first < 1:
-            raise ValueError("need n_measurements >= 1, n_walk >= 0, n_walk_first >= 1")
+            raise ValueError("walk_jump: need n_measurements >= 1, n_walk >= 0, n_walk_first >= 1")
         if not sigma > 0 or not init_scale > 0:
-            raise ValueError("need sigma > 0 and init_scale > 0")
+            raise ValueError("walk_jump: need sigma > 0 and init_scale > 0")
         if not 0 < walk_step <= 1:
-            raise ValueError(f"need 0 < walk_step <= 1, got {walk_step}")
+            raise ValueError(f"walk_jump: need 0 < walk_step <= 1, got {walk_step}")
         if jump not in JUMPS:
-            raise ValueError(f"jump must be one of {JUMPS}, got {jump!r}")
+            raise ValueError(f"walk_jump: jump must be one of {JUMPS}, got {jump!r}")
         resolve_dtype(dtype)
         self.n_measurements, self.sigma = n_measurements, sigma
         self.n_walk, self.n_walk_first = n_walk, n_walk_first

@@ -13,7 +13,23 @@ from boltzbench.metrics.cost import ess_per_1e6_evals
 from boltzbench.metrics.distributional import energy_w1, mmd, w2
 from boltzbench.metrics.evaluate import evaluate, metric_docs, noise_floor, nonfinite_fraction
 from boltzbench.metrics.forward import eubo, forward_ess, forward_kl
+from boltzbench.metrics.gauge import (
+    chi_q_error,
+    has_gauge,
+    plaquette_error,
+    topo_ess_per_1e6_evals,
+    topo_tau_int,
+)
 from boltzbench.metrics.lattice import has_lattice, magnetization_w1, susceptibility_error
+from boltzbench.metrics.liquid import (
+    RDF_BINS,
+    aligns,
+    energy_per_particle_error,
+    energy_per_particle_w1,
+    is_liquid,
+    pressure_error,
+    rdf_l2,
+)
 from boltzbench.metrics.modes import (
     FOUND_FRACTION,
     has_equal_modes,
@@ -348,9 +364,10 @@ _register(
             "each sign pattern. Then sqrt of POT ot.emd2 on the aligned Cartesian "
             "coordinates (squared-Euclidean cost). Invariant to rotations, reflections and "
             "permutations of any row; ≥ the W2 of the quotient space (pair cost min over "
-            "the group of ‖x - g·y‖²). Particle targets only."
+            "the group of ‖x - g·y‖²). Particle targets in open space only (not a periodic "
+            "liquid, whose box fixes the frame)."
         ),
-        applies=has_particles,
+        applies=aligns,
         max_rows=OT_MAX_ROWS,
     )
 )
@@ -508,5 +525,123 @@ _register(
             "no row is finite. Alanine dipeptide only."
         ),
         applies=has_torsions,
+    )
+)
+
+_LIQUID = (
+    "Periodic liquids only (LJ liquid, Kob-Andersen); n_eval samples against n_eval "
+    "reference samples"
+)
+_register(
+    Metric(
+        name="rdf_l2",
+        kind="sample",
+        fn=rdf_l2,
+        doc=(
+            "L2 distance sqrt(∫_0^{L/2} (g(r) − g_ref(r))² dr) (σ^{1/2}) between the radial "
+            f"distribution functions of the samples and of the reference, each from all "
+            f"minimum-image pair distances on {RDF_BINS} equal bins over [0, L/2), "
+            "g = n_k / [N(N−1)/2 · shell volume / V] averaged over configurations (total g "
+            f"of all pairs for a mixture). {_LIQUID}."
+        ),
+        applies=is_liquid,
+    )
+)
+_register(
+    Metric(
+        name="energy_per_particle_w1",
+        kind="sample",
+        fn=energy_per_particle_w1,
+        doc=(
+            "1-D 1-Wasserstein distance (ε, not k_BT) between the potential energies per "
+            f"particle U/N (tail correction included) of the samples and of the reference. "
+            f"{_LIQUID}."
+        ),
+        applies=is_liquid,
+    )
+)
+_register(
+    Metric(
+        name="energy_per_particle_error",
+        kind="sample",
+        fn=energy_per_particle_error,
+        doc=(
+            "|⟨U/N⟩ − ⟨U/N⟩_ref| (ε), sample means of the potential energy per particle "
+            f"(tail correction included). {_LIQUID}."
+        ),
+        applies=is_liquid,
+    )
+)
+_register(
+    Metric(
+        name="pressure_error",
+        kind="sample",
+        fn=pressure_error,
+        doc=(
+            "|⟨P⟩ − ⟨P⟩_ref| (ε/σ³), sample means of the instantaneous virial pressure "
+            f"P = ρT + W/(3V) + P_tail. {_LIQUID}."
+        ),
+        applies=is_liquid,
+    )
+)
+_GAUGE = (
+    "U(1) gauge targets only (Kanwar et al. 2020); exact values from the character "
+    "expansion (boltzbench.targets.gauge), not from the reference"
+)
+_register(
+    Metric(
+        name="plaquette_error",
+        kind="sample",
+        fn=plaquette_error,
+        doc=(
+            "|P̂ − ⟨cos θ_P⟩| with P̂ the mean of cos θ_P over the V plaquettes and the "
+            f"n_eval samples, θ_P = θ_0(x) + θ_1(x+0̂) − θ_0(x+1̂) − θ_1(x); {_GAUGE}."
+        ),
+        applies=has_gauge,
+    )
+)
+_register(
+    Metric(
+        name="chi_q_error",
+        kind="sample",
+        fn=chi_q_error,
+        doc=(
+            "Relative error |χ̂_Q − χ_Q| / χ_Q of the topological susceptibility, "
+            "χ̂_Q = mean(Q²) / V over the n_eval samples (⟨Q⟩ = 0 exactly), "
+            f"Q = (1/2π) Σ_P wrap(θ_P), wrap to [−π, π); {_GAUGE}."
+        ),
+        applies=has_gauge,
+    )
+)
+_CHAINS = (
+    "over the kept draws of MCMC chains (sample sets with n_chains and n_draws_per_chain, "
+    "rows draw-major, put back in chain order; None for other methods), ESS_Q the pooled "
+    "autocorrelation ESS of Q (Vehtari et al. 2021)"
+)
+_register(
+    Metric(
+        name="topo_tau_int",
+        kind="sampleset",
+        fn=topo_tau_int,
+        doc=(
+            "Integrated autocorrelation time of the topological charge, τ_int(Q) = 1/2 + "
+            f"Σ_t ρ_Q(t) = rows / (2 ESS_Q), in kept draws (× thinning for steps), {_CHAINS}; "
+            "∞ when no chain's Q ever changed. Its growth with β is topological freezing. "
+            "U(1) gauge targets only."
+        ),
+        applies=has_gauge,
+    )
+)
+_register(
+    Metric(
+        name="topo_ess_per_1e6_evals",
+        kind="sampleset",
+        fn=topo_ess_per_1e6_evals,
+        doc=(
+            f"ESS_Q per 10⁶ counted energy evaluations (fit + sample), {_CHAINS}: the "
+            "cost-fair view of topological freezing. U(1) gauge targets only."
+        ),
+        better="higher",
+        applies=has_gauge,
     )
 )

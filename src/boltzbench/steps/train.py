@@ -23,17 +23,25 @@ from boltzbench.jobs import (
     training_budget,
 )
 from boltzbench.provenance import now, provenance_attrs
+from boltzbench.references import Trajectories
 
 __all__ = ["run"]
 
 log = logging.getLogger(__name__)
 
 
-def _training_data(inputs: dict) -> torch.Tensor | None:
-    """The 'train' reference split as float64, when the method trains on data."""
+def _training_data(inputs: dict, time_order: bool = False) -> torch.Tensor | Trajectories | None:
+    """The 'train' reference split as float64, when the method trains on data; as
+    :class:`~boltzbench.references.Trajectories` for a method that ``uses_time_order``
+    when the reference stores each row's MD replica and frame."""
     if "reference" not in inputs:
         return None
-    return torch.from_numpy(read_store(inputs["reference"])["x"].values).double()
+    ds = read_store(inputs["reference"])
+    x = torch.from_numpy(ds["x"].values).double()
+    if not (time_order and "diag__md_replica" in ds and "diag__md_frame" in ds):
+        return x
+    index = [torch.from_numpy(ds[f"diag__md_{k}"].values).long() for k in ("replica", "frame")]
+    return Trajectories(x, *index)
 
 
 def run(
@@ -74,8 +82,11 @@ def run(
         model, plan = planned_method(method, budget, n_samples)
         fit_budget = training_budget(model, budget, n_samples)
         counted = build_counted_target(target, fit_budget).to(dev)
-        data = _training_data(inputs)
-        data = None if data is None else data.to(dev)
+        data = _training_data(inputs, model.uses_time_order)
+        if isinstance(data, Trajectories):
+            data = Trajectories(*(t.to(dev) for t in data))
+        elif data is not None:
+            data = data.to(dev)
         ckpt = job_checkpoint(
             checkpoint,
             checkpoint_every,
@@ -91,7 +102,8 @@ def run(
     attrs = provenance_attrs("train", config, seed, inputs, started)
     attrs.update(counted.counts.as_dict("fit_n_"), fit_seconds=times["fit"])
     attrs.update(device=str(dev), resumed_from_step=ckpt.resumed_from)
-    attrs["fit_n_data"] = 0 if data is None else int(data.shape[0])  # exact samples used
+    rows = data.x if isinstance(data, Trajectories) else data
+    attrs["fit_n_data"] = 0 if rows is None else int(rows.shape[0])  # exact samples used
     attrs.update(budget_attrs(budget, counted, "fit"), **plan_attrs(plan))
     save_model(outputs["model"], model.model_state(), getattr(model, "history_", {}), attrs)
     ckpt.clear()

@@ -29,8 +29,10 @@ if TYPE_CHECKING:  # imported lazily (see __getattr__); listed for readers and h
         Target,
     )
     from boltzbench.targets.counting import BudgetExceeded, CountingTarget, EvalCounts
+    from boltzbench.targets.gauge import U1, GaugeObservables
     from boltzbench.targets.gaussian import Gaussian
     from boltzbench.targets.lattice import Phi4
+    from boltzbench.targets.liquid import KobAndersenMixture, LennardJonesLiquid
     from boltzbench.targets.particles import DoubleWell4, LennardJones, ParticleTarget
 
 __all__ = [
@@ -50,6 +52,8 @@ __all__ = [
     "DoubleWell4",
     "LennardJones",
     "Phi4",
+    "LennardJonesLiquid",
+    "KobAndersenMixture",
     # optional hooks a target may provide (see boltzbench.targets.base)
     "ParticleSystem",
     "ParticleChart",
@@ -58,6 +62,8 @@ __all__ = [
     "InvariantFeatures",
     "DescribesCOM",
     "MDSystem",
+    "U1",
+    "GaugeObservables",
 ]
 
 __getattr__ = lazy_exports(
@@ -83,6 +89,10 @@ __getattr__ = lazy_exports(
         "DoubleWell4": "boltzbench.targets.particles",
         "LennardJones": "boltzbench.targets.particles",
         "ParticleTarget": "boltzbench.targets.particles",
+        "LennardJonesLiquid": "boltzbench.targets.liquid",
+        "KobAndersenMixture": "boltzbench.targets.liquid",
+        "U1": "boltzbench.targets.gauge",
+        "GaugeObservables": "boltzbench.targets.gauge",
     },
 )
 
@@ -96,6 +106,9 @@ TARGETS.register_lazy("lj", "boltzbench.targets.particles:LennardJones")
 TARGETS.register_lazy("phi4", "boltzbench.targets.lattice:Phi4")
 TARGETS.register_lazy("aldp", "boltzbench.targets.aldp:AlanineDipeptide")
 TARGETS.register_lazy("gmm25", "boltzbench.targets.analytic:GMM25")
+TARGETS.register_lazy("lj_liquid", "boltzbench.targets.liquid:LennardJonesLiquid")
+TARGETS.register_lazy("ka_mixture", "boltzbench.targets.liquid:KobAndersenMixture")
+TARGETS.register_lazy("u1", "boltzbench.targets.gauge:U1")
 
 
 def target_factory(spec: dict[str, Any]):
