@@ -158,3 +158,65 @@ def test_switch_values():
     assert compiling.energy_and_grad(target, "false") == target.energy_and_grad
     with pytest.raises(ValueError, match="compile must be one of"):
         compiling.resolve("yes")
+
+
+@pytest.mark.parametrize("kernel", ["mala", "hmc"])
+def test_mcmc_reference_and_pt_compiled_equal_eager(kernel):
+    # 3 ensembles x 3 temperatures of ManyWell-4, 12 steps: warm-up adapts one eps per
+    # replica, then median per temperature; the fused tempered steps must give the eager
+    # chains (positions within 1e-10, float64) and the same counts and swap statistics
+    from boltzbench.mcmc.reference import mcmc_reference
+
+    out = {}
+    for switch in ("true", "false"):
+        target = CountingTarget(ManyWell(4).double())
+        samples = mcmc_reference(
+            target, 12, torch.Generator().manual_seed(4), n_chains=3, n_warmup=4,
+            n_burnin=2, thinning=1, n_temps=3, t_max=5.0, step_size=0.3, kernel=kernel,
+            n_leapfrog=2, rhat_max=float("inf"), compile=switch,
+        )  # fmt: skip
+        out[switch] = samples, target.counts
+    (fast, counts_fast), (slow, counts_slow) = out["true"], out["false"]
+    torch.testing.assert_close(fast.x, slow.x, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(fast.energy, slow.energy, rtol=1e-10, atol=1e-10)
+    for name in ("acceptance_mean", "swap_acceptance_mean"):
+        assert fast.attrs[name] == pytest.approx(slow.attrs[name], abs=1e-10)
+    assert 0 < slow.attrs["acceptance_mean"] < 1
+    leapfrog = 2 if kernel == "hmc" else 1
+    assert counts_fast == counts_slow and counts_slow.energy == 9 * (1 + 10 * leapfrog)
+
+
+def test_pt_method_compile_switch():
+    from boltzbench.methods.pt import ParallelTempering
+
+    assert ParallelTempering(compile="auto").get_params()["compile"] == "auto"
+    with pytest.raises(ValueError, match="compile must be one of"):
+        ParallelTempering(compile="yes")
+    fast = ParallelTempering(**ParallelTempering.fast_params, compile="true")
+    slow = ParallelTempering(**ParallelTempering.fast_params, compile="false")
+    a, b = (
+        m.sample(ManyWell(4).double(), 16, torch.Generator().manual_seed(1)) for m in (fast, slow)
+    )
+    torch.testing.assert_close(a.x, b.x, rtol=1e-10, atol=1e-10)
+
+
+def test_skipped_guards_still_pick_the_graph_of_each_signature():
+    # guards are skipped only on a signature already run with them: alternating shapes,
+    # dtypes and a Python number must each get their own graph's (exact) result
+    fn = compiling.Compiled(lambda x, k: x * k + 1, "affine", fullgraph=True, skip_guards=True)
+    f32, f64 = torch.float32, torch.float64
+    inputs = [torch.arange(3, dtype=f32), torch.arange(5, dtype=f32), torch.arange(3, dtype=f64)]
+    for _ in range(3):
+        for x in inputs:
+            for k in (2, 3):
+                out = fn(x, k)
+                assert out.dtype == x.dtype and torch.equal(out, x * k + 1)
+    assert fn.is_compiled and len(fn._seen) == 6
+
+
+def test_nonfinite_notes_collapse_and_count_exactly():
+    target = CountingTarget(ManyWell(4).double())
+    for i in range(600):  # collapses twice on the way
+        target.note_nonfinite(torch.tensor(i % 3))
+    assert len(target._pending) < 256
+    assert target.counts.nonfinite == 200 * (0 + 1 + 2) and target._pending == []

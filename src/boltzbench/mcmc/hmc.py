@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from boltzbench.mcmc.compiling import Compiled, CountedPotential, Switch, nonfinite, resolve
-from boltzbench.mcmc.integrators import build_leapfrog, kinetic_energy, leapfrog, per_chain
+from boltzbench.mcmc.integrators import build_leapfrog, kinetic_energy, leapfrog, normal, per_chain
 from boltzbench.mcmc.proposal import (
     Potential,
     State,
@@ -34,6 +34,7 @@ from boltzbench.mcmc.proposal import (
     log_uniform,
     metropolis_decide,
     select,
+    uniform,
 )
 
 __all__ = [
@@ -89,19 +90,19 @@ def finish(
 
 @functools.cache
 def fused_step(n_leapfrog: int) -> Callable:
-    """``step(pure, state, momentum, eps, log_u)``: a whole step of ``n_leapfrog``
-    leapfrog steps on the pure potential ``pure`` given its draws. It returns the
-    outputs of :func:`finish`, the proposal and the number of non-finite energies
+    """``step(pure, state, momentum, eps, u)``: a whole step of ``n_leapfrog``
+    leapfrog steps on the pure potential ``pure`` given its draws (p and u ~ U(0, 1)).
+    It returns the outputs of :func:`finish`, the proposal and the number of non-finite energies
     met along the trajectory (one function per L, so that each compiles once)."""
 
-    def step(pure: Potential, state: State, momentum: Tensor, eps: Tensor, log_u: Tensor):
+    def step(pure: Potential, state: State, momentum: Tensor, eps: Tensor, u: Tensor):
         proposal, p, count = state, momentum, 0
         for _ in range(n_leapfrog):
             p = p - 0.5 * eps * proposal.grad
             proposal = pure(proposal.position + eps * p)
             p = p - 0.5 * eps * proposal.grad
             count = count + nonfinite(proposal.energy)
-        return (*finish(state, proposal, momentum, p, log_u), proposal, count)
+        return (*finish(state, proposal, momentum, p, torch.log(u)), proposal, count)
 
     step.__qualname__ = f"hmc.fused_step({n_leapfrog})"
     return step
@@ -132,7 +133,7 @@ def build_kernel(integrator=leapfrog, compile: Switch = False) -> Callable[..., 
         n_leapfrog: int,
     ) -> tuple[State, Info]:
         x = state.position
-        p = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+        p = normal(x, generator)
         if fusable and isinstance(potential, CountedPotential):
             return _fused(generator, state, potential, per_chain(step_size, p), n_leapfrog, p)
         proposal, p_end = integrator(state, p, potential, step_size, n_leapfrog)
@@ -149,9 +150,9 @@ def _fused(generator, state: State, potential: CountedPotential, eps, n_leapfrog
     """The step of :func:`fused_step` on ``potential``: charge, draw log u, run, note."""
     for _ in range(n_leapfrog):  # one charge per evaluation: refused where eager refuses
         potential.charge(p.shape[0])
-    like = state.energy.to(torch.promote_types(state.energy.dtype, p.dtype))
-    log_u = log_uniform(like, generator)
-    out = potential.fuse(fused_step(n_leapfrog))(state, p, eps, log_u)
+    dtype = torch.promote_types(state.energy.dtype, p.dtype)
+    u = uniform(state.energy.shape, dtype, p.device, generator)
+    out = potential.fuse(fused_step(n_leapfrog))(state, p, eps, u)
     new, accepted, rate, divergent, energy_error, proposal, count = out
     potential.note(count)
     return new, Info(rate, accepted, divergent, energy_error, proposal)

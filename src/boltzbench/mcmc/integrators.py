@@ -26,7 +26,7 @@ from torch import Tensor
 from boltzbench.mcmc.compiling import Compiled, Switch, resolve
 from boltzbench.mcmc.proposal import Potential, State
 
-__all__ = ["leapfrog", "build_leapfrog", "kinetic_energy", "per_chain"]
+__all__ = ["leapfrog", "build_leapfrog", "kinetic_energy", "per_chain", "normal"]
 
 
 def per_chain(step_size: Tensor | float, like: Tensor) -> Tensor:
@@ -34,8 +34,18 @@ def per_chain(step_size: Tensor | float, like: Tensor) -> Tensor:
 
     A per-chain step size becomes a column of shape ``(chains, 1)``.
     """
-    s = torch.as_tensor(step_size, dtype=like.dtype, device=like.device)
+    if isinstance(step_size, Tensor) and step_size.dtype == like.dtype:
+        s = step_size if step_size.device == like.device else step_size.to(like.device)
+    else:
+        s = torch.as_tensor(step_size, dtype=like.dtype, device=like.device)
     return s.reshape(-1, *([1] * (like.ndim - 1))) if s.ndim else s
+
+
+def normal(like: Tensor, generator: torch.Generator) -> Tensor:
+    """ξ ~ N(0, I) of the shape and dtype of ``like``, drawn on the CPU generator,
+    on ``like``'s device (no copy where that is the CPU)."""
+    xi = torch.randn(like.shape, generator=generator, dtype=like.dtype)
+    return xi if xi.device == like.device else xi.to(like.device)
 
 
 def kinetic_energy(momentum: Tensor) -> Tensor:

@@ -41,7 +41,7 @@ import torch
 from torch import Tensor
 
 from boltzbench.mcmc.compiling import Compiled, CountedPotential, Switch, nonfinite, resolve
-from boltzbench.mcmc.integrators import per_chain
+from boltzbench.mcmc.integrators import normal, per_chain
 from boltzbench.mcmc.proposal import (
     Potential,
     State,
@@ -49,6 +49,7 @@ from boltzbench.mcmc.proposal import (
     log_uniform,
     metropolis_decide,
     select,
+    uniform,
 )
 
 __all__ = [
@@ -111,12 +112,13 @@ def finish(
 
 
 def fused_step(
-    pure: Potential, state: State, noise: Tensor, eps: Tensor, log_u: Tensor
+    pure: Potential, state: State, noise: Tensor, eps: Tensor, u: Tensor
 ) -> tuple[State, Tensor, Tensor, State, Tensor]:
-    """A whole step given its draws, on the pure potential ``pure``: the new state,
-    whether accepted, min(1, α), the proposal and its number of non-finite energies."""
+    """A whole step given its draws ξ and u ~ U(0, 1), on the pure potential ``pure``:
+    the new state, whether accepted, min(1, α), the proposal and its number of
+    non-finite energies."""
     proposal = pure(propose(state.position, state.grad, noise, eps))
-    new, accepted, rate = finish(state, proposal, noise, eps, log_u)
+    new, accepted, rate = finish(state, proposal, noise, eps, torch.log(u))
     return new, accepted, rate, proposal, nonfinite(proposal.energy)
 
 
@@ -137,12 +139,12 @@ def build_kernel(compile: Switch = False) -> Callable[..., tuple[State, Info]]:
         generator: torch.Generator, state: State, potential: Potential, step_size: Tensor | float
     ) -> tuple[State, Info]:
         x, eps = state.position, per_chain(step_size, state.position)
-        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+        noise = normal(x, generator)
         if isinstance(potential, CountedPotential):
             potential.charge(x.shape[0])
-            like = state.energy.to(torch.promote_types(state.energy.dtype, x.dtype))
-            out = potential.fuse(fused_step)(state, noise, eps, log_uniform(like, generator))
-            new, accepted, rate, proposal, count = out
+            dtype = torch.promote_types(state.energy.dtype, x.dtype)
+            u = uniform(state.energy.shape, dtype, x.device, generator)
+            new, accepted, rate, proposal, count = potential.fuse(fused_step)(state, noise, eps, u)
             potential.note(count)
             return new, Info(rate, accepted, proposal)
         proposal = potential(move(x, state.grad, noise, eps))

@@ -31,6 +31,7 @@ __all__ = [
     "potential_from",
     "init",
     "metropolis_accept",
+    "uniform",
     "log_uniform",
     "metropolis_decide",
     "select",
@@ -99,6 +100,13 @@ def metropolis_accept(
         min(1, exp(log_ratio)), zero where the proposal is invalid, shape ``(chains,)``.
     """
     return metropolis_decide(log_ratio, proposed_energy, log_uniform(log_ratio, generator))
+
+
+def uniform(shape: torch.Size, dtype: torch.dtype, device, generator: torch.Generator) -> Tensor:
+    """u ~ U(0, 1) of ``shape``, drawn on the CPU generator, on ``device``: the draws of
+    :func:`log_uniform` before the log (a fused compiled step takes the log inside)."""
+    u = torch.rand(shape, generator=generator, dtype=dtype)
+    return u if u.device == device else u.to(device)
 
 
 def log_uniform(like: Tensor, generator: torch.Generator) -> Tensor:

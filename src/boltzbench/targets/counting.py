@@ -47,6 +47,10 @@ class _CountBackward(torch.autograd.Function):
         return grad, None
 
 
+#: lazily noted non-finite counts are summed into one tensor every this many notes
+_COLLAPSE = 256
+
+
 class CountingTarget(Target):
     """A target that counts its own use. It forwards every attribute to ``target``.
 
@@ -70,8 +74,8 @@ class CountingTarget(Target):
         self.description = target.description
         self.budget = budget
         self._counts = EvalCounts()
-        #: non-finite energies counted on the device, not yet added to ``counts``
-        self._pending: torch.Tensor | None = None
+        #: non-finite energies counted on the device (0-d tensors), not yet in ``counts``
+        self._pending: list[torch.Tensor] = []
         #: True once a call was refused because it would exceed the budget
         self.exhausted = False
 
@@ -87,14 +91,14 @@ class CountingTarget(Target):
     @property
     def counts(self) -> EvalCounts:
         """The counts so far (non-finite energies noted lazily are added on reading)."""
-        if self._pending is not None:
-            self._counts.nonfinite += int(self._pending)
-            self._pending = None
+        if self._pending:
+            self._counts.nonfinite += int(torch.stack(self._pending).sum())
+            self._pending = []
         return self._counts
 
     @counts.setter
     def counts(self, counts: EvalCounts) -> None:
-        self._counts, self._pending = counts, None
+        self._counts, self._pending = counts, []
 
     def reset(self) -> EvalCounts:
         """Return the counts so far and start again from zero."""
@@ -124,9 +128,12 @@ class CountingTarget(Target):
 
     def note_nonfinite(self, count: torch.Tensor) -> None:
         """Add ``count`` (a 0-d integer tensor) non-finite energies, lazily: no device
-        synchronisation until ``counts`` is read."""
-        count = count.detach()
-        self._pending = count if self._pending is None else self._pending + count
+        synchronisation until ``counts`` is read, and no tensor operation per call but
+        one per :data:`_COLLAPSE` calls (a list append: kernels call it every step)."""
+        pending = self._pending
+        pending.append(count.detach())
+        if len(pending) >= _COLLAPSE:
+            self._pending = [torch.stack(pending).sum()]
 
     def energy(self, x: torch.Tensor) -> torch.Tensor:
         self.charge(x.shape[0])
