@@ -19,6 +19,7 @@ BENCHMARKS = (
     "bench_diffusion",
     "bench_flow_matching",
     "bench_reproducible",
+    "bench_blackjax",
 )
 
 for name in BENCHMARKS:

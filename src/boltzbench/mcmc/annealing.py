@@ -41,6 +41,7 @@ MALA step (``n_leapfrog`` per HMC step), all through the path.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, fields
@@ -52,7 +53,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from boltzbench.estimators import normalized_kish_ess
-from boltzbench.mcmc import adaptation, hmc, mala, proposal
+from boltzbench.mcmc import adaptation, compiling, hmc, mala, proposal
+from boltzbench.mcmc.compiling import Switch
 from boltzbench.targets.base import Target
 
 __all__ = [
@@ -160,11 +162,14 @@ def base_energy_and_grad(x: Tensor, scale: float) -> tuple[Tensor, Tensor]:
     return e0, x / scale**2
 
 
-def gaussian_path(target: Target, base_scale: float) -> Path:
-    """The path from N(0, σ₀² I) (E₀ of :func:`base_energy_and_grad`) to ``target``."""
+def gaussian_path(target: Target, base_scale: float, compile: Switch = False) -> Path:
+    """The path from N(0, σ₀² I) (E₀ of :func:`base_energy_and_grad`) to ``target``;
+    ``compile``: the target's energy compiled inside its counters
+    (:func:`~boltzbench.mcmc.compiling.energy_and_grad`)."""
+    energy_and_grad = compiling.energy_and_grad(target, compile)
 
     def ends(x: Tensor) -> PathEnds:
-        return PathEnds(*target.energy_and_grad(x), *base_energy_and_grad(x, base_scale))
+        return PathEnds(*energy_and_grad(x), *base_energy_and_grad(x, base_scale))
 
     return ends
 
@@ -271,6 +276,9 @@ class Annealing:
     ess_threshold
         Resample when the normalized ESS falls below this (0: never, i.e. AIS;
         1: always).
+    compile
+        Compile the moves' arithmetic (:mod:`~boltzbench.mcmc.compiling`):
+        "auto", "true" or "false" (or a bool).
     """
 
     n_temps: int = 100
@@ -283,6 +291,7 @@ class Annealing:
     target_accept: float | None = None
     adapt_gain: float = 1.0
     ess_threshold: float = 0.5
+    compile: Switch = False
 
     def __post_init__(self) -> None:
         if self.kernel not in TARGET_ACCEPT:
@@ -296,8 +305,10 @@ class Annealing:
     @classmethod
     def of(cls, config: object, **overrides) -> Annealing:
         """The settings read from the attributes of the same names of ``config`` (e.g. a
-        method's parameters), but those given in ``overrides``."""
+        method's parameters), but those given in ``overrides``; ``compile`` keeps its
+        default where ``config`` has none."""
         names = [f.name for f in fields(cls) if f.name not in overrides]
+        names = [n for n in names if n != "compile" or hasattr(config, n)]
         return cls(**{name: getattr(config, name) for name in names}, **overrides)
 
     def betas(self) -> Tensor:
@@ -319,9 +330,15 @@ class Annealing:
 
     def build_kernel(self) -> Callable:
         """The move ``step(generator, state, potential, step_size) -> (state, info)``."""
-        if self.kernel == "mala":
-            return mala.build_kernel()
-        return partial(hmc.build_kernel(), n_leapfrog=self.n_leapfrog)
+        return _move_kernel(self.kernel, self.n_leapfrog, compiling.resolve(self.compile))
+
+
+@functools.cache
+def _move_kernel(kernel: str, n_leapfrog: int, compile: bool) -> Callable:
+    """One kernel per setting, so that a compiled one is compiled once per process."""
+    if kernel == "mala":
+        return mala.build_kernel(compile)
+    return partial(hmc.build_kernel(compile=compile), n_leapfrog=n_leapfrog)
 
 
 def anneal(

@@ -55,6 +55,7 @@ from torch import Tensor
 
 from boltzbench.mcmc import mala
 from boltzbench.mcmc import proposal as mh
+from boltzbench.mcmc.compiling import Compiled, Switch, resolve
 
 __all__ = [
     "State",
@@ -164,28 +165,40 @@ def log_importance_weight(state: State) -> Tensor:
     return torch.where(ok, log_w, torch.full_like(log_w, -torch.inf))
 
 
-def build_kernel(propose: Proposal) -> Callable[..., tuple[State, Info]]:
+def _jump(state: State, new: State, log_u: Tensor) -> tuple[State, Tensor, Tensor]:
+    """The IMH decision given log u: the new state, whether accepted, min(1, w(y)/w(x))."""
+    log_w_new = log_importance_weight(new)
+    log_ratio = log_w_new - log_importance_weight(state)
+    accepted, rate = mh.metropolis_decide(log_ratio, log_w_new, log_u)
+    return mh.select(accepted, new, state), accepted, rate
+
+
+def build_kernel(propose: Proposal, compile: Switch = False) -> Callable[..., tuple[State, Info]]:
     """The IMH transition ``step(generator, state, evaluate) -> (state, info)``.
 
     Draws y ∼ q for every chain, evaluates the target once per chain at y, and
     accepts with min(1, w(y)/w(x)) (Tierney 1994). A proposal with a non-finite
-    log w is rejected.
+    log w is rejected. ``compile`` compiles the decision
+    (:mod:`~boltzbench.mcmc.compiling`); the proposal and the evaluator run as given.
     """
+    decide = Compiled(_jump, "flow_proposal.jump", resolve(compile))
 
     def step(generator: torch.Generator, state: State, evaluate: Evaluate) -> tuple[State, Info]:
         y, log_q = propose(generator, state.position.shape[0])
         y = y.to(state.position)
         new = init(y, log_q, evaluate)
-        log_w_new = log_importance_weight(new)
-        log_ratio = log_w_new - log_importance_weight(state)
-        accepted, rate = mh.metropolis_accept(log_ratio, log_w_new, generator)
-        return mh.select(accepted, new, state), Info(rate, accepted, new)
+        like = new.energy.to(torch.promote_types(new.energy.dtype, new.log_q.dtype))
+        state, accepted, rate = decide(state, new, mh.log_uniform(like, generator))
+        return state, Info(rate, accepted, new)
 
     return step
 
 
 def build_mixed_kernel(
-    propose: Proposal, log_prob: Callable[[Tensor], Tensor], n_local: int
+    propose: Proposal,
+    log_prob: Callable[[Tensor], Tensor],
+    n_local: int,
+    compile: Switch = False,
 ) -> Callable[..., tuple[State, MixedInfo]]:
     """``n_local`` MALA steps then one IMH jump (Gabrié et al. 2022, Algorithm 1).
 
@@ -193,10 +206,11 @@ def build_mixed_kernel(
     ``evaluate`` giving the energy *and* gradient and ``step_size`` the MALA ε
     (a number or one per chain). ``log_prob(x)`` is log q(x), shape ``(chains,)``:
     it refreshes the cached log q after the local moves, before the jump.
+    ``compile`` compiles the MALA steps and the jump's decision.
     """
     if n_local < 1:
         raise ValueError(f"the mixed kernel needs n_local >= 1, got {n_local}")
-    local, jump = mala.build_kernel(), build_kernel(propose)
+    local, jump = mala.build_kernel(compile), build_kernel(propose, compile)
 
     def step(
         generator: torch.Generator, state: State, evaluate: Evaluate, step_size: Tensor | float

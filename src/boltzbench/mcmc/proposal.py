@@ -31,6 +31,9 @@ __all__ = [
     "potential_from",
     "init",
     "metropolis_accept",
+    "uniform",
+    "log_uniform",
+    "metropolis_decide",
     "select",
     "take",
 ]
@@ -96,11 +99,30 @@ def metropolis_accept(
     acceptance_rate
         min(1, exp(log_ratio)), zero where the proposal is invalid, shape ``(chains,)``.
     """
+    return metropolis_decide(log_ratio, proposed_energy, log_uniform(log_ratio, generator))
+
+
+def uniform(shape: torch.Size, dtype: torch.dtype, device, generator: torch.Generator) -> Tensor:
+    """u ~ U(0, 1) of ``shape``, drawn on the CPU generator, on ``device``: the draws of
+    :func:`log_uniform` before the log (a fused compiled step takes the log inside)."""
+    u = torch.rand(shape, generator=generator, dtype=dtype)
+    return u if u.device == device else u.to(device)
+
+
+def log_uniform(like: Tensor, generator: torch.Generator) -> Tensor:
+    """log u, u ~ U(0, 1), of the shape, dtype and device of ``like``: the draws of
+    :func:`metropolis_accept`, apart so that compiled kernels draw them eagerly."""
+    u = torch.rand(like.shape, generator=generator, dtype=like.dtype)
+    return torch.log(u).to(like.device)
+
+
+def metropolis_decide(
+    log_ratio: Tensor, proposed_energy: Tensor, log_u: Tensor
+) -> tuple[Tensor, Tensor]:
+    """The decision of :func:`metropolis_accept` given its draws ``log_u`` (no randomness,
+    so it compiles): accept where log u < log_ratio and the proposal is valid."""
     valid = torch.isfinite(proposed_energy) & ~torch.isnan(log_ratio)
     log_ratio = torch.where(valid, log_ratio, torch.full_like(log_ratio, -torch.inf))
-    log_u = torch.log(torch.rand(log_ratio.shape, generator=generator, dtype=log_ratio.dtype)).to(
-        log_ratio.device
-    )
     accepted = log_u < log_ratio
     return accepted, torch.exp(torch.clamp(log_ratio, max=0.0))
 

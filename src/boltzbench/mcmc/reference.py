@@ -51,7 +51,7 @@ from torch import Tensor
 
 from boltzbench.checkpoint import NO_CHECKPOINT, Checkpoint
 from boltzbench.core import SampleSet, resolve_dtype, start_location
-from boltzbench.mcmc import diagnostics, proposal, runner, tempering
+from boltzbench.mcmc import compiling, diagnostics, proposal, runner, tempering
 from boltzbench.mcmc.runner import ChainRun, Draw, Schedule
 from boltzbench.targets.base import InvariantFeatures, PeriodicCoordinates, Target
 
@@ -101,6 +101,7 @@ def mcmc_reference(
     init_scale: float = 1.0,
     dtype: torch.dtype | str = torch.float64,
     checkpoint: Checkpoint = NO_CHECKPOINT,
+    compile: compiling.Switch = False,
 ) -> SampleSet:
     """``n`` reference samples of ``target`` by long MCMC (see the module docstring).
 
@@ -135,6 +136,11 @@ def mcmc_reference(
         should match).
     checkpoint
         Every ``checkpoint.every`` steps the whole loop is saved; a saved run resumes.
+    compile
+        "false" (default), "auto" or "true" (or a bool): run the local step of
+        every replica as one ``torch.compile``d graph
+        (:mod:`boltzbench.mcmc.compiling`); the same draws and counts as eager,
+        samples equal to float rounding.
 
     Raises
     ------
@@ -144,14 +150,14 @@ def mcmc_reference(
     config = _Config.make(
         algorithm, n, n_chains, n_warmup, n_burnin, thinning, n_temps, t_max, kernel, n_leapfrog
     )
-    potential = proposal.potential_from(target.energy_and_grad)
+    potential = compiling.potential(target, compile)
     shape = (config.n_temps, n_chains, target.dim)
     dtype = resolve_dtype(dtype) if isinstance(dtype, str) else dtype
     x0 = start_location(target, dtype) + init_scale * torch.randn(
         shape, generator=generator, dtype=dtype
     )
     state = tempering.init(x0, potential)
-    chain = _chain(config, potential)
+    chain = _chain(config, potential, compile)
     run = runner.start(chain, state, step_size, _zero_statistics(state))
     run = runner.run(chain, run, config.schedule, generator, checkpoint)
     features = target.invariant_features if isinstance(target, InvariantFeatures) else None
@@ -229,10 +235,12 @@ class _Config(NamedTuple):
         return self.n_temps * self.n_chains * (1 + steps * self.n_leapfrog)
 
 
-def _chain(config: _Config, potential: proposal.Potential) -> runner.Chain:
+def _chain(
+    config: _Config, potential: proposal.Potential, compile: compiling.Switch = False
+) -> runner.Chain:
     """Tempering steps of every replica (see the module docstring): during warm-up each
     replica adapts its own ε; afterwards each temperature keeps the median over its chains."""
-    step = tempering.build_kernel(config.betas, config.kernel)
+    step = tempering.build_kernel(config.betas, config.kernel, compile)
     n_leapfrog = config.n_leapfrog
     return runner.Chain(
         step=lambda generator, state, eps: step(generator, state, potential, eps, n_leapfrog),

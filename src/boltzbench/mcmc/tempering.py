@@ -48,6 +48,7 @@ import torch
 from torch import Tensor
 
 from boltzbench.mcmc import hmc, mala
+from boltzbench.mcmc.compiling import CountedPotential, Switch
 from boltzbench.mcmc.proposal import Potential, metropolis_accept
 
 __all__ = [
@@ -150,8 +151,15 @@ def _temper(x: Tensor, energy: Tensor, grad: Tensor, beta: Tensor) -> TemperedSt
 def tempered_potential(potential: Potential, beta: Tensor) -> Callable[[Tensor], TemperedState]:
     """Positions ``(rows, dim)`` → :class:`TemperedState` at β (shape ``(rows,)``).
 
-    One evaluation of ``potential`` per row.
+    One evaluation of ``potential`` per row. Of a
+    :class:`~boltzbench.mcmc.compiling.CountedPotential` it is one too
+    (:meth:`~boltzbench.mcmc.compiling.CountedPotential.map`), so that the local
+    kernel fuses its step, tempering included, into one compiled graph.
     """
+    if isinstance(potential, CountedPotential):
+        return potential.map(
+            lambda x, s: _temper(x, s.energy, s.grad, beta), f"{potential.name} tempered"
+        )
 
     def evaluate(x: Tensor) -> TemperedState:
         s = potential(x)
@@ -167,7 +175,9 @@ def init(position: Tensor, potential: Potential) -> State:
     return State(position, s.energy.reshape(k, c), s.grad.reshape(k, c, d), 0)
 
 
-def build_kernel(betas: Tensor, local: str = "mala") -> Callable[..., tuple[State, Info]]:
+def build_kernel(
+    betas: Tensor, local: str = "mala", compile: Switch = False
+) -> Callable[..., tuple[State, Info]]:
     """The parallel-tempering transition
     ``step(generator, state, potential, step_sizes, n_leapfrog=1) -> (state, info)``.
 
@@ -178,6 +188,13 @@ def build_kernel(betas: Tensor, local: str = "mala") -> Callable[..., tuple[Stat
         (e.g. :func:`geometric_ladder`).
     local
         The local kernel, ``"mala"`` or ``"hmc"``.
+    compile
+        Compile the local kernel's arithmetic (:mod:`~boltzbench.mcmc.compiling`)
+        around a plain potential. On a
+        :class:`~boltzbench.mcmc.compiling.CountedPotential` (built by
+        :func:`~boltzbench.mcmc.compiling.potential`) the local step of every
+        replica, tempering included, is one compiled graph whatever ``compile``
+        says; the swaps stay eager (a few ``(K, C)`` operations).
 
     ``step_sizes`` has shape ``(K,)`` (one ε per temperature) or ``(K, C)`` (one per
     replica, e.g. during warm-up) or is a number;
@@ -190,7 +207,8 @@ def build_kernel(betas: Tensor, local: str = "mala") -> Callable[..., tuple[Stat
     betas = torch.as_tensor(betas)
     if betas.ndim != 1 or float(betas[0]) != 1.0 or bool((betas[1:] >= betas[:-1]).any()):
         raise ValueError(f"betas must start at 1 and decrease, got {betas.tolist()}")
-    kernel = mala.build_kernel() if local == "mala" else hmc.build_kernel()
+    kernel = mala.build_kernel(compile) if local == "mala" else hmc.build_kernel(compile=compile)
+    tempered: dict[tuple, tuple] = {}  # (potential, C, dtype, device) → (β per row, potential)
 
     def step(
         generator: torch.Generator,
@@ -203,8 +221,12 @@ def build_kernel(betas: Tensor, local: str = "mala") -> Callable[..., tuple[Stat
             raise ValueError(f"MALA takes one leapfrog step, got n_leapfrog={n_leapfrog}")
         extra = () if local == "mala" else (n_leapfrog,)
         b = betas.to(state.energy)
+        key = (potential, state.energy.shape[1], b.dtype, b.device)
+        if key not in tempered:  # one tempered potential (and compiled graph) per run
+            beta = b.repeat_interleave(key[1])
+            tempered[key] = beta, tempered_potential(potential, beta)
         state, rate, accepted = _local_move(
-            kernel, generator, state, potential, b, step_sizes, extra
+            kernel, generator, state, *tempered[key], step_sizes, extra
         )
         state, swaps = _swap(generator, state, b)
         return state, Info(rate, accepted, *swaps)
@@ -212,13 +234,13 @@ def build_kernel(betas: Tensor, local: str = "mala") -> Callable[..., tuple[Stat
     return step
 
 
-def _local_move(kernel, generator, state: State, potential, betas, step_sizes, extra):
-    """One local kernel step of every replica on its tempered potential.
+def _local_move(kernel, generator, state: State, beta, potential, step_sizes, extra):
+    """One local kernel step of every replica on its tempered ``potential``
+    (β per row ``beta``, shape ``(K·C,)``).
 
     Returns the new state, the acceptance rates and the accept flags (both ``(K, C)``).
     """
     k, c, d = state.position.shape
-    beta = betas.repeat_interleave(c)
     eps = torch.as_tensor(step_sizes, dtype=state.position.dtype, device=state.position.device)
     eps = eps.reshape(-1) if eps.ndim == 2 else eps.repeat_interleave(c) if eps.ndim else eps
     flat = _temper(
@@ -227,7 +249,7 @@ def _local_move(kernel, generator, state: State, potential, betas, step_sizes, e
         state.grad.reshape(k * c, d),
         beta,
     )
-    new, info = kernel(generator, flat, tempered_potential(potential, beta), eps, *extra)
+    new, info = kernel(generator, flat, potential, eps, *extra)
     moved = State(
         new.position.reshape(k, c, d),
         new.target_energy.reshape(k, c),

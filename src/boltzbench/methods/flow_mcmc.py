@@ -70,7 +70,7 @@ from torch import Tensor
 
 from boltzbench.checkpoint import NO_CHECKPOINT, Checkpoint
 from boltzbench.core import BudgetPlan, SampleSet, shortfall_note
-from boltzbench.mcmc import diagnostics, runner
+from boltzbench.mcmc import compiling, diagnostics, runner
 from boltzbench.mcmc import flow_proposal as fp
 from boltzbench.mcmc.runner import ChainRun, Draw, Schedule
 from boltzbench.methods.base import Method
@@ -107,6 +107,10 @@ class FlowMCMC(Method):
         Initial MALA step size ε₀ (units of x), adapted during warm-up.
     target_accept
         MALA acceptance aimed at (0.574: Roberts & Rosenthal 1998).
+    compile
+        "false" (default), "auto" or "true" (or a bool): compile the mixed kernel's
+        MALA steps and jump decision and the target's energy-and-gradient
+        (:mod:`boltzbench.mcmc.compiling`); the flow itself runs as it is.
 
     Notes
     -----
@@ -144,6 +148,7 @@ class FlowMCMC(Method):
         thinning: int = 1,
         step_size: float = 0.1,
         target_accept: float = 0.574,
+        compile: compiling.Switch = False,
     ):
         if kernel not in KERNELS:
             raise ValueError(f"flow_mcmc: unknown kernel {kernel!r}; valid: {', '.join(KERNELS)}")
@@ -158,6 +163,7 @@ class FlowMCMC(Method):
         self.kernel, self.n_local, self.n_chains = kernel, n_local, n_chains
         self.n_warmup, self.n_burnin, self.thinning = n_warmup, n_burnin, thinning
         self.step_size, self.target_accept = step_size, target_accept
+        self.compile = compiling.check(compile)
 
     budget_settings = ("flow_params.n_iter", "n_warmup", "n_burnin", "thinning")
 
@@ -330,8 +336,8 @@ class _Chains:
         propose, log_prob = _flow_proposal(method.flow_, target.dim)
         if method.kernel == "imh":
             return cls(propose, fp.energy_only(target.energy), fp.build_kernel(propose), False)
-        kernel = fp.build_mixed_kernel(propose, log_prob, method.n_local)
-        return cls(propose, target.energy_and_grad, kernel, True)
+        kernel = fp.build_mixed_kernel(propose, log_prob, method.n_local, method.compile)
+        return cls(propose, compiling.energy_and_grad(target, method.compile), kernel, True)
 
     def step(
         self, generator: torch.Generator, state: fp.State, step_size: Tensor

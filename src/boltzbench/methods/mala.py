@@ -38,7 +38,7 @@ from torch import Tensor
 
 from boltzbench.checkpoint import NO_CHECKPOINT, Checkpoint
 from boltzbench.core import BudgetPlan, SampleSet, resolve_dtype, shortfall_note, start_location
-from boltzbench.mcmc import mala, proposal, runner
+from boltzbench.mcmc import compiling, mala, proposal, runner
 from boltzbench.mcmc.runner import Draw, Schedule, plan_chain
 from boltzbench.methods.base import Method
 from boltzbench.targets.base import Target
@@ -94,6 +94,11 @@ class MALA(Method):
         Chains start from N(loc, init_scale² I), loc the target's base_location (or 0).
     dtype
         "float32" or "float64": the dtype of positions (the target should match).
+    compile
+        "false" (default), "auto" or "true" (or a bool): run each MALA step as one
+        ``torch.compile``d graph (:mod:`boltzbench.mcmc.compiling`; "auto" where the
+        platform supports it, "true" warns and runs eager where not). The draws
+        and counts are those of the eager run; samples agree to float rounding.
 
     Under an evaluation budget, the budget decides ``thinning`` and ``n_burnin``
     (and ``n_warmup`` when it cannot pay for the configured warm-up and burn-in
@@ -115,6 +120,7 @@ class MALA(Method):
         target_accept: float = 0.574,
         init_scale: float = 1.0,
         dtype: str = "float32",
+        compile: compiling.Switch = False,
     ):
         if n_chains < 1 or thinning < 1 or n_warmup < 0 or n_burnin < 0:
             raise ValueError("need n_chains >= 1, thinning >= 1, n_warmup >= 0, n_burnin >= 0")
@@ -123,7 +129,7 @@ class MALA(Method):
         resolve_dtype(dtype)
         self.n_chains, self.n_warmup, self.n_burnin = n_chains, n_warmup, n_burnin
         self.thinning, self.step_size, self.target_accept = thinning, step_size, target_accept
-        self.init_scale, self.dtype = init_scale, dtype
+        self.init_scale, self.dtype, self.compile = init_scale, dtype, compiling.check(compile)
 
     def n_steps(self, n: int) -> int:
         """Kernel steps per chain for ``n`` samples (each one evaluation per chain)."""
@@ -142,7 +148,7 @@ class MALA(Method):
         every ``checkpoint.every`` steps and resumes a saved one.
         """
         dtype = resolve_dtype(self.dtype)
-        potential = proposal.potential_from(target.energy_and_grad)
+        potential = compiling.potential(target, self.compile)
         x0 = torch.randn(self.n_chains, target.dim, generator=generator, dtype=dtype)
         x0 = start_location(target, dtype) + self.init_scale * x0
         state = mala.init(x0, potential)
@@ -162,7 +168,7 @@ class MALA(Method):
 
     def _chain(self, potential: proposal.Potential) -> runner.Chain:
         """MALA steps on ``potential``, each chain adapting its own step size."""
-        kernel = mala.build_kernel()
+        kernel = mala.build_kernel(self.compile)
         return runner.Chain(
             step=lambda generator, state, eps: kernel(generator, state, potential, eps),
             record=lambda info: {"accept": info.acceptance_rate},

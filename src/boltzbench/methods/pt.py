@@ -24,6 +24,7 @@ import torch
 
 from boltzbench.checkpoint import NO_CHECKPOINT, Checkpoint
 from boltzbench.core import BudgetPlan, SampleSet
+from boltzbench.mcmc import compiling
 from boltzbench.methods.base import Method
 from boltzbench.methods.mala import chain_budget_plan
 from boltzbench.targets.base import Target
@@ -43,6 +44,12 @@ class ParallelTempering(Method):
     (and ``n_warmup`` when it cannot pay for the configured warm-up and burn-in
     and one draw per sample row); their configured values are then ignored,
     except as the warm-up kept and the least burn-in (:meth:`plan_budget`).
+
+    ``compile``: "false" (default), "auto" or "true" (or a bool): run the local
+    step of every replica as one ``torch.compile``d graph
+    (:mod:`boltzbench.mcmc.compiling`; "auto" where the platform supports it,
+    "true" warns and runs eager where not); the draws and counts are those of
+    the eager run, samples agree to float rounding.
     """
 
     fast_params = {"n_chains": 4, "n_temps": 2, "n_warmup": 20, "n_burnin": 5, "thinning": 1}
@@ -61,6 +68,7 @@ class ParallelTempering(Method):
         n_leapfrog: int = 1,
         init_scale: float = 1.0,
         dtype: str = "float64",
+        compile: compiling.Switch = False,
     ):
         if min(n_chains, n_temps, thinning, n_leapfrog) < 1 or min(n_warmup, n_burnin) < 0:
             raise ValueError(
@@ -71,7 +79,7 @@ class ParallelTempering(Method):
         self.n_chains, self.n_temps, self.t_max = n_chains, n_temps, t_max
         self.n_warmup, self.n_burnin, self.thinning = n_warmup, n_burnin, thinning
         self.step_size, self.kernel, self.n_leapfrog = step_size, kernel, n_leapfrog
-        self.init_scale, self.dtype = init_scale, dtype
+        self.init_scale, self.dtype, self.compile = init_scale, dtype, compiling.check(compile)
 
     def _leapfrog(self) -> int:
         """Evaluations per replica and step: ``n_leapfrog`` with HMC, 1 with MALA."""

@@ -48,6 +48,7 @@ from boltzbench.mcmc.annealing import (
     gaussian_path,
     normalize_log_weights,
 )
+from boltzbench.mcmc.compiling import Switch, check
 from boltzbench.methods.base import Method
 from boltzbench.targets.base import ShiftedTarget, Target
 
@@ -72,6 +73,10 @@ class SMC(Method):
         σ₀ of the base N(loc, σ₀² I), loc = the target's base_location (or 0).
     dtype
         "float32" or "float64": the dtype of positions (weights are float64).
+    compile
+        "false" (default), "auto" or "true" (or a bool): compile the moves and the
+        target's energy-and-gradient (:mod:`boltzbench.mcmc.compiling`); the same
+        draws and counts as eager, results equal to float rounding.
 
     Under an evaluation budget, the budget decides ``n_temps`` (its configured
     value is then ignored): the n_samples particles anneal over the most
@@ -99,11 +104,13 @@ class SMC(Method):
         ess_threshold: float = 0.5,
         base_scale: float = 1.0,
         dtype: str = "float32",
+        compile: Switch = False,
     ):
         self.n_temps, self.schedule, self.beta_min = n_temps, schedule, beta_min
         self.kernel, self.n_moves, self.n_leapfrog = kernel, n_moves, n_leapfrog
         self.step_size, self.target_accept, self.adapt_gain = step_size, target_accept, adapt_gain
         self.ess_threshold, self.base_scale, self.dtype = ess_threshold, base_scale, dtype
+        self.compile = check(compile)
         self._annealing()  # validates the annealing settings
         resolve_dtype(dtype)
         if base_scale <= 0:
@@ -195,7 +202,7 @@ class SMC(Method):
         x = self.base_scale * torch.randn(
             n, target.dim, generator=generator, dtype=resolve_dtype(self.dtype)
         )
-        path = gaussian_path(target, self.base_scale)
+        path = gaussian_path(target, self.base_scale, self.compile)
         return self._sample_set(anneal(self._annealing(), path, x, generator))
 
     def _sample_set(self, run: Annealed) -> SampleSet:

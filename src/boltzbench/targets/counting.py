@@ -47,6 +47,10 @@ class _CountBackward(torch.autograd.Function):
         return grad, None
 
 
+#: lazily noted non-finite counts are summed into one tensor every this many notes
+_COLLAPSE = 256
+
+
 class CountingTarget(Target):
     """A target that counts its own use. It forwards every attribute to ``target``.
 
@@ -69,7 +73,9 @@ class CountingTarget(Target):
         self.log_Z = target.log_Z
         self.description = target.description
         self.budget = budget
-        self.counts = EvalCounts()
+        self._counts = EvalCounts()
+        #: non-finite energies counted on the device (0-d tensors), not yet in ``counts``
+        self._pending: list[torch.Tensor] = []
         #: True once a call was refused because it would exceed the budget
         self.exhausted = False
 
@@ -82,6 +88,18 @@ class CountingTarget(Target):
     def base_location(self) -> torch.Tensor | None:
         return self.target.base_location()
 
+    @property
+    def counts(self) -> EvalCounts:
+        """The counts so far (non-finite energies noted lazily are added on reading)."""
+        if self._pending:
+            self._counts.nonfinite += int(torch.stack(self._pending).sum())
+            self._pending = []
+        return self._counts
+
+    @counts.setter
+    def counts(self, counts: EvalCounts) -> None:
+        self._counts, self._pending = counts, []
+
     def reset(self) -> EvalCounts:
         """Return the counts so far and start again from zero."""
         old, self.counts = self.counts, EvalCounts()
@@ -90,17 +108,35 @@ class CountingTarget(Target):
     def remaining(self) -> int | None:
         return None if self.budget is None else self.budget - self.counts.energy
 
-    def _charge(self, n: int) -> None:
-        if self.budget is not None and self.counts.energy + n > self.budget:
+    def charge(self, n: int, grad: bool = False) -> None:
+        """Count ``n`` energy rows (and ``n`` gradient rows where ``grad``) about to be
+        evaluated outside :meth:`energy`, e.g. by a compiled kernel.
+
+        Raises :class:`BudgetExceeded` (and sets ``exhausted``), counting nothing,
+        when they would exceed the budget: call it *before* evaluating.
+        """
+        counts = self._counts
+        if self.budget is not None and counts.energy + n > self.budget:
             self.exhausted = True
             raise BudgetExceeded(
                 f"{n} more energy evaluations would exceed the budget of {self.budget} "
-                f"({self.counts.energy} used)"
+                f"({counts.energy} used)"
             )
-        self.counts.energy += n
+        counts.energy += n
+        if grad:
+            counts.grad += n
+
+    def note_nonfinite(self, count: torch.Tensor) -> None:
+        """Add ``count`` (a 0-d integer tensor) non-finite energies, lazily: no device
+        synchronisation until ``counts`` is read, and no tensor operation per call but
+        one per :data:`_COLLAPSE` calls (a list append: kernels call it every step)."""
+        pending = self._pending
+        pending.append(count.detach())
+        if len(pending) >= _COLLAPSE:
+            self._pending = [torch.stack(pending).sum()]
 
     def energy(self, x: torch.Tensor) -> torch.Tensor:
-        self._charge(x.shape[0])
+        self.charge(x.shape[0])
         e = self.target.energy(x)
         self.counts.nonfinite += int((~torch.isfinite(e.detach())).sum())
         if e.requires_grad:
