@@ -90,9 +90,12 @@ def chain_report(name: str, samples, target, ref_angles, seconds: float, evals: 
 
 def run_chains(method, target, ref_angles, name: str) -> dict:
     plan = method.plan_budget(BUDGET, N_SAMPLES)
+    planned = plan.method  # a new instance with the planned chain length
+    if method.trainable:
+        planned.load_model_state(target, method.model_state())
     counted = CountingTarget(target, budget=BUDGET)
     t0 = time.perf_counter()
-    samples = plan.method.sample(counted, N_SAMPLES, torch.Generator().manual_seed(1))
+    samples = planned.sample(counted, N_SAMPLES, torch.Generator().manual_seed(1))
     seconds = time.perf_counter() - t0
     return chain_report(name, samples, target, ref_angles, seconds, counted.counts.energy)
 
