@@ -46,7 +46,9 @@ TARGET = {
 }
 N_TRAIN, LAG_FRAMES, CHAINS, BUDGET, N_SAMPLES, THREADS = 10_000, 125, 32, 32_000, 3200, 2
 TIMEWARP = dict(lag_frames=LAG_FRAMES, n_chains=CHAINS, n_warmup=0, n_burnin=50, n_iter=1500)
-MALA_PARAMS = dict(n_chains=CHAINS, n_warmup=300, n_burnin=100, step_size=0.01)
+MALA_PARAMS = dict(  # as config/full.yaml runs MALA on aldp
+    n_chains=CHAINS, n_warmup=300, n_burnin=100, step_size=0.001, init_scale=0.001
+)
 FRAME_EVALS = 80  # MD steps (force evaluations) between saved frames in config.yaml
 
 
