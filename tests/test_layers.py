@@ -1,9 +1,10 @@
 """The package is layered: a module imports only from its own layer and those below.
 
 Bottom up: the core types and helpers (``core``, ``hashing``, ``registry``,
-``checkpoint``, …); the MD bridge and the targets; the MCMC kernels and loops
+``checkpoint``, ``physics``, …); the MD bridge and the targets; the MCMC kernels and loops
 (``mcmc``); the samplers (``methods``); the metrics and references; the config,
-the report (leaderboard, sweep, figures) and the job helpers (``jobs``); the
+the report (leaderboard, sweep, figures), the ΔF task (``free_energy``) and the
+job helpers (``jobs``); the
 pipeline steps and the public checker; the command line. Within ``steps``, a
 step module calls only the library: it imports no other step module. Imports under
 ``if TYPE_CHECKING:`` are for readers and type checkers only and are skipped.
@@ -28,6 +29,7 @@ LAYERS = {
     "checkpoint": 0,
     "reproducible": 0,
     "estimators": 0,
+    "physics": 0,  # independent anchors (equations of state): no boltzbench imports
     "io": 1,
     "md": 1,
     "provenance": 1,
@@ -39,6 +41,7 @@ LAYERS = {
     "references": 4,
     "audit": 4,
     "export": 5,
+    "free_energy": 5,  # the ΔF task: MD windows, estimators, flow maps (methods)
     "config": 5,
     "compare": 5,
     "status": 5,
