@@ -76,6 +76,7 @@ class _Field(Target):
         (build_target({"kind": "phi4", "params": {"L": 4}}), "lattice"),
         (_Field(), "lattice"),
         (build_target({"kind": "gmm40"}), None),
+        (build_target({"kind": "u1", "params": {"L": 4}}), "gauge"),
     ],
 )
 def test_structure_figures_follow_the_declared_hooks(target, kind):

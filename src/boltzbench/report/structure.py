@@ -7,7 +7,10 @@ method (first seed; weighted sets resampled by weight, as the metrics do):
   (minimum 0; empty bins blank), dihedrals by mdtraj;
 * :func:`distance_row` — histograms of all interatomic distances, reference as
   a black line;
-* :func:`magnetization_row` — histograms of the magnetization M = (1/V) Σ φ.
+* :func:`magnetization_row` — histograms of the magnetization M = (1/V) Σ φ;
+* :func:`topological_charge_row` — histograms of a gauge field's topological
+  charge Q (integer bins), each panel with its mean plaquette beside the exact
+  value (raw link angles are gauge-dependent and show nothing).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import numpy as np
 import torch
 
 from boltzbench.targets.base import LatticeField, Molecule, ParticleSystem
+from boltzbench.targets.gauge import GaugeObservables
 
 __all__ = ["structured_kind", "structure_figure"]
 
@@ -24,9 +28,12 @@ RAMA_BINS = 60
 
 
 def structured_kind(target) -> str | None:
-    """'molecule', 'particles', 'lattice' or None, from the target's hooks
+    """'molecule', 'particles', 'lattice', 'gauge' or None, from the target's hooks
     (:class:`~boltzbench.targets.base.Molecule`, :class:`~boltzbench.targets.base.ParticleSystem`,
-    :class:`~boltzbench.targets.base.LatticeField`)."""
+    :class:`~boltzbench.targets.base.LatticeField`,
+    :class:`~boltzbench.targets.gauge.GaugeObservables`)."""
+    if isinstance(target, GaugeObservables):
+        return "gauge"
     if isinstance(target, Molecule):
         return "molecule"
     if isinstance(target, ParticleSystem):
@@ -96,7 +103,28 @@ def magnetization_row(axes, target, sets) -> None:
     axes[0].legend(fontsize=7)
 
 
-ROWS = {"molecule": ramachandran_row, "particles": distance_row, "lattice": magnetization_row}
+def topological_charge_row(axes, target, sets) -> None:
+    exact = target.exact_plaquette()
+    xs = [torch.as_tensor(x, dtype=torch.float64) for _, x in sets]
+    charges = [target.topological_charge(x).round().numpy() for x in xs]
+    plaquettes = [float(target.plaquettes(x).mean()) for x in xs]
+    top = max(int(np.abs(q).max()) for q in charges)
+    bins = np.arange(-top - 0.5, top + 1.5)
+    for ax, (title, _), q, p in zip(axes, sets, charges, plaquettes):
+        ax.hist(charges[0], bins=bins, density=True, histtype="step", color="k", label="reference")
+        ax.hist(q, bins=bins, density=True, alpha=0.5)
+        ax.set(title=title, xlabel="charge Q")
+        note = f"⟨cos θ_P⟩ {p:.4f}\nexact {exact:.4f}"
+        ax.text(0.03, 0.97, note, transform=ax.transAxes, va="top", fontsize=7)
+    axes[0].legend(fontsize=7)
+
+
+ROWS = {
+    "molecule": ramachandran_row,
+    "particles": distance_row,
+    "lattice": magnetization_row,
+    "gauge": topological_charge_row,
+}
 
 
 def structure_figure(target_name: str, target, sets: list[tuple[str, np.ndarray]]) -> plt.Figure:
