@@ -53,7 +53,7 @@ from boltzbench.checkpoint import NO_CHECKPOINT, Checkpoint
 from boltzbench.core import SampleSet, resolve_dtype, start_location
 from boltzbench.mcmc import compiling, diagnostics, proposal, runner, tempering
 from boltzbench.mcmc.runner import ChainRun, Draw, Schedule
-from boltzbench.targets.base import InvariantFeatures, PeriodicCoordinates, Target
+from boltzbench.targets.base import InvariantFeatures, PeriodicCoordinates, Target, wrap_angle
 
 __all__ = ["mcmc_reference", "check_convergence", "ConvergenceError", "ALGORITHMS"]
 
@@ -342,7 +342,7 @@ def _wrap_periodic(samples: SampleSet, target: Target) -> None:
     if mask is None or not bool(mask.any()):
         return
     x, mask = samples.x, mask.to(samples.x.device)
-    samples.x = torch.where(mask, torch.remainder(x + math.pi, 2 * math.pi) - math.pi, x)
+    samples.x = torch.where(mask, wrap_angle(x), x)
 
 
 def _features(features, position: Tensor) -> Tensor:

@@ -76,6 +76,8 @@ from zuko.transforms import (
 )
 from zuko.utils import unpack
 
+from boltzbench.targets.base import wrap_angle  # re-exported: the flows' angle map
+
 __all__ = [
     "ACTIVATIONS",
     "COUPLINGS",
@@ -103,15 +105,6 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 
 #: elementwise transforms of the coupling layers
 COUPLINGS = ("spline", "affine")
-
-
-def wrap_angle(x: torch.Tensor) -> torch.Tensor:
-    """Angles (radians, any shape) to the canonical [−π, π): x − 2π ⌊(x + π) / 2π⌋.
-
-    π maps to −π (the same point); the gradient is 1 everywhere.
-    """
-    y = torch.remainder(x + math.pi, 2 * math.pi) - math.pi
-    return torch.where(y >= math.pi, y - 2 * math.pi, y)  # remainder may round up to 2π
 
 
 def circular_moments(angles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -35,7 +35,7 @@ from functools import cached_property
 import numpy as np
 import torch
 
-from boltzbench.targets.base import Target
+from boltzbench.targets.base import Target, wrap_angle
 
 __all__ = ["AlanineDipeptide", "COORDINATES"]
 
@@ -162,9 +162,7 @@ class AlanineDipeptide(Target):
         """Absolute dihedrals → relative to :attr:`dihedral_offset`, wrapped to [−π, π)."""
         idx = self.internal.dihedral_idx
         d = z[:, idx] - self.dihedral_offset.to(z)[idx]
-        d = torch.remainder(d + torch.pi, 2 * torch.pi) - torch.pi
-        d = torch.where(d >= torch.pi, d - 2 * torch.pi, d)  # remainder may round up to 2π
-        return z.index_copy(1, idx, d)
+        return z.index_copy(1, idx, wrap_angle(d))
 
     # -- geometry hooks used by metrics and samplers ----------------------------
 

@@ -31,7 +31,18 @@ __all__ = [
     "DescribesCOM",
     "MDSystem",
     "PeriodicCoordinates",
+    "wrap_angle",
 ]
+
+
+def wrap_angle(x: torch.Tensor) -> torch.Tensor:
+    """Angles (radians, any shape) to the canonical [−π, π) of
+    :class:`PeriodicCoordinates`: x − 2π ⌊(x + π) / 2π⌋.
+
+    π maps to −π (the same point); the gradient is 1 everywhere.
+    """
+    y = torch.remainder(x + math.pi, 2 * math.pi) - math.pi
+    return torch.where(y >= math.pi, y - 2 * math.pi, y)  # remainder may round up to 2π
 
 
 @runtime_checkable

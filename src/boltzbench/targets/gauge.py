@@ -55,12 +55,11 @@ import numpy as np
 import torch
 from scipy.special import ive, logsumexp
 
-from boltzbench.targets.base import Target
+from boltzbench.targets.base import Target, wrap_angle
 
 __all__ = [
     "U1",
     "GaugeObservables",
-    "wrap",
     "plaquette_angles",
     "charge_of_plaquettes",
     "log_partition_function",
@@ -93,11 +92,6 @@ class GaugeObservables(Protocol):
     def exact_topological_susceptibility(self) -> float: ...
 
 
-def wrap(theta: torch.Tensor) -> torch.Tensor:
-    """Angles mapped to [−π, π) (period 2π), same shape."""
-    return torch.remainder(theta + math.pi, TWO_PI) - math.pi
-
-
 def plaquette_angles(links: torch.Tensor) -> torch.Tensor:
     """θ_P(x) = θ_0(x) + θ_1(x+0̂) − θ_0(x+1̂) − θ_1(x), unwrapped.
 
@@ -111,7 +105,7 @@ def plaquette_angles(links: torch.Tensor) -> torch.Tensor:
 def charge_of_plaquettes(theta_p: torch.Tensor) -> torch.Tensor:
     """Q = (1/2π) Σ_P wrap(θ_P) of plaquette angles ``(n, L, L)`` → ``(n,)``
     (an integer up to rounding)."""
-    return wrap(theta_p).flatten(1).sum(1) / TWO_PI
+    return wrap_angle(theta_p).flatten(1).sum(1) / TWO_PI
 
 
 # ----------------------------------------------------------- character expansion
@@ -227,7 +221,7 @@ def _plaquette_draws(n: int, L: int, beta: float, generator: torch.Generator) ->
     while sum(len(r) for r in rows) < n:
         m = max(2 * (n - sum(len(r) for r in rows)), 64)
         free = von_mises((m, volume - 1), beta, generator)
-        last = wrap(-free.sum(1, keepdim=True))
+        last = wrap_angle(-free.sum(1, keepdim=True))
         u = torch.rand(m, generator=generator, dtype=torch.float64)
         ok = u < torch.exp(beta * (torch.cos(last[:, 0]) - 1))
         rows.append(torch.cat([free, last], 1)[ok])
@@ -328,4 +322,4 @@ class U1(Target):
         """``n`` exact samples ``(n, 2L²)`` in [−π, π) (module docstring)."""
         phi = _plaquette_draws(n, self.L, self.beta, generator)
         links = _random_gauge(links_with_plaquettes(phi), generator)
-        return wrap(links).reshape(n, self.dim)
+        return wrap_angle(links).reshape(n, self.dim)
