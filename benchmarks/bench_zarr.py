@@ -14,9 +14,11 @@ the writeback of the one before it (without it, ``np.save`` times ranged over
 0.7-2.5 s in one run). Reported per choice: the median of
 (write_store ÷ np.save) over rounds, of its wall seconds, and of the seal alone
 (:func:`boltzbench.hashing.data_hash` of the written store, timed again after
-the write: the sha256 of every chunk that sealing adds to a write), and the
-store's bytes; and the same for CPU seconds (``time.process_time``, every
-thread), which a machine shared with other work inflates less than wall time.
+the write: the BLAKE3 of every chunk that sealing adds to a write), beside the
+seal of before (:func:`boltzbench.hashing.legacy_data_hash`, one sequential
+sha256), and the store's bytes; and the same for CPU seconds
+(``time.process_time``, every thread), which a machine shared with other work
+inflates less than wall time.
 Files go to a temporary folder (``tempfile``). Run:
 ``.venv/bin/python benchmarks/bench_zarr.py``.
 """
@@ -40,7 +42,7 @@ if __package__ in (None, ""):  # run as a file: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._common import write_result  # noqa: E402
-from boltzbench.hashing import data_hash  # noqa: E402
+from boltzbench.hashing import data_hash, legacy_data_hash  # noqa: E402
 from boltzbench.io import COMPRESSORS, write_store  # noqa: E402
 
 N, D, REPEATS = 1_000_000, 66, 6
@@ -82,7 +84,8 @@ def _du(path: Path) -> int:
 def _round(
     ds: xr.Dataset, x: np.ndarray, tmp: Path, order: list[str], peer_first: bool
 ) -> dict[str, tuple]:
-    """One write of each choice, each paired with an np.save: name -> (ours, peer, seal, bytes)."""
+    """One write of each choice, each paired with an np.save:
+    name -> (ours, peer, seal, sha256 seal, bytes)."""
     out = {}
     for name in order:
         compressors, chunk_bytes = CHOICES[name]
@@ -95,8 +98,8 @@ def _round(
         )
         if not peer_first:
             peer = _time(np.save, npy, x)
-        seal = _time(data_hash, store)[0]
-        out[name] = (ours, peer, seal, _du(store))
+        seal, legacy = _time(data_hash, store)[0], _time(legacy_data_hash, store)[0]
+        out[name] = (ours, peer, seal, legacy, _du(store))
         shutil.rmtree(store)
         npy.unlink()
     return out
@@ -104,15 +107,16 @@ def _round(
 
 def _table(rows: dict[str, dict]) -> str:
     lines = [
-        "| chunks and codec | store MB | write_store s (CPU s) | seal s | np.save s (CPU s) "
-        "| ratio (CPU ratio) |",
-        "|---|---|---|---|---|---|",
+        "| chunks and codec | store MB | write_store s (CPU s) | BLAKE3 seal s | sha256 seal s "
+        "| np.save s (CPU s) | ratio (CPU ratio) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, r in rows.items():
         mark = " (library)" if name == LIBRARY else ""
         lines.append(
             f"| {name}{mark} | {r['bytes'] / 1e6:.1f} | {r['write_store_s']:.2f} "
-            f"({r['write_store_cpu_s']:.2f}) | {r['seal_s']:.2f} | {r['np_save_s']:.2f} "
+            f"({r['write_store_cpu_s']:.2f}) | {r['seal_s']:.3f} | {r['sha256_seal_s']:.3f} "
+            f"| {r['np_save_s']:.2f} "
             f"({r['np_save_cpu_s']:.2f}) | {r['ratio_median']:.2f} ({r['cpu_ratio_median']:.2f}) |"
         )
     return "\n".join(lines)
@@ -133,7 +137,7 @@ def main() -> dict:
         shutil.rmtree(tmp)
     rows = {}
     for name, rs in runs.items():
-        ours_wc, peer_wc, seal, size = zip(*rs)
+        ours_wc, peer_wc, seal, legacy, size = zip(*rs)
         (ours, ours_cpu), (peer, peer_cpu) = zip(*ours_wc), zip(*peer_wc)
         rows[name] = {
             "ratio_median": statistics.median(a / b for a, b in zip(ours, peer)),
@@ -142,6 +146,7 @@ def main() -> dict:
             "write_store_cpu_s": statistics.median(ours_cpu),
             "np_save_cpu_s": statistics.median(peer_cpu),
             "seal_s": statistics.median(seal),
+            "sha256_seal_s": statistics.median(legacy),
             "np_save_s": statistics.median(peer),
             "bytes": size[-1],
         }

@@ -9,6 +9,7 @@ tests/test_status.py through :func:`micro_run`), and its export unpacked elsewhe
 
 from __future__ import annotations
 
+import json
 import shutil
 import tarfile
 import warnings
@@ -22,10 +23,12 @@ import zarr
 from boltzbench.audit import audit, problems
 from boltzbench.cli import main
 from boltzbench.core import SampleSet
-from boltzbench.hashing import data_hash, hash_path
+from boltzbench.hashing import data_hash, hash_json, hash_path, legacy_data_hash
 from boltzbench.io import (
     read_attrs,
+    read_store,
     recompute_data_hash,
+    recorded_seal,
     samples_to_dataset,
     save_model,
     write_json,
@@ -62,20 +65,50 @@ def test_a_store_is_sealed_with_its_data_hash(tmp_path):
     path = tmp_path / "s.zarr"
     s = SampleSet(x=torch.randn(50, 2), energy=torch.randn(50))
     write_store(samples_to_dataset(s), path, {"k": "v"})
-    assert read_attrs(path)["data_sha256"] == data_hash(path) == recompute_data_hash(path)
+    assert read_attrs(path)["data_hash"] == data_hash(path) == recompute_data_hash(path)
     before = hash_path(path)
     edit_store_attr(path, "k", "w")  # attrs: the whole-store hash sees it, the seal does not
-    assert hash_path(path) != before and data_hash(path) == read_attrs(path)["data_sha256"]
+    assert hash_path(path) != before and data_hash(path) == read_attrs(path)["data_hash"]
     flip_byte(path)
-    assert data_hash(path) != read_attrs(path)["data_sha256"]
+    assert data_hash(path) != read_attrs(path)["data_hash"]
+
+
+def test_artifacts_sealed_before_blake3_still_verify(tmp_path):
+    """A store and a JSON file sealed by the legacy scheme (``data_sha256``, a bare
+    sha256 hex digest) verify by that scheme, and a flipped byte or an edited value
+    still breaks them; their attrs are not carried into a store written from one."""
+    path = tmp_path / "s.zarr"
+    write_store(
+        samples_to_dataset(SampleSet(x=torch.randn(50, 2), energy=torch.randn(50))), path, {}
+    )
+    group = zarr.open_group(path, mode="r+")
+    del group.attrs["data_hash"]
+    group.attrs["data_sha256"] = legacy_data_hash(path)
+    assert recorded_seal(read_attrs(path)) == legacy_data_hash(path) == recompute_data_hash(path)
+    copy = write_store(read_store(path), tmp_path / "c.zarr", {})
+    assert "data_sha256" not in read_attrs(copy) and read_attrs(copy)["data_hash"] == data_hash(
+        copy
+    )
+    flip_byte(path)
+    assert recompute_data_hash(path) != read_attrs(path)["data_sha256"]
+
+    doc = tmp_path / "m.json"
+    write_json({"metrics": {"w2": 0.5}}, doc, provenance_attrs("evaluate", {"a": 1}, 0))
+    legacy = json.loads(doc.read_text())
+    del legacy["attrs"]["data_hash"]
+    legacy["attrs"]["data_sha256"] = hash_json({"metrics": {"w2": 0.5}})
+    doc.write_text(json.dumps(legacy))
+    assert recompute_data_hash(doc) == legacy["attrs"]["data_sha256"]
+    doc.write_text(doc.read_text().replace('"w2": 0.5', '"w2": 0.4'))
+    assert recompute_data_hash(doc) != legacy["attrs"]["data_sha256"]
 
 
 def test_a_json_artifact_with_provenance_is_sealed(tmp_path):
     attrs = provenance_attrs("evaluate", {"a": 1}, 0)
     path = write_json({"metrics": {"w2": 0.5, "bad": float("nan")}}, tmp_path / "m.json", attrs)
-    assert read_attrs(path)["data_sha256"] == recompute_data_hash(path)
+    assert read_attrs(path)["data_hash"] == recompute_data_hash(path)
     path.write_text(path.read_text().replace('"w2": 0.5', '"w2": 0.4'))
-    assert read_attrs(path)["data_sha256"] != recompute_data_hash(path)
+    assert read_attrs(path)["data_hash"] != recompute_data_hash(path)
 
 
 # -- a hand-made chain: reference -> model -> metrics -------------------------
@@ -113,7 +146,7 @@ def test_a_flipped_byte_in_a_chunk_is_caught_twice(chain, capsys):
     code, out = run_audit(capsys, "results/metrics.json")
     assert code == 1
     bad = [line for line in out.splitlines() if line.startswith("  results/ref.zarr")]
-    assert any("data_sha256" in line and "edited or corrupted" in line for line in bad), out
+    assert any("data_hash" in line and "edited or corrupted" in line for line in bad), out
     assert any("recorded by results/model.zarr (reference)" in line for line in bad), out
     assert any("recorded by results/metrics.json (reference)" in line for line in bad), out
 
@@ -124,7 +157,7 @@ def test_an_edited_attr_is_caught_by_the_downstream_record(chain, capsys):
     assert code == 1
     (line,) = [ln for ln in out.splitlines() if ln.startswith("  results/model.zarr")]
     assert "recorded by results/metrics.json (samples)" in line
-    assert "its data_sha256 verifies, so its attrs or metadata were changed" in line
+    assert "its data_hash verifies, so its attrs or metadata were changed" in line
 
 
 def test_an_edited_config_attr_no_longer_matches_its_hash(chain, capsys):
@@ -139,7 +172,7 @@ def test_an_edited_metric_and_a_missing_input_are_caught(chain, capsys):
     shutil.rmtree(chain / "results/ref.zarr")
     code, out = run_audit(capsys, "results/metrics.json")
     assert code == 1
-    assert "results/metrics.json: data_sha256 recorded" in out
+    assert "results/metrics.json: data_hash recorded" in out
     assert "results/ref.zarr: sha256 recorded by results/model.zarr (reference)" in out
     assert "the file is missing" in out
 
@@ -223,7 +256,7 @@ def test_audit_of_a_run_with_a_flipped_byte(micro_copy, capsys):
     assert code == 1
     summary = out.split("\naudit: ", 1)[1]
     assert "files, 2 problem(s)" in summary, summary
-    assert "samples.zarr: data_sha256 recorded" in summary
+    assert "samples.zarr: data_hash recorded" in summary
     assert (
         "samples.zarr: sha256 recorded by results/gauss/mala/seed0/metrics.json (samples)"
         in summary
@@ -273,4 +306,4 @@ def test_an_export_of_the_run_audits_unpacked_elsewhere(micro, capsys, tmp_path,
     assert code == 1
     summary = out.split("\naudit: ", 1)[1]
     assert "unpacked/results/gauss/mala/seed0/samples.zarr/x/c/0/0: manifest sha256" in summary
-    assert "samples.zarr: data_sha256 recorded" in summary
+    assert "samples.zarr: data_hash recorded" in summary

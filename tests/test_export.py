@@ -133,7 +133,7 @@ def test_the_archive_holds_the_run_and_its_manifest(run, tmp_path):
     for left_out in ("logs/", "checkpoints/", "stale", ".snakemake_timestamp"):
         assert not any(left_out in name for name in names), left_out
     attrs = manifest["attrs"]
-    assert attrs["boltzbench_step"] == "export" and "data_sha256" in attrs
+    assert attrs["boltzbench_step"] == "export" and "data_hash" in attrs
     assert set(json.loads(attrs["inputs"])) == {
         "leaderboard.provenance.json",
         "figures/t_samples.png",
@@ -164,7 +164,7 @@ def test_a_flipped_byte_fails_the_audit_naming_the_file(unpacked, capsys):
     summary = out.split("\naudit: ", 1)[1]
     chunk = "elsewhere/results/t/m/seed0/samples.zarr/x/c/0/0"
     assert f"{chunk}: manifest sha256 " in summary and "changed since the export" in summary
-    assert "samples.zarr: data_sha256 recorded" in summary
+    assert "samples.zarr: data_hash recorded" in summary
     assert "samples.zarr: sha256 recorded by elsewhere/results/t/m/seed0/metrics.json" in summary
 
 
@@ -179,7 +179,7 @@ def test_a_flipped_byte_in_a_plain_file_and_an_edited_manifest(unpacked, capsys)
     doc["files"]["results/leaderboard.md"]["sha256"] = hash_path(table)
     manifest.write_text(json.dumps(doc))  # the file list now agrees; the seal does not
     code, out = audit_cli(capsys, unpacked)
-    assert code == 1 and "elsewhere/MANIFEST.json: data_sha256 recorded" in out
+    assert code == 1 and "elsewhere/MANIFEST.json: data_hash recorded" in out
 
 
 def test_missing_and_unlisted_files_are_named(unpacked, capsys):
@@ -194,7 +194,7 @@ def test_missing_and_unlisted_files_are_named(unpacked, capsys):
 
 def test_a_run_that_does_not_verify_is_not_exported(run, tmp_path, capsys):
     flip_byte(run / RUN / "samples.zarr")
-    with pytest.raises(ExportError, match="samples.zarr: data_sha256 recorded"):
+    with pytest.raises(ExportError, match="samples.zarr: data_hash recorded"):
         export(R, tmp_path / "run.tar.gz")
     assert main(["export", "results", str(tmp_path / "run.tar.gz")]) == 2
     assert "does not verify" in capsys.readouterr().err

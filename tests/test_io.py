@@ -3,6 +3,7 @@
 import json
 import warnings
 
+import blake3
 import numpy as np
 import pytest
 import torch
@@ -15,10 +16,12 @@ from boltzbench.hashing import (
     PACKAGE_ROOT,
     ROOT_METADATA,
     _hash_tree,
+    canonical_json,
     closure_hash,
     data_hash,
     derive_seed,
     hash_path,
+    legacy_data_hash,
     module_closure,
 )
 from boltzbench.io import (
@@ -83,7 +86,7 @@ def test_the_seal_covers_the_consolidated_metadata(tmp_path):
     path = write_store(samples_to_dataset(sample_set()), tmp_path / "s.zarr", {"k": "v"})
     root = json.loads((path / "zarr.json").read_text())
     assert set(root["consolidated_metadata"]["metadata"]) >= {"x", "energy"}
-    sealed = root["attributes"]["data_sha256"]
+    sealed = root["attributes"]["data_hash"]
     assert data_hash(path) == sealed
     zarr.open_group(path, mode="r+").attrs["k"] = "w"
     assert data_hash(path) == sealed and "consolidated_metadata" in (path / "zarr.json").read_text()
@@ -93,14 +96,37 @@ def test_the_seal_covers_the_consolidated_metadata(tmp_path):
     assert data_hash(path) != sealed
 
 
+def test_the_store_seal_is_a_blake3_tree_of_its_files(tmp_path):
+    """The seal as documented, recomputed here from the files' bytes: BLAKE3 of the
+    canonical JSON of [[path, BLAKE3 of the bytes], ...] and the consolidated
+    metadata, every file but the root document and Snakemake's marker."""
+    path = write_store(samples_to_dataset(sample_set(n=3000)), tmp_path / "s.zarr", {})
+    IOFile(directory(str(path))).touch()
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.name != ".snakemake_timestamp")
+    tree = {
+        "files": [
+            [str(f.relative_to(path)), blake3.blake3(f.read_bytes()).hexdigest()]
+            for f in files
+            if str(f.relative_to(path)) != "zarr.json"
+        ],
+        "consolidated_metadata": json.loads((path / "zarr.json").read_text())[
+            "consolidated_metadata"
+        ],
+    }
+    expected = "blake3:" + blake3.blake3(canonical_json(tree).encode()).hexdigest()
+    assert len(tree["files"]) >= 6 and data_hash(path) == expected
+    assert zarr.open_group(path, mode="r").attrs[DATA_HASH] == expected
+
+
 def test_stores_without_consolidated_metadata_keep_their_seal(tmp_path):
-    """A store written before consolidated metadata hashes as it did (every file but
-    the root document) and reads without a warning; a zarr v2 store's .zmetadata
-    (which copies the root attrs) is covered but for those attrs."""
+    """A store written before consolidated metadata hashes by the legacy scheme as it
+    did (every file but the root document) and reads without a warning; a zarr v2
+    store's .zmetadata (which copies the root attrs) is covered but for those attrs."""
     old = tmp_path / "old.zarr"
     samples_to_dataset(sample_set()).to_zarr(old, consolidated=False)
     IOFile(directory(str(old))).touch()
-    assert data_hash(old) == _hash_tree(old, skip=ROOT_METADATA)
+    assert legacy_data_hash(old) == _hash_tree(old, skip=ROOT_METADATA)
+    assert data_hash(old) != legacy_data_hash(old) and data_hash(old).startswith("blake3:")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert torch.equal(dataset_to_samples(read_store(old)).x, sample_set().x)
@@ -109,8 +135,8 @@ def test_stores_without_consolidated_metadata_keep_their_seal(tmp_path):
         warnings.simplefilter("ignore")
         xr.Dataset({"x": ("s", np.arange(3.0))}).to_zarr(v2, consolidated=True, zarr_format=2)
         before = data_hash(v2)
-        zarr.open_group(v2, mode="r+").attrs["data_sha256"] = before
-    assert data_hash(v2) == before and "data_sha256" in (v2 / ".zmetadata").read_text()
+        zarr.open_group(v2, mode="r+").attrs["data_hash"] = before
+    assert data_hash(v2) == before and "data_hash" in (v2 / ".zmetadata").read_text()
     meta = json.loads((v2 / ".zmetadata").read_text())
     meta["metadata"]["x/.zarray"]["dtype"] = "<i8"
     (v2 / ".zmetadata").write_text(json.dumps(meta))

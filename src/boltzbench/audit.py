@@ -7,10 +7,11 @@ content hash, config hash, source hash, git commit, package versions, seed,
 host, SLURM job id and times, the CPU, ATen's CPU capability, the BLAS and the
 thread count, and checks:
 
-``data_sha256``
+``data_hash``
     the seal the writer put in its attrs (see :mod:`boltzbench.io`) against
     the content on disk now: catches an edited or corrupted array chunk or
-    metrics value, even with nothing downstream;
+    metrics value, even with nothing downstream (an artifact sealed before
+    BLAKE3 records ``data_sha256`` and is checked by that scheme);
 ``config_sha256``
     against the hash of the recorded ``config``;
 ``sha256`` recorded downstream
@@ -46,7 +47,14 @@ from pathlib import Path
 from typing import Any
 
 from boltzbench.hashing import content_files, hash_json, hash_path
-from boltzbench.io import DATA_HASH, read_attrs, read_json, recompute_data_hash
+from boltzbench.io import (
+    DATA_HASH,
+    LEGACY_DATA_HASH,
+    read_attrs,
+    read_json,
+    recompute_data_hash,
+    recorded_seal,
+)
 
 __all__ = [
     "Auditor",
@@ -129,19 +137,17 @@ def _short(h: str | None) -> str:
 
 def _self_check(path: Path, attrs: dict[str, Any]) -> Check | None:
     """The artifact's own seal against its content now (None for a figure)."""
-    actual = recompute_data_hash(path)
+    recorded = recorded_seal(attrs)
+    actual = recompute_data_hash(path, recorded)
     if actual is None:
         return None
-    recorded = attrs.get(DATA_HASH)
     if recorded is None:
         return Check(DATA_HASH, False, "not recorded: the artifact cannot be self-verified")
+    name = DATA_HASH if DATA_HASH in attrs else LEGACY_DATA_HASH
     if recorded != actual:
-        return Check(
-            DATA_HASH,
-            False,
-            f"recorded {recorded}, recomputed {actual}: data edited or corrupted",
-        )
-    return Check(DATA_HASH, True, "ok")
+        detail = f"recorded {recorded}, recomputed {actual}: data edited or corrupted"
+        return Check(name, False, detail)
+    return Check(name, True, "ok")
 
 
 def _config_check(attrs: dict[str, Any]) -> Check | None:
@@ -350,8 +356,9 @@ def problems(auditor: Auditor) -> list[str]:
 def _link_problem(consumer: Node, lk: Link) -> str:
     where = f"{_shown(lk.node.path)}: sha256 recorded by {_shown(consumer.path)} ({lk.role})"
     hint = ""
-    if any(c.name == DATA_HASH and c.ok for c in lk.node.checks):
-        hint = f"; its {DATA_HASH} verifies, so its attrs or metadata were changed"
+    seal = next((c for c in lk.node.checks if c.name in (DATA_HASH, LEGACY_DATA_HASH)), None)
+    if seal is not None and seal.ok:
+        hint = f"; its {seal.name} verifies, so its attrs or metadata were changed"
     return f"{where}: {lk.check.detail}{hint}"
 
 

@@ -18,7 +18,7 @@ working directory, e.g. ``results/gauss/mala/seed0/samples.zarr/x/c/0/0``), so
 that once the archive is unpacked in any directory every recorded link resolves
 there. ``MANIFEST.json`` at the archive's root lists every file with its sha256
 and size; it is itself an artifact of step ``export`` (provenance attrs, sealed
-by ``data_sha256``) whose inputs are the roots. ``boltzbench audit DIR`` on the
+by ``data_hash``) whose inputs are the roots. ``boltzbench audit DIR`` on the
 unpacked archive checks every file against the manifest and then walks the
 chains from the manifest (:func:`boltzbench.audit.audit`).
 """

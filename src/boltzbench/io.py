@@ -4,15 +4,20 @@ Every write (stores, JSON, text, and figures through :func:`atomic_path`) goes
 to a temporary path beside its destination and is renamed into place at the
 end, so a killed job never leaves an artifact that looks complete.
 Provenance attributes come from :func:`boltzbench.provenance.provenance_attrs`;
-this module only attaches them, and seals each artifact with ``data_sha256``,
+this module only attaches them, and seals each artifact with ``data_hash``,
 the hash of its content without its attrs (an artifact cannot record the hash of
-its own bytes):
+its own bytes), a value that names its scheme (``"blake3:<hex>"``):
 
-* a Zarr store: :func:`boltzbench.hashing.data_hash` (every file but the root
-  ``zarr.json``, plus the consolidated metadata inside it), computed on the
-  temporary path and written into the root attrs before the rename;
-* a JSON file written with provenance attrs: the sha256 of the canonical JSON of
+* a Zarr store: :func:`boltzbench.hashing.data_hash` (a BLAKE3 hash tree of every
+  file but the root ``zarr.json``, plus the consolidated metadata inside it),
+  computed on the temporary path and written into the root attrs before the
+  rename;
+* a JSON file written with provenance attrs: the BLAKE3 of the canonical JSON of
   the document without its ``"attrs"``.
+
+Artifacts sealed before BLAKE3 carry ``data_sha256`` (a bare sha256 hex digest)
+instead; they are verified by that scheme (:func:`recorded_seal`,
+:func:`recompute_data_hash`).
 
 :func:`read_attrs` and :func:`recompute_data_hash` read them back for
 ``boltzbench audit``.
@@ -64,7 +69,14 @@ import xarray as xr
 import zarr
 
 from boltzbench.core import SampleSet
-from boltzbench.hashing import data_hash, hash_json
+from boltzbench.hashing import (
+    canonical_json,
+    data_hash,
+    hash_json,
+    is_legacy_seal,
+    seal_bytes,
+    seal_hash,
+)
 
 __all__ = [
     "CHUNK_BYTES",
@@ -79,14 +91,18 @@ __all__ = [
     "read_attrs",
     "recompute_data_hash",
     "DATA_HASH",
+    "LEGACY_DATA_HASH",
+    "recorded_seal",
     "samples_to_dataset",
     "dataset_to_samples",
     "save_model",
     "load_model",
 ]
 
-#: the attr that seals an artifact: the sha256 of its content without its attrs
-DATA_HASH = "data_sha256"
+#: the attr that seals an artifact: the hash of its content without its attrs
+DATA_HASH = "data_hash"
+#: the seal's attr before BLAKE3 (a bare sha256 hex digest), still verified
+LEGACY_DATA_HASH = "data_sha256"
 #: attrs that carry this key are provenance attrs, and a JSON file with them is sealed
 PROVENANCE_KEY = "boltzbench_step"
 #: bytes of one chunk, about: whole rows along an array's first dimension
@@ -169,7 +185,8 @@ def write_store(
     the library's layout; other values are for ``benchmarks/bench_zarr.py``).
     """
     ds = ds.copy()
-    ds.attrs = {**ds.attrs, **attrs}
+    kept = {k: v for k, v in ds.attrs.items() if k not in (DATA_HASH, LEGACY_DATA_HASH)}
+    ds.attrs = {**kept, **attrs}
     for var in ds.variables.values():  # a dataset read from a store brings its layout
         for key in ("chunks", "preferred_chunks", "compressors", "compressor", "filters"):
             var.encoding.pop(key, None)
@@ -198,7 +215,7 @@ def read_store(path: str | Path) -> xr.Dataset:
 def write_json(obj: dict[str, Any], path: str | Path, attrs: dict[str, Any]) -> Path:
     """Write ``{"attrs": attrs, **obj}`` as JSON to ``path``, atomically.
 
-    Provenance attrs (they carry ``boltzbench_step``) get ``data_sha256``, the
+    Provenance attrs (they carry ``boltzbench_step``) get ``data_hash``, the
     hash of the document as written, without its attrs.
     """
     doc = json.loads(json.dumps(obj, default=_jsonable))  # what a reader will see
@@ -212,8 +229,15 @@ def read_json(path: str | Path) -> dict[str, Any]:
     return json.loads(Path(path).read_text())
 
 
-def _json_data_hash(doc: dict[str, Any]) -> str:
-    return hash_json({k: v for k, v in doc.items() if k != "attrs"})
+def _json_data_hash(doc: dict[str, Any], legacy: bool = False) -> str:
+    """The seal of a JSON document without its attrs (``legacy``: the bare sha256)."""
+    content = {k: v for k, v in doc.items() if k != "attrs"}
+    return hash_json(content) if legacy else seal_bytes(canonical_json(content).encode())
+
+
+def recorded_seal(attrs: dict[str, Any]) -> str | None:
+    """The seal an artifact's attrs record: ``data_hash``, else a legacy ``data_sha256``."""
+    return attrs.get(DATA_HASH, attrs.get(LEGACY_DATA_HASH))
 
 
 def read_attrs(path: str | Path) -> dict[str, Any]:
@@ -230,13 +254,21 @@ def read_attrs(path: str | Path) -> dict[str, Any]:
     return dict(read_json(path)["attrs"])
 
 
-def recompute_data_hash(path: str | Path) -> str | None:
-    """The ``data_sha256`` of an artifact as it is now on disk; None for a figure."""
+def recompute_data_hash(path: str | Path, recorded: str | None = None) -> str | None:
+    """The seal of an artifact as it is now on disk; None for a figure.
+
+    It is computed by the scheme of ``recorded`` (by default, the seal the
+    artifact records): a legacy bare hex seal by the legacy sha256, so an
+    artifact sealed by an earlier version verifies.
+    """
     path = Path(path)
     if path.is_dir():
-        return data_hash(path)
+        recorded = recorded_seal(read_attrs(path)) if recorded is None else recorded
+        return seal_hash(path, recorded)
     if path.suffix == ".json":
-        return _json_data_hash(read_json(path))
+        doc = read_json(path)
+        recorded = recorded_seal(doc.get("attrs", {})) if recorded is None else recorded
+        return _json_data_hash(doc, legacy=is_legacy_seal(recorded))
     return None
 
 

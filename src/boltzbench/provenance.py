@@ -35,7 +35,7 @@ Every Zarr store and metrics file boltzbench writes carries these attributes
     SLURM allocated to the job step (``SLURM_STEP_GPUS``, or ``SLURM_JOB_GPUS``
     in a batch script; set only where GPUs were granted); empty strings elsewhere.
 
-:mod:`boltzbench.io` adds one more when it writes the artifact: ``data_sha256``,
+:mod:`boltzbench.io` adds one more when it writes the artifact: ``data_hash``,
 the seal over the artifact's content without its attrs, which
 ``boltzbench audit`` verifies.
 """
