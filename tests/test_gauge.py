@@ -264,3 +264,61 @@ def test_gauge_metrics_in_evaluate():
     gaussian = build_target({"kind": "gaussian", "params": {"dim": 2}})
     for name in ("plaquette_error", "chi_q_error", "topo_tau_int", "topo_ess_per_1e6_evals"):
         assert METRICS.build(name).applies(t) and not METRICS.build(name).applies(gaussian)
+
+
+def test_weights_on_u1_need_a_density_on_the_torus():
+    """e^{−S} of U(1) has no finite integral over ℝ^dim: importance weights from a
+    density on ℝ^dim estimate a number that grows with the proposal's width (here
+    by more than 3 nats from σ = 3 to σ = 6), so the weight metrics are None for
+    such a sample set, and are estimates of the exact log Z from a density on the
+    torus (uniform draws, within 4 s.e.)."""
+    from boltzbench.metrics.weights import elbo_gap, kish_ess, log_z_error, log_z_hat
+    from boltzbench.targets import CountingTarget
+    from boltzbench.targets.base import periodic_everywhere
+
+    t = build_target({"kind": "u1", "params": {"L": 2, "beta": 1.0}})
+    n, d = 200_000, t.dim
+    x = (torch.rand(n, d, generator=_gen(), dtype=torch.float64) * 2 - 1) * math.pi
+    log_w = -t.energy(x) + d * math.log(2 * math.pi)
+    attrs = {"periodic": "circular", "log_Z_elbo": float(log_w.mean())}
+    torus = SampleSet(x=x, energy=t.energy(x), log_weight=log_w, attrs=attrs)
+    w = torch.exp(log_w - log_w.max())
+    se = float(w.std() / w.mean()) / math.sqrt(n)  # delta method for log mean w
+    assert log_z_error(torus, t) <= SIGMAS * se
+    assert 0 < kish_ess(torus, t) <= 1 and elbo_gap(torus, t) >= 0
+    flat = SampleSet(x=x, energy=t.energy(x), log_weight=log_w, attrs={"log_Z_hat": 1.0})
+    for metric in (log_z_hat, log_z_error, kish_ess, elbo_gap):
+        assert metric(flat, t) is None
+    estimates = []
+    for sigma in (3.0, 6.0):
+        y = sigma * torch.randn(n, d, generator=_gen(1), dtype=torch.float64)
+        log_q = -0.5 * (y / sigma).pow(2).sum(1) - d * math.log(sigma * math.sqrt(2 * math.pi))
+        estimates.append(float(torch.logsumexp(-t.energy(y) - log_q, 0)) - math.log(n))
+    assert estimates[1] - estimates[0] > 3
+    gaussian = build_target({"kind": "gaussian", "params": {"dim": 2}})
+    assert periodic_everywhere(CountingTarget(t)) and not periodic_everywhere(gaussian)
+
+
+def test_the_sample_step_stores_u1_draws_on_the_canonical_domain(tmp_path):
+    """MALA moves the links in ℝ^dim, and along the gauge orbits (where S is flat) its
+    chains drift past ±π; the sample step stores the draws wrapped into [−π, π), with
+    the energies they had (S is periodic)."""
+    from boltzbench.io import dataset_to_samples, read_store
+    from boltzbench.methods import build_method
+    from boltzbench.steps import sample, train
+
+    target = {"kind": "u1", "params": {"L": 2, "beta": 1.0}}
+    params = {"n_chains": 8, "n_warmup": 100, "n_burnin": 100, "thinning": 5, "step_size": 0.5}
+    method = {"kind": "mala", "params": params}
+    t = build_target(target)
+    raw = build_method(method).fit(t, None, _gen()).sample(t, 400, _gen())
+    assert raw.x.abs().max() > math.pi  # unwrapped, the chains leave [−π, π)
+    job = dict(target_name="u1", target=target, method_name="mala", method=method, seed=0)
+    out = {k: str(tmp_path / f"{k}.zarr") for k in ("model", "samples")}
+    train.run(inputs={}, outputs={"model": out["model"]}, n_samples=400, **job)
+    sample.run(
+        inputs={"model": out["model"]}, outputs={"samples": out["samples"]}, n_samples=400, **job
+    )
+    stored = dataset_to_samples(read_store(out["samples"]))
+    assert stored.x.min() >= -math.pi and stored.x.max() < math.pi
+    assert torch.allclose(stored.energy, t.energy(stored.x), atol=1e-5)

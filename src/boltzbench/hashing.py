@@ -21,6 +21,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
+from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ import blake3
 __all__ = [
     "hash_path",
     "data_hash",
+    "file_digest",
     "legacy_data_hash",
     "seal_bytes",
     "seal_hash",
@@ -97,14 +99,15 @@ def seal_bytes(data: bytes) -> str:
     return f"{SEAL_SCHEME}:{blake3.blake3(data).hexdigest()}"
 
 
-def _blake3_file(path: Path) -> str:
-    """BLAKE3 of one file's bytes, memory-mapped and hashed on every core."""
-    h = blake3.blake3(max_threads=blake3.blake3.AUTO)
+def file_digest(path: str | Path, threads: int | None = None) -> str:
+    """BLAKE3 of one file's bytes (hex), memory-mapped and hashed on ``threads``
+    threads (None: every core)."""
+    h = blake3.blake3(max_threads=blake3.blake3.AUTO if threads is None else threads)
     h.update_mmap(path)
     return h.hexdigest()
 
 
-def data_hash(path: str | Path) -> str:
+def data_hash(path: str | Path, digests: Mapping[str, str] | None = None) -> str:
     """``"blake3:<hex>"``: the seal of a directory store, without its root attrs.
 
     ``<hex>`` is the BLAKE3 of the canonical JSON of ``{"files": [[relative
@@ -121,11 +124,21 @@ def data_hash(path: str | Path) -> str:
     byte a store holds, and sha256 (SHA-NI) alone took about 3× an ``np.save``
     of the same array; BLAKE3's SIMD tree hashes those bytes about 4× faster on
     one core and spreads over every core (README, *Stores at disk speed*).
+
+    ``digests``: the :func:`file_digest` of files already hashed by their writer
+    once written (relative path → hex; :func:`boltzbench.io.write_store` hashes
+    each chunk while it writes the next), used for those files; every other file
+    is hashed here.
     """
     path = Path(path)
-    files = [f for f in content_files(path) if str(f.relative_to(path)) not in ROOT_METADATA]
+    files = [str(f.relative_to(path)) for f in content_files(path)]
+    known = digests or {}
     tree = {
-        "files": [[str(f.relative_to(path)), _blake3_file(f)] for f in files],
+        "files": [
+            [f, known[f] if f in known else file_digest(path / f)]
+            for f in files
+            if f not in ROOT_METADATA
+        ],
         "consolidated_metadata": consolidated_metadata(path),
     }
     return seal_bytes(canonical_json(tree).encode())

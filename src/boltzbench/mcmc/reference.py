@@ -53,7 +53,7 @@ from boltzbench.checkpoint import NO_CHECKPOINT, Checkpoint
 from boltzbench.core import SampleSet, resolve_dtype, start_location
 from boltzbench.mcmc import compiling, diagnostics, proposal, runner, tempering
 from boltzbench.mcmc.runner import ChainRun, Draw, Schedule
-from boltzbench.targets.base import InvariantFeatures, PeriodicCoordinates, Target, wrap_angle
+from boltzbench.targets.base import InvariantFeatures, Target, wrap_periodic
 
 __all__ = ["mcmc_reference", "check_convergence", "ConvergenceError", "ALGORITHMS"]
 
@@ -162,7 +162,7 @@ def mcmc_reference(
     run = runner.run(chain, run, config.schedule, generator, checkpoint)
     features = target.invariant_features if isinstance(target, InvariantFeatures) else None
     samples = _sample_set(run, runner.draws(chain, run), config, n, features)
-    _wrap_periodic(samples, target)
+    samples.x = wrap_periodic(target, samples.x)  # the chains move in ℝ^dim
     samples.attrs["rhat_threshold"] = rhat_max
     check_convergence(samples.attrs["rhat_max"], rhat_max, samples.attrs["rhat_of"])
     return samples
@@ -332,17 +332,6 @@ def _sample_set(
         },
         attrs=attrs,
     )
-
-
-def _wrap_periodic(samples: SampleSet, target: Target) -> None:
-    """Map the target's periodic coordinates (``periodic_mask``: angles of period 2π)
-    of the kept draws into [−π, π), in place: the chains move in ℝ^dim, where a
-    periodic energy is the same, and the samples are stored on the canonical domain."""
-    mask = target.periodic_mask if isinstance(target, PeriodicCoordinates) else None
-    if mask is None or not bool(mask.any()):
-        return
-    x, mask = samples.x, mask.to(samples.x.device)
-    samples.x = torch.where(mask, wrap_angle(x), x)
 
 
 def _features(features, position: Tensor) -> Tensor:

@@ -67,6 +67,15 @@ __all__ = ["METRICS", "Metric", "evaluate", "noise_floor", "metric_docs"]
 METRICS: Registry[Metric] = Registry("metric")
 
 
+#: why a weight metric is None on a target periodic on all of ℝ (metrics.weights)
+_PERIODIC_WEIGHTS = (
+    "None on a target whose energy is periodic on all of ℝ (U(1)) unless the method's "
+    "density lives on the torus (a circular flow): e^(−E) has no finite integral over "
+    "ℝ^dim there, so weights from a density on ℝ^dim (SMC, diffusions, an interval "
+    "flow) estimate nothing."
+)
+
+
 def _register(metric: Metric) -> None:
     """Register ``metric`` under its name, as a factory without parameters."""
     METRICS.register(metric.name)(lambda: metric)
@@ -80,7 +89,8 @@ _register(
         doc=(
             "Estimate of log Z: the method's own attrs['log_Z_hat'] (SMC) if present, "
             "else log((1/N) Σ_i w_i) over all N rows with log w = -E - log q; "
-            "non-finite log weights count as w = 0. None without weights or estimate."
+            "non-finite log weights count as w = 0. None without weights or estimate. "
+            + _PERIODIC_WEIGHTS
         ),
         better="neither",
     )
@@ -92,7 +102,7 @@ _register(
         fn=log_z_error,
         doc=(
             "Δlog Z = |log Ẑ - log Z| with log Ẑ as in log_z_hat and the target's exact "
-            "log Z. None when either is unknown."
+            "log Z. None when either is unknown. " + _PERIODIC_WEIGHTS
         ),
     )
 )
@@ -107,7 +117,7 @@ _register(
             "path samplers: the path weights): an estimate of the reverse KL(q ‖ p) in nats "
             "(of the path measures for a path sampler). +inf when some log w is not finite. "
             "None when log Z is unknown or the method declares no ELBO (MCMC, SMC, SCLD runs "
-            "that resample)."
+            "that resample). " + _PERIODIC_WEIGHTS
         ),
     )
 )
@@ -122,7 +132,7 @@ _register(
             "None without weights. For a flow, w = p/q is the importance weight of "
             "independent proposals; for SMC, w is the final particle weight, so this is "
             "the ESS accumulated since the last resampling step, not an ESS against a "
-            "proposal: the two are not comparable."
+            "proposal: the two are not comparable. " + _PERIODIC_WEIGHTS
         ),
         better="higher",
     )

@@ -6,6 +6,13 @@ log w_i = -E(x_i) - log q(x_i), so that (1/N) Σ w_i is an unbiased estimate of
 Z. A non-finite log weight (NaN, ±inf) counts as zero weight, log w_i = -inf;
 N still counts that row, so failed draws lower Ẑ and the ESS as they should.
 Everything is computed in float64.
+
+On a target whose energy is periodic on all of ℝ (U(1);
+:func:`~boltzbench.targets.base.periodic_everywhere`) e^{−E} has no finite
+integral over ℝ^dim, so weights against it from a density on ℝ^dim (SMC,
+diffusions, an interval flow) estimate nothing: every metric here is None for
+such a sample set, and defined for one whose density lives on the torus (a
+circular flow, ``attrs["periodic"] == "circular"``).
 """
 
 from __future__ import annotations
@@ -13,12 +20,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from boltzbench.estimators import clean_log_weights, log_mean_exp, normalized_kish_ess
-from boltzbench.targets.base import Target
+from boltzbench.targets.base import Target, periodic_everywhere
 
 if TYPE_CHECKING:  # only for annotations: metrics never import the sampler families
     from boltzbench.core import SampleSet
 
 __all__ = [
+    "weights_defined",
     "clean_log_weights",
     "log_mean_exp",
     "log_z_hat",
@@ -26,6 +34,13 @@ __all__ = [
     "elbo_gap",
     "kish_ess",
 ]
+
+
+def weights_defined(samples: SampleSet, target: Target) -> bool:
+    """Whether the sample set's weights are against a finite measure: always, but
+    on a target periodic on all of ℝ, where only a density on the torus gives them
+    (module docstring)."""
+    return not periodic_everywhere(target) or samples.attrs.get("periodic") == "circular"
 
 
 def log_z_hat(samples: SampleSet, target: Target) -> float | None:
@@ -36,6 +51,8 @@ def log_z_hat(samples: SampleSet, target: Target) -> float | None:
     log Ẑ = log((1/N) Σ_i w_i) over all N rows when ``log_weight`` is present,
     else None. -inf when every weight is zero.
     """
+    if not weights_defined(samples, target):
+        return None
     if samples.attrs.get("log_Z_hat") is not None:
         return float(samples.attrs["log_Z_hat"])
     if samples.log_weight is None or samples.log_weight.shape[0] == 0:
@@ -68,6 +85,8 @@ def elbo_gap(samples: SampleSet, target: Target) -> float | None:
     elbo = samples.attrs.get("log_Z_elbo")
     if samples.log_weight is None or elbo is None or target.log_Z is None:
         return None
+    if not weights_defined(samples, target):
+        return None
     return float(target.log_Z) - float(elbo)
 
 
@@ -82,5 +101,7 @@ def kish_ess(samples: SampleSet, target: Target) -> float | None:
     ``log_weight``.
     """
     if samples.log_weight is None or samples.log_weight.shape[0] == 0:
+        return None
+    if not weights_defined(samples, target):
         return None
     return normalized_kish_ess(samples.log_weight)

@@ -24,6 +24,7 @@ from boltzbench.jobs import (
 from boltzbench.methods import Method
 from boltzbench.provenance import now, provenance_attrs
 from boltzbench.targets import CountingTarget
+from boltzbench.targets.base import periodic_everywhere, wrap_periodic
 
 __all__ = ["run", "COST_KEYS", "cost_attrs", "check_declared_budget"]
 
@@ -103,6 +104,8 @@ def run(
         with timed(times, "sample"):
             gen = generator("sample", target_name, method_name, seed, device=dev)
             samples = model.sample(counted, n_samples, gen, ckpt)
+        if periodic_everywhere(counted):  # stored on the canonical domain, energies the same
+            samples.x = wrap_periodic(counted, samples.x)
     log.info("sampled %s on %s (seed %d): %s", method_name, target_name, seed, counted.counts)
     attrs = provenance_attrs("sample", config, seed, inputs, started)
     attrs.update({k: model_attrs[k] for k in model_attrs if k.startswith("fit_")})

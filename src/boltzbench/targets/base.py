@@ -31,7 +31,9 @@ __all__ = [
     "DescribesCOM",
     "MDSystem",
     "PeriodicCoordinates",
+    "periodic_everywhere",
     "wrap_angle",
+    "wrap_periodic",
 ]
 
 
@@ -141,9 +143,38 @@ class PeriodicCoordinates(Protocol):
     circular transforms (``periodic: auto``; Rezende et al. 2020), the MCMC
     reference's wrapping of its draws and the periodic Stein check. Examples:
     alanine dipeptide in internal coordinates (its 19 dihedrals), the U(1) gauge
-    links (all of them)."""
+    links (all of them).
+
+    An optional member, ``periodic_everywhere = True``, says the energy is
+    periodic on all of ℝ (U(1)) rather than +inf outside (alanine dipeptide);
+    see :func:`periodic_everywhere`."""
 
     periodic_mask: torch.Tensor
+
+
+def periodic_everywhere(target: Any) -> bool:
+    """Whether ``target`` (or the target a wrapper forwards to) declares
+    :class:`PeriodicCoordinates` whose energy is 2π-periodic on all of ℝ
+    (``periodic_everywhere = True``).
+
+    Then e^{−E} has no finite integral over ℝ^dim: a sampler that moves in ℝ^dim
+    samples the target only once its draws are wrapped into [−π, π)
+    (:func:`wrap_periodic`), and importance weights against e^{−E} mean
+    something only from a density on the torus (a circular flow), not from a
+    density on ℝ^dim (SMC, diffusions, an interval flow).
+    """
+    return isinstance(target, PeriodicCoordinates) and bool(
+        getattr(target, "periodic_everywhere", False)
+    )
+
+
+def wrap_periodic(target: Any, x: torch.Tensor) -> torch.Tensor:
+    """``x`` with ``target``'s periodic coordinates wrapped into [−π, π)
+    (:func:`wrap_angle`); ``x`` itself for a target without them."""
+    mask = target.periodic_mask if isinstance(target, PeriodicCoordinates) else None
+    if mask is None or not bool(mask.any()):
+        return x
+    return torch.where(mask.to(x.device), wrap_angle(x), x)
 
 
 class Target(torch.nn.Module):

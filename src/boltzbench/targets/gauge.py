@@ -276,6 +276,8 @@ class U1(Target):
     """
 
     exact_sampling = True
+    #: S is 2π-periodic in every link on all of ℝ (``targets.base.periodic_everywhere``)
+    periodic_everywhere = True
 
     def __init__(self, L: int = 8, beta: float = 2.0):
         super().__init__()
