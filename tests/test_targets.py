@@ -195,6 +195,7 @@ def test_manywell_energy_is_the_pairwise_double_well():
     far = torch.zeros(1, 8, dtype=torch.float64)
     far[0, 1] = 1e18  # an x₂: ½ x² = 5e35 is finite in float64, so is the energy
     assert torch.isfinite(t.energy(far)).all()
+    assert t.energy(x.float()).dtype == torch.float32  # the dtype of x, as before
 
 
 # Gradients against autograd and central differences, for every registered target:

@@ -236,9 +236,10 @@ class ManyWell(Target):
         # One polynomial per coordinate with per-column coefficients: every
         # operation reads x contiguously, so TorchInductor compiles the energy and
         # its gradient to full-width vector loops (pairs or strided slices compile
-        # to scalar ones). Where x² is finite, so is each term.
+        # to scalar ones). Where x² is finite, so is each term. In x's dtype.
+        a, b, c = self._A.to(x), self._B.to(x), self._C.to(x)
         sq = x * x
-        return (((self._B + self._C * sq) * sq) + self._A * x).sum(-1)
+        return (((b + c * sq) * sq) + a * x).sum(-1)
 
     def assign_modes(self, x: torch.Tensor) -> torch.Tensor:
         """Σ_j [x₁⁽ʲ⁾ > x_b] 2^j over the pairs j: the well of every pair, shape ``(n,)``."""
