@@ -20,6 +20,7 @@ BENCHMARKS = (
     "bench_flow_matching",
     "bench_reproducible",
     "bench_blackjax",
+    "bench_hot_paths",
 )
 
 for name in BENCHMARKS:

@@ -12,7 +12,7 @@ import torch
 
 from boltzbench.targets.base import Target
 
-__all__ = ["Gaussian"]
+__all__ = ["Gaussian", "ar1_precision"]
 
 
 def ar1_precision(dim: int, scale: float, rho: float) -> torch.Tensor:
